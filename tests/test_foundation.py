@@ -245,3 +245,12 @@ def test_manifest_records_inputs_by_sha256(tmp_path):
     (tmp_path / "b.onnx.json").write_text("{broken")
     with pytest.raises(UserError, match="not valid JSON"):
         read_manifest(out)
+
+
+def test_atomic_output_gives_ordinary_file_permissions(tmp_path):
+    target = tmp_path / "model.engine"
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
