@@ -1,0 +1,133 @@
+"""TensorRT engines under the runner contract.
+
+``TrtRunner.load`` decides everything it can before TensorRT deserializes anything: the file must be a
+plan (header), its manifest and header must match the running TensorRT, and its compute capability the
+GPU; otherwise it refuses with the reason and the ``edgeresnet build`` line that makes a fitting engine.
+Deserialization and device memory happen in ``activate`` (``EngineSession``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeresnet.artifacts import read_manifest
+from edgeresnet.errors import UserError
+from edgeresnet.runners.base import Runner
+
+
+class TrtRunner(Runner):
+    backend = "trt"
+
+    def __init__(self, path: Path, manifest: dict[str, Any] | None, *, trt: Any, device_backend: Any,
+                 gpu: Any = None, dla_core: int | None = None, notes: list[str] | None = None,
+                 rebuild: str | None = None) -> None:
+        super().__init__(path, manifest)
+        self.trt = trt
+        self.device_backend = device_backend
+        self.gpu = gpu
+        self.dla_core = dla_core
+        self.notes = list(notes or [])
+        self.rebuild = rebuild
+        self.session: Any = None
+
+    @classmethod
+    def load(cls, path: str | Path, *, cuda_backend: str = "auto", dla_core: int | None = None, device: int = 0,
+             trt_module: Any = None, device_backend: Any = None, **options: Any) -> TrtRunner:
+        """Check the engine against this machine and return an un-activated runner, or raise UserError.
+
+        ``trt_module``/``device_backend`` are injectable (tests); by default TensorRT (or TensorRT-RTX for
+        an RTX engine) is imported and the CUDA backend is chosen by ``cuda_backend``."""
+        from edgeresnet.trt import adapter
+        from edgeresnet.trt.cuda_mem import get_backend, probe_gpu
+        from edgeresnet.trt.planfile import read_plan_header
+        from edgeresnet.trt.runtime import check_engine_compat, engine_compat_notes, rebuild_command
+
+        engine_path = Path(path)
+        if not engine_path.is_file():
+            raise UserError(f"{engine_path}: engine file not found; build one with edgeresnet build")
+        manifest = read_manifest(engine_path)
+        header = read_plan_header(engine_path)
+        rebuild = rebuild_command(manifest, engine_path)
+        if not header.is_plan:
+            raise UserError(f"{engine_path}: not a TensorRT engine ({header.reason}); "
+                            "pass the .engine file written by edgeresnet build")
+        section = (manifest or {}).get("engine") or {}
+        wants_rtx = section.get("builder") == "tensorrt-rtx" or header.flavor == "tensorrt-rtx"
+        trt = trt_module if trt_module is not None else adapter.load_trt("rtx" if wants_rtx else "tensorrt")
+
+        gpu = None
+        reason = "no CUDA device"
+        if device_backend is None:
+            count, reason = probe_gpu()
+            if count > device:
+                device_backend = get_backend(cuda_backend)
+        if device_backend is not None:
+            gpu = device_backend.gpu_info(device)
+        problems = check_engine_compat(
+            manifest, header, adapter.trt_version(trt),
+            gpu.name if gpu else None, gpu.compute_capability if gpu else None,
+            running_flavor=adapter.trt_flavor(trt),
+        )
+        if problems:
+            raise UserError(f"{engine_path}: cannot run here: {'; '.join(problems)}; rebuild it: {rebuild}")
+        if device_backend is None:
+            raise UserError(f"{engine_path}: TensorRT engines need a CUDA GPU and none is usable here ({reason}); "
+                            "run on the target machine or use the ort backend with the ONNX model")
+        if dla_core is None and section.get("dla_core") is not None:
+            dla_core = int(section["dla_core"])
+        return cls(engine_path, manifest, trt=trt, device_backend=device_backend, gpu=gpu, dla_core=dla_core,
+                   notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def activate(self) -> None:
+        from edgeresnet.trt.runtime import EngineSession
+
+        section = self.manifest.get("engine") or {}
+        options = section.get("build_options") or {}
+        self.session = EngineSession(
+            self.trt, self.path.read_bytes(), self.device_backend, dla_core=self.dla_core,
+            host_code_allowed=bool(options.get("version_compatible")), source=str(self.path), rebuild=self.rebuild,
+        ).open()
+
+    def deactivate(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    # -- inference ----------------------------------------------------------------------------------
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError("TrtRunner.infer outside its context manager (use `with runner:`)")
+        outputs = self.session.infer(np.asarray(images, dtype=np.float32))
+        logits = outputs.get("logits", next(iter(outputs.values())))
+        return np.asarray(logits, dtype=np.float32)
+
+    @property
+    def input_shape(self) -> tuple[int | str, ...]:
+        section = self.manifest.get("engine") or {}
+        shape = (section.get("input") or {}).get("shape")
+        if shape:
+            return tuple("batch" if int(d) < 0 else int(d) for d in shape)
+        if self.session is not None:
+            return tuple("batch" if d < 0 else d for d in self.session.input_shape())
+        raise UserError(f"{self.path}: input shape unknown without a manifest; activate the runner first")
+
+    @property
+    def device(self) -> str:
+        if self.dla_core is not None:
+            return f"dla:{self.dla_core}"
+        return "cuda:0"
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update({
+            "tensorrt": getattr(self.trt, "__version__", None),
+            "gpu": None if self.gpu is None else {"name": self.gpu.name, "compute_capability": self.gpu.cc_string},
+            "cuda_backend": getattr(self.device_backend, "name", None),
+            "precision": (self.manifest.get("engine") or {}).get("precision_label"),
+            "notes": self.notes,
+        })
+        return info

@@ -1,0 +1,284 @@
+"""Running a TensorRT engine: refuse a foreign engine before TensorRT sees it, then execute with v3 calls.
+
+Deserializing runs native code and a foreign engine only yields ``None`` plus a log line (or worse,
+tensorrt.md §1.10-1.11), so the decision comes first and is pure: ``check_engine_compat`` compares the
+sidecar manifest and the plan header with the running TensorRT and GPU and returns the problems, each
+naming what differs. ``EngineSession`` then deserializes (a None becomes trt-core's classified error),
+sets the input shape per call (dynamic batch), binds addresses with ``set_tensor_address`` and runs
+``execute_async_v3`` on a non-default stream; device memory goes through ``cuda_mem.DeviceBackend``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeresnet.errors import UserError
+
+
+def _parts(version: Any, n: int = 3) -> tuple[int, ...] | None:
+    """"10.3.0.26" / (10, 3, 0) -> (10, 3, 0); None for unknown."""
+    if version is None or version == "":
+        return None
+    if isinstance(version, (tuple, list)):
+        values = [int(p) for p in version]
+    else:
+        values = []
+        for piece in str(version).split("."):
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            if not digits:
+                break
+            values.append(int(digits))
+    return tuple(values[:n]) if values else None
+
+
+def _vstr(parts: tuple[int, ...] | None) -> str:
+    return ".".join(str(p) for p in parts) if parts else "?"
+
+
+def _flavor(name: Any) -> str:
+    return "tensorrt-rtx" if str(name or "tensorrt").lower() in ("rtx", "tensorrt-rtx", "tensorrt_rtx") else "tensorrt"
+
+
+def _label(flavor: str) -> str:
+    return "TensorRT-RTX" if flavor == "tensorrt-rtx" else "TensorRT"
+
+
+def _cc(value: Any) -> tuple[int, int] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[1]))
+    major, _, minor = str(value).partition(".")
+    try:
+        return (int(major), int(minor or 0))
+    except ValueError:
+        return None
+
+
+def check_engine_compat(
+    manifest: dict[str, Any] | None,
+    header: Any,
+    running_trt_version: Any,
+    gpu_name: str | None,
+    compute_capability: Any,
+    *,
+    running_flavor: str = "tensorrt",
+) -> list[str]:
+    """Why this engine cannot run here (empty list = it can). Pure: no TensorRT, no GPU calls.
+
+    ``manifest`` is the engine's sidecar (or None), ``header`` a ``planfile.PlanHeader`` (or None),
+    ``gpu_name``/``compute_capability`` the running GPU (None when there is none: GPU checks skipped)."""
+    problems: list[str] = []
+    running = _flavor(running_flavor)
+    running_version = _parts(running_trt_version)
+    section = (manifest or {}).get("engine") or {}
+    options = section.get("build_options") or {}
+    version_compatible = bool(options.get("version_compatible"))
+
+    # -- the file itself
+    if header is not None:
+        if not header.is_plan:
+            problems.append(f"not a TensorRT engine ({header.reason})")
+            return problems
+        if "truncated" in (header.reason or ""):
+            problems.append(f"the engine is truncated ({header.size} bytes)")
+        expected_size = (manifest or {}).get("size_bytes")
+        if expected_size is not None and header.size != int(expected_size):
+            problems.append(f"the engine is {header.size} bytes but its manifest says {int(expected_size)}: "
+                            "truncated or replaced")
+        if header.flavor and _flavor(header.flavor) != running:
+            problems.append(f"the plan was written by {_label(_flavor(header.flavor))}, this runtime is {_label(running)}")
+        header_version = _parts(getattr(header, "version", None))
+        if header_version and running_version and _flavor(header.flavor) == running:
+            if not _version_ok(header_version, running_version, version_compatible):
+                problems.append(f"the plan header says {_label(running)} {_vstr(header_version)} built it, "
+                                f"this runtime is {_vstr(running_version)}")
+
+    # -- the manifest's record of the build
+    if manifest is not None:
+        built_flavor = _flavor(section.get("builder"))
+        built_version = _parts(section.get("tensorrt_version"))
+        if built_flavor != running:
+            if not any("written by" in p for p in problems):
+                problems.append(f"built by {_label(built_flavor)}, this runtime is {_label(running)}")
+        elif built_version and running_version and not _version_ok(built_version, running_version, version_compatible):
+            if not any("plan header says" in p for p in problems):
+                problems.append(f"built by {_label(built_flavor)} {_vstr(built_version)}, "
+                                f"this runtime is {_label(running)} {_vstr(running_version)}")
+        gpu = manifest.get("gpu") or {}
+        built_cc = _cc(gpu.get("compute_capability"))
+        running_cc = _cc(compute_capability)
+        if built_cc and running_cc and built_cc != running_cc:
+            level = options.get("hardware_compatibility")
+            if level == "AMPERE_PLUS" and running_cc >= (8, 0):
+                pass  # "only supported for engines built on NVIDIA Ampere and later GPUs" (§1.9)
+            else:
+                built_name = gpu.get("name") or "?"
+                problems.append(f"built for compute capability {built_cc[0]}.{built_cc[1]} ({built_name}), "
+                                f"this GPU is {running_cc[0]}.{running_cc[1]} ({gpu_name or '?'})")
+    return problems
+
+
+def _version_ok(built: tuple[int, ...], running: tuple[int, ...], version_compatible: bool) -> bool:
+    if built[:3] == running[:3]:
+        return True
+    if version_compatible:
+        # same major and newer, or TensorRT 10 -> 11 / 8 -> 10 (TensorRT 11.4.1 support matrix, §1.9)
+        return running >= built and (running[0] == built[0] or (built[0], running[0]) in ((10, 11), (8, 10)))
+    return False
+
+
+def engine_compat_notes(manifest: dict[str, Any] | None, gpu_name: str | None) -> list[str]:
+    """Differences that do not stop the engine but the user should know (same SM, another GPU model)."""
+    notes: list[str] = []
+    if manifest is None:
+        notes.append("no manifest beside the engine: only the plan header could be checked")
+        return notes
+    gpu = manifest.get("gpu") or {}
+    built_name = gpu.get("name")
+    if gpu_name and built_name and gpu.get("source") != "target file" and built_name.strip() != gpu_name.strip():
+        notes.append(f"built on {built_name}, running on {gpu_name} (same compute capability): "
+                     "tactics were timed on the other GPU, rebuild for best performance")
+    return notes
+
+
+def rebuild_command(manifest: dict[str, Any] | None, engine_path: str | Path) -> str:
+    """The ``edgeresnet build`` line that makes this engine for the current machine."""
+    if manifest and manifest.get("rebuild_command"):
+        return str(manifest["rebuild_command"])
+    section = (manifest or {}).get("engine") or {}
+    inputs = (manifest or {}).get("inputs") or {}
+    settings = (manifest or {}).get("settings") or {}
+    onnx = (inputs.get("onnx") or {}).get("path") or settings.get("onnx") or "MODEL.onnx"
+    target = section.get("target") or "TARGET"
+    precision = section.get("precision") or settings.get("precision") or "fp32"
+    args = ["edgeresnet", "build", str(onnx), "--target", str(target), "--precision", str(precision)]
+    profiles = section.get("profiles") or []
+    if profiles:
+        lo, opt, hi = (profiles[0][k][0] for k in ("min", "opt", "max"))
+        args += ["--batch", str(lo) if lo == opt == hi else f"{lo}:{opt}:{hi}"]
+    if section.get("dla_core") is not None:
+        args += ["--dla", str(section["dla_core"])]
+    args += ["--out", str(Path(engine_path).parent)]
+    return shlex.join(args)
+
+
+class EngineSession:
+    """One deserialized engine, its execution context, a stream and device buffers that grow as needed."""
+
+    def __init__(self, trt: Any, data: bytes, backend: Any, *, logger: Any = None, dla_core: int | None = None,
+                 host_code_allowed: bool = False, source: str = "engine", rebuild: str | None = None) -> None:
+        self.trt = trt
+        self.data = data
+        self.backend = backend
+        self.logger = logger
+        self.dla_core = dla_core
+        self.host_code_allowed = host_code_allowed
+        self.source = source
+        self.rebuild = rebuild
+        self.engine: Any = None
+        self.context: Any = None
+        self.stream: int | None = None
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.dtypes: dict[str, Any] = {}
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> EngineSession:
+        from edgeresnet.trt import adapter
+
+        trt = self.trt
+        self.logger = self.logger if self.logger is not None else adapter.make_logger(trt)
+        engine = adapter.deserialize_engine(trt, self.data, self.logger, dla_core=self.dla_core,
+                                            host_code_allowed=self.host_code_allowed, source=self.source,
+                                            rebuild=self.rebuild)
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise UserError(f"{self.source}: could not create an execution context (out of device memory?)")
+        input_mode = trt.TensorIOMode.INPUT
+        for index in range(int(engine.num_io_tensors)):
+            name = engine.get_tensor_name(index)
+            self.dtypes[name] = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            (self.inputs if engine.get_tensor_mode(name) == input_mode else self.outputs).append(name)
+        if len(self.inputs) != 1:
+            raise UserError(f"{self.source}: the engine has {len(self.inputs)} inputs; edgeresnet runs single-input classifiers")
+        self.stream = self.backend.stream_create()  # non-default stream (execute_async_v3 docstring, §1.7)
+        return self
+
+    def close(self) -> None:
+        for pointer, _ in self.buffers.values():
+            self.backend.free(pointer)
+        self.buffers.clear()
+        if self.stream is not None:
+            self.backend.stream_destroy(self.stream)
+            self.stream = None
+        self.context = None
+        self.engine = None
+
+    # -- shapes ---------------------------------------------------------------------------------
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0]
+
+    def batch_range(self) -> tuple[int, int, int] | None:
+        """(min, opt, max) batch of profile 0 for a dynamic input, None for a static one."""
+        engine = self.engine
+        static = tuple(engine.get_tensor_shape(self.input_name))
+        if static and int(static[0]) >= 0:
+            return None
+        shapes = engine.get_tensor_profile_shape(self.input_name, 0)
+        return (int(shapes[0][0]), int(shapes[1][0]), int(shapes[2][0]))
+
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))
+
+    # -- execution ------------------------------------------------------------------------------
+    def _buffer(self, name: str, nbytes: int) -> int:
+        pointer, capacity = self.buffers.get(name, (0, 0))
+        if capacity < nbytes:
+            if capacity:
+                self.backend.free(pointer)
+            pointer = self.backend.alloc(nbytes)
+            self.buffers[name] = (pointer, nbytes)
+        return pointer
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch: returns every output by name, copied back to the host."""
+        context = self.context
+        if context is None:
+            raise RuntimeError("EngineSession.infer called before open()")
+        images = np.ascontiguousarray(images, dtype=self.dtypes[self.input_name])
+        expected = self.input_shape()
+        if images.ndim != len(expected) or any(e >= 0 and e != g for e, g in zip(expected[1:], images.shape[1:])):
+            raise UserError(f"{self.source}: input of shape {list(images.shape)} does not fit the engine's {list(expected)}")
+        batch = images.shape[0]
+        limits = self.batch_range()
+        if limits is not None and not limits[0] <= batch <= limits[2]:
+            raise UserError(f"{self.source}: batch {batch} is outside the engine's profile {limits[0]}..{limits[2]}; "
+                            f"use --batch-size <= {limits[2]} or rebuild with a wider --batch")
+        if limits is None and expected[0] != batch:
+            raise UserError(f"{self.source}: the engine takes batches of exactly {expected[0]}, got {batch}")
+        if not context.set_input_shape(self.input_name, tuple(images.shape)):
+            raise UserError(f"{self.source}: TensorRT rejected input shape {list(images.shape)}")
+        stream = self.stream
+        pointer = self._buffer(self.input_name, images.nbytes)
+        self.backend.h2d_async(pointer, images, stream)
+        context.set_tensor_address(self.input_name, pointer)
+        results: dict[str, np.ndarray] = {}
+        for name in self.outputs:
+            shape = tuple(int(d) for d in context.get_tensor_shape(name))
+            host = np.empty(shape, dtype=self.dtypes[name])
+            results[name] = host
+            context.set_tensor_address(name, self._buffer(name, host.nbytes))
+        if not context.execute_async_v3(stream):
+            raise UserError(f"{self.source}: execute_async_v3 failed; see the TensorRT log")
+        for name, host in results.items():
+            self.backend.d2h_async(host, self.buffers[name][0], stream)
+        self.backend.stream_sync(stream)
+        return results
