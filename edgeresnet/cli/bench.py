@@ -1,0 +1,203 @@
+"""CLI of issue 6: ``benchmark``, ``compare`` and ``report``.
+
+Parsing, printing and exit codes only; the measuring lives in ``edgeresnet.bench``, tables and plots in
+``edgeresnet.report``. Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeresnet.errors import UserError
+
+
+def _console(json_dest: str | None) -> Any:
+    """Tables go to stderr when JSON goes to stdout, so ``--json -`` stays parseable."""
+    from rich.console import Console
+
+    console = Console(stderr=json_dest == "-")
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(stderr=json_dest == "-", width=200)
+    return console
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "results"
+
+
+def _print_results(console: Any, document: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from edgeresnet.report import compare
+
+    rows = compare.rows_from([(Path("-"), document)])
+    console.print(compare.rich_table(rows))
+    by_warning: dict[str, list[str]] = {}
+    for row in rows:
+        for warning in row["warnings"]:
+            by_warning.setdefault(warning, []).append(f"batch {row['batch']}")
+    for warning, where in by_warning.items():
+        scope = "" if len(where) == len(rows) else f" ({', '.join(where)})"
+        console.print(f"[yellow]warning:[/yellow] {escape(warning + scope)}", highlight=False)
+
+
+def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Path | None,
+                   inputs: dict[str, Any], console: Any) -> None:
+    from edgeresnet.artifacts import emit_json
+    from edgeresnet.bench.schema import validate, write_results
+
+    validate(document, "benchmark results")
+    if json_dest == "-":
+        emit_json(document, "-")
+    elif json_dest:
+        write_results(json_dest, document, option="--json", inputs=inputs)
+        console.print(f"results: {json_dest}", highlight=False, markup=False)
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out {out_dir}: is a file; pass a directory for the results JSON")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        first = document["results"][0]
+        name = _slug(f"{first['model']}_{first['backend']}_{first['precision']}_{first['target']}") + ".json"
+        path = out_dir / name
+        write_results(path, document, option="--out", inputs=inputs)
+        console.print(f"results: {path}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add benchmark, compare and report to the app."""
+
+    @app.command("benchmark")
+    def benchmark(
+        models: list[Path] | None = typer.Argument(
+            None, metavar="MODEL...", help="Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine)."),
+        backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
+        batch: str | None = typer.Option(None, "--batch", help="Batch sizes to sweep, e.g. 1,8,32 (default 1)."),
+        warmup_ms: float = typer.Option(200.0, "--warmup-ms", help="Warm-up wall time (ms), with --warmup-iterations."),
+        warmup_iterations: int = typer.Option(5, "--warmup-iterations", help="Minimum warm-up iterations."),
+        min_iterations: int = typer.Option(10, "--min-iterations", help="Minimum timed iterations."),
+        duration: float = typer.Option(3.0, "--duration", help="Minimum timed wall time per batch size (s)."),
+        threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtime."),
+        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder: timing inputs and accuracy."),
+        accuracy: bool | None = typer.Option(None, "--accuracy/--no-accuracy",
+                                                help="Top-1/top-5 on the test split of --data (default on with --data)."),
+        image_size: int | None = typer.Option(None, "--image-size", help="Input size when the model does not say."),
+        no_transfers: bool = typer.Option(False, "--no-transfers", help="Device-resident inputs/outputs (torch on CUDA)."),
+        cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (torch on CUDA)."),
+        device: str | None = typer.Option(None, "--device", help="torch backend: cpu or cuda (default: cuda if present)."),
+        target: str | None = typer.Option(None, "--target", help="Where this runs, e.g. host-cpu, orin-nano."),
+        model_name: str | None = typer.Option(None, "--model-name", help="Name used to pair results (default: file stem)."),
+        precision: str | None = typer.Option(None, "--precision", help="Override the precision label."),
+        from_trtexec: list[Path] | None = typer.Option(
+            None, "--from-trtexec", help="Import a trtexec log and/or its --exportTimes JSON instead of measuring."),
+        seed: int = typer.Option(0, "--seed", help="Seed for noise inputs and the bootstrap."),
+        json_out: str | None = typer.Option(None, "--json", help="Write results JSON here ('-' = stdout)."),
+        out: Path | None = typer.Option(None, "--out", help="Directory to write the results JSON into."),
+    ) -> None:
+        """Measure latency (trtexec statistics), throughput and accuracy of a model, or import a trtexec run."""
+        from edgeresnet.bench.core import BenchSettings, parse_batches
+        from edgeresnet.bench.timing import TimingConfig
+
+        console = _console(json_out)
+        batches = parse_batches(batch if batch is not None else "1")
+        if from_trtexec:
+            if models:
+                raise UserError("--from-trtexec: pass either MODEL files to measure or trtexec files to import, not both")
+            if len(batches) > 1:
+                raise UserError(f"--batch {batch}: a trtexec run has one batch size; pass one value or leave it out")
+            _import_trtexec(from_trtexec, batches[0] if batch is not None else None, precision, model_name, target, seed,
+                            json_out, out, console)
+            return
+        if not models:
+            raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
+        if accuracy and data is None:
+            raise UserError("--accuracy: needs --data (digits or an ImageFolder) to measure on")
+        settings = BenchSettings(
+            backend=backend, batches=batches,
+            timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
+                                min_iterations=min_iterations, duration_s=duration),
+            threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
+            model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
+        ).validate()
+        if json_out and json_out != "-":
+            from edgeresnet.artifacts import check_output_dir
+
+            check_output_dir(json_out, "--json")
+        for model in models:
+            if not model.exists():
+                raise UserError(f"{model}: model file not found; check the path")
+        from edgeresnet.bench.core import _console_progress, run_benchmark
+
+        update, finish = _console_progress()
+        try:
+            document = run_benchmark(models, settings, data=data, accuracy=accuracy is not False,
+                                     progress=update)
+        finally:
+            finish()
+        _print_results(console, document)
+        _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
+
+    def _import_trtexec(files: list[Path], batch: int | None, precision: str | None, model_name: str | None,
+                        target: str | None, seed: int, json_out: str | None, out: Path | None, console: Any) -> None:
+        from edgeresnet.bench.schema import make_document
+        from edgeresnet.bench.trtexec_import import import_trtexec
+
+        result, environment = import_trtexec(files, batch=batch, precision=precision, model_name=model_name,
+                                             target=target, seed=seed)
+        document = make_document(environment, [result])
+        _print_results(console, document)
+        _write_outputs(document, json_out, out, {f"trtexec{i}": f for i, f in enumerate(files)}, console)
+
+    @app.command("compare")
+    def compare_cmd(
+        files: list[Path] = typer.Argument(..., metavar="RESULTS.json...", help="Results files to put side by side."),
+        out: Path | None = typer.Option(None, "--out", help="Directory for latency_cdf.png and pareto.png."),
+        json_out: str | None = typer.Option(None, "--json", help="Write the comparison table as JSON ('-' = stdout)."),
+    ) -> None:
+        """One table across targets, backends, precisions and batches, plus latency-CDF and Pareto plots."""
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.report import compare, plots
+
+        console = _console(json_out)
+        documents, notes = compare.load_documents(files)
+        if not documents:
+            raise UserError("compare: no results files left after skipping manifests; pass results/*.json")
+        rows = compare.rows_from(documents)
+        console.print(compare.rich_table(rows, title=f"{len(rows)} results from {len(documents)} files"))
+        keys = {}
+        for row in rows:
+            keys.setdefault(tuple(row[k] for k in compare.PAIR_KEY), []).append(row["file"])
+        dupes = [f"{'/'.join(map(str, k))} appears in {len(v)} files" for k, v in keys.items() if len(v) > 1]
+        for note in notes + dupes:
+            console.print(f"note: {note}", highlight=False, markup=False)
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise UserError(f"--out {out}: is a file; pass a directory for the plots")
+            out.mkdir(parents=True, exist_ok=True)
+            written = []
+            if plots.latency_cdf(rows, out / "latency_cdf.png") is not None:
+                written.append(out / "latency_cdf.png")
+            if plots.pareto(rows, out / "pareto.png") is not None:
+                written.append(out / "pareto.png")
+            else:
+                console.print("note: no accuracy in these results, so no Pareto plot (benchmark with --data)")
+            for path in written:
+                console.print(f"plot: {path}", highlight=False, markup=False)
+        emit_json(compare.comparison_json(rows, notes + dupes), json_out)
+
+    @app.command("report")
+    def report_cmd(
+        run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Directory the pipeline wrote into."),
+        out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
+        title: str | None = typer.Option(None, "--title", help="Report title."),
+    ) -> None:
+        """One self-contained HTML file with every stage found in RUN_DIR (plots embedded)."""
+        from rich.console import Console
+
+        from edgeresnet.report.html import write_report
+
+        path = write_report(run_dir, out, title)
+        Console().print(f"report: {path}", highlight=False, markup=False)

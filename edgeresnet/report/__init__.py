@@ -1,0 +1,1 @@
+"""Comparison tables, plots and the self-contained HTML report of a run."""
