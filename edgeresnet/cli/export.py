@@ -1,0 +1,224 @@
+"""``edgeresnet export`` (checkpoint -> ONNX, parity-checked) and ``edgeresnet verify A B``.
+
+Parsing, printing and exit codes only; the work is in ``edgeresnet.export`` and ``edgeresnet.parity``.
+Exit codes: 0 parity passed, 1 parity (or the export itself) failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeresnet.errors import UserError
+
+_CONTRACT_FIELDS = ("image_size", "resize", "mean", "std", "channel_order", "layout", "scale", "interpolation")
+
+
+class _Progress:
+    """Rich progress with one task per stage; the parity stage has a bar of batches."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def stage(self, description: str, steps: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(description, total=max(1, steps))
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+def _console(json_dest: str | None) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
+
+
+def _fmt(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:.3g}"
+
+
+def parity_table(report: Any, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("batch", "images", "max-abs", "max-rel", "top-1 agree", "beyond tol", "result"):
+        table.add_column(column, justify="right" if column != "result" else "left")
+    for case in report.cases:
+        table.add_row(str(case.batch), str(case.images), _fmt(case.max_abs), _fmt(case.max_rel),
+                      f"{case.top1_agreement:.1%}", str(case.failing_images),
+                      "[green]pass[/green]" if case.passed else "[red]FAIL[/red]")
+    t = report.tolerance
+    table.caption = f"pass: |a-b| <= {t.atol:g} + {t.rtol:g}*max|a| per image, top-1 agreement >= {t.min_agreement:.0%}"
+    return table
+
+
+def _export_table(result: Any) -> Any:
+    from rich.table import Table
+
+    m = result.manifest
+    table = Table(title=f"exported {result.path}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("exporter", f"{result.exporter} ({m['settings'].get('opset_reason', '')})"),
+        ("opset / IR version", f"{result.opset} / {m.get('ir_version')}"),
+        ("input", f"{m['input']['name']} {m['input']['shape']} float32 NCHW"),
+        ("output", f"{m['output']['name']} {m['output']['shape']}"),
+        ("batch profile", str(result.profile)),
+        ("size", f"{m['size_bytes'] / 1e6:.2f} MB"),
+        ("sha256", m["sha256"][:16] + "..."),
+        ("parity data", f"{m['settings'].get('data')} ({m['settings'].get('parity_images')} images)"),
+        ("time", ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in result.timings.items())),
+    ]
+    if result.simplified:
+        s = result.simplified
+        rows.insert(5, ("simplified", f"{s['tool']} {s['version']}: {s['nodes_before']} -> {s['nodes_after']} nodes"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _tolerance(atol: float, rtol: float, min_agreement: float) -> Any:
+    from edgeresnet.parity import Tolerance
+
+    return Tolerance(atol=atol, rtol=rtol, min_agreement=min_agreement)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` and ``verify``."""
+
+    @app.command("export")
+    def export_cmd(
+        model: Path = typer.Argument(..., metavar="MODEL", help="Our checkpoint (.pt) to export."),
+        out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes to OUT.json)."),
+        target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses."),
+        opset: int | None = typer.Option(None, "--opset", help="ONNX opset (11-17: TorchScript exporter, 18-23: dynamo)."),
+        exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript (auto picks by opset)."),
+        batch: int | None = typer.Option(None, "--batch", help="Static batch size (default 1)."),
+        dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis MIN:OPT:MAX, e.g. 1:8:32."),
+        image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's)."),
+        simplify: bool = typer.Option(False, "--simplify", help="Simplify the graph with onnxslim (checked by parity)."),
+        data: str | None = typer.Option(None, "--data", help="Parity images: digits or an ImageFolder path "
+                                        "(default: the checkpoint's data set, else digits)."),
+        atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
+        rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
+        min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),
+        parity_images: int = typer.Option(32, "--parity-images", help="Real images for the parity check."),
+        seed: int = typer.Option(0, "--seed", help="Split seed for the parity images."),
+        json_out: str | None = typer.Option(None, "--json", help="Write the result as JSON (- = stdout)."),
+    ) -> None:
+        """Export a checkpoint to ONNX and prove parity against PyTorch on real images.
+
+        ONNX input 'input' (float32 NCHW, batch axis 'batch' when dynamic), output 'logits'.
+
+        The preprocessing contract and batch profile go into its metadata_props and into OUT.json.
+        """
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.export import export_checkpoint
+
+        if batch is not None and dynamic_batch is not None:
+            raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
+        profile: Any = dynamic_batch if dynamic_batch is not None else (batch if batch is not None else 1)
+        if isinstance(profile, int) and profile < 1:
+            raise UserError(f"--batch {profile}: must be at least 1")
+        tolerance = _tolerance(atol, rtol, min_agreement)
+        console = _console(json_out)
+        with _Progress(console) as progress:
+            result = export_checkpoint(model, out, opset=opset, batch=profile, exporter=exporter, target=target,
+                                       image_size=image_size, simplify=simplify, data=data, tolerance=tolerance,
+                                       parity_images=parity_images, seed=seed, stage=progress.stage,
+                                       advance=progress.advance)
+        console.print(_export_table(result))
+        if result.parity is not None:
+            console.print(parity_table(result.parity, "parity: PyTorch (reference) vs ONNX Runtime"))
+        for note in result.warnings:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(f"wrote {result.path} and {result.path}.json", highlight=False)
+        emit_json({"schema": "edgeresnet.export/1", **result.to_dict()}, json_out)
+
+    @app.command("verify")
+    def verify_cmd(
+        a: Path = typer.Argument(..., metavar="A", help="Reference artifact: checkpoint (.pt), ONNX or engine."),
+        b: Path = typer.Argument(..., metavar="B", help="Artifact to compare against A."),
+        data: str | None = typer.Option(None, "--data", help="digits or an ImageFolder path (default: A's data set)."),
+        atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
+        rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
+        min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),
+        parity_images: int = typer.Option(32, "--parity-images", help="Real images to compare on."),
+        max_batch: int = typer.Option(8, "--max-batch", help="Largest batch when neither artifact bounds it."),
+        seed: int = typer.Option(0, "--seed", help="Split seed for the images."),
+        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    ) -> None:
+        """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.export import resolve_data_spec
+        from edgeresnet.parity import common_batches, compare_runners, load_parity_images, planned_steps
+        from edgeresnet.runners import load_runner
+
+        tolerance = _tolerance(atol, rtol, min_agreement)
+        if max_batch < 1:
+            raise UserError(f"--max-batch {max_batch}: must be at least 1")
+        runner_a, runner_b = load_runner(a), load_runner(b)
+        preprocess = _common_preprocess(a, runner_a, b, runner_b)
+        batches = common_batches(_batch_range(a, runner_a), _batch_range(b, runner_b), default_max=max_batch)
+        data_spec, note = resolve_data_spec(data, a)
+        console = _console(json_out)
+        images = load_parity_images(data_spec, preprocess, max(parity_images, max(batches)), seed=seed)
+        with _Progress(console) as progress:
+            progress.stage(f"comparing at batch {', '.join(map(str, batches))}", planned_steps(len(images), batches))
+            report = compare_runners(runner_a, runner_b, images, batches, tolerance, progress=progress.advance)
+        report.a, report.b = f"{runner_a.backend}:{a}", f"{runner_b.backend}:{b}"
+        console.print(parity_table(report, f"verify: {a} (reference) vs {b}"))
+        if note:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        emit_json({"schema": "edgeresnet.parity/1", "data": data_spec, "images": int(images.shape[0]),
+                   **report.to_dict(),
+                   "runners": {"a": runner_a.describe(), "b": runner_b.describe()}}, json_out)
+        if not report.passed:
+            raise UserError(f"parity failed: {report.failure_summary()}", exit_code=1)
+        console.print(f"[green]parity passed[/green]: max-abs {_fmt(report.max_abs)}, max-rel {_fmt(report.max_rel)}, "
+                      f"top-1 agreement {report.top1_agreement:.1%}")
+
+
+def _common_preprocess(a: Path, runner_a: Any, b: Path, runner_b: Any) -> Any:
+    """The contract both artifacts share; differing contracts make the comparison meaningless."""
+    from edgeresnet.onnx_meta import preprocess_of
+
+    pa = getattr(runner_a, "preprocess", None) or preprocess_of(a, required=False)
+    pb = getattr(runner_b, "preprocess", None) or preprocess_of(b, required=False)
+    if pa is None and pb is None:
+        raise UserError(f"{a} and {b}: neither carries a preprocessing contract; export them with edgeresnet")
+    if pa is not None and pb is not None:
+        da, db = pa.to_dict(), pb.to_dict()
+        differ = [k for k in _CONTRACT_FIELDS if da.get(k) != db.get(k)]
+        if differ:
+            k = differ[0]
+            raise UserError(f"{a} and {b} expect different inputs ({k}: {da.get(k)} vs {db.get(k)}); "
+                            "compare artifacts of the same model and input size")
+    return pa or pb
+
+
+def _batch_range(path: Path, runner: Any) -> tuple[int, int] | None:
+    found = getattr(runner, "batch_range", None)
+    if found is not None or runner.backend in ("torch", "ort"):
+        return found
+    from edgeresnet.onnx_meta import batch_profile_of
+
+    profile = batch_profile_of(path)
+    return (profile.min, profile.max) if profile is not None else None
