@@ -136,3 +136,21 @@ def test_host_step_with_the_real_clock():
     timings = measure(step, TimingConfig(warmup_ms=0, warmup_iterations=1, min_iterations=5, duration_s=0))
     assert timings.iterations == 5 and len(calls) == 6 and calls[0] == "images"
     assert all(t >= 0 for t in timings.latency_ms)
+
+
+def test_inject_delay_hook_slows_every_iteration_and_says_so():
+    import time as _time
+
+    from edgeresnet.bench.timing import inject_delay
+    from edgeresnet.errors import UserError
+
+    step, notes = inject_delay(lambda: None, environ={"EDGERESNET_INJECT_DELAY_MS": "2"})
+    t0 = _time.perf_counter()
+    step()
+    assert _time.perf_counter() - t0 >= 0.002
+    assert notes and "EDGERESNET_INJECT_DELAY_MS" in notes[0]
+    same, none = inject_delay(print, environ={})
+    assert same is print and none == []
+    for bad in ("abc", "-1"):
+        with pytest.raises(UserError, match="EDGERESNET_INJECT_DELAY_MS"):
+            inject_delay(lambda: None, environ={"EDGERESNET_INJECT_DELAY_MS": bad})

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeresnet.artifacts import read_manifest, sha256_file
 from edgeresnet.bench import stats
-from edgeresnet.bench.timing import TimingConfig, TorchCudaStep, host_step, measure
+from edgeresnet.bench.timing import TimingConfig, TorchCudaStep, host_step, inject_delay, measure
 from edgeresnet.errors import UserError
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -442,11 +442,12 @@ def benchmark_artifact(
                     progress(f"{_label} {phase}", _batch, fraction)
 
             with _timing_step(runner, backend, images, settings) as (step, notes):
+                step, injected = inject_delay(step)
                 timings = measure(step, settings.timing, progress=report if progress else None)
             results.append(_result_record(
                 model=model, path=path, sha=sha, target=target, backend=backend, precision=precision, batch=batch,
                 device=device, timings=timings, settings=settings, accuracy=acc_block, manifest=manifest,
-                warnings=warnings + notes + (environment or {}).get("warnings", []),
+                warnings=warnings + notes + injected + (environment or {}).get("warnings", []),
             ))
     return results
 

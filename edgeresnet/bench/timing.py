@@ -17,6 +17,8 @@ device-resident inputs and CUDA-graph replay); torch is imported only when it is
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -220,3 +222,30 @@ class TorchCudaStep:
             return {"h2d": e0.elapsed_time(e1), "gpu_compute": e1.elapsed_time(e2), "d2h": e2.elapsed_time(e3),
                     "enqueue": enqueue_ms}
         return {"gpu_compute": e1.elapsed_time(e2), "enqueue": enqueue_ms}
+
+
+INJECT_DELAY_ENV = "EDGERESNET_INJECT_DELAY_MS"
+
+
+def inject_delay(step: Step, environ: Mapping[str, str] = os.environ) -> tuple[Step, list[str]]:
+    """Test hook for the regression gate's self-test: sleep EDGERESNET_INJECT_DELAY_MS after every call."""
+    raw = environ.get(INJECT_DELAY_ENV, "").strip()
+    if not raw:
+        return step, []
+    try:
+        delay_ms = float(raw)
+    except ValueError:
+        raise UserError(f"{INJECT_DELAY_ENV}={raw!r}: not a number of milliseconds; unset it or give e.g. 5") from None
+    if not math.isfinite(delay_ms) or delay_ms < 0:
+        raise UserError(f"{INJECT_DELAY_ENV}={raw!r}: must be a finite number of milliseconds >= 0")
+    if delay_ms == 0:
+        return step, []
+    seconds = delay_ms / 1000.0
+
+    def delayed() -> Mapping[str, float] | None:
+        extra = step()
+        time.sleep(seconds)
+        return extra
+
+    return delayed, [f"{INJECT_DELAY_ENV}={delay_ms:g}: every timed iteration was slowed by {delay_ms:g} ms on "
+                     "purpose (regression-gate self-test); these are not real latencies"]

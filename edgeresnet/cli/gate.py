@@ -1,0 +1,189 @@
+"""CLI of issue 7: ``regress`` (the CI gate) and ``baseline update`` (promote a result to the baseline).
+
+Parsing, printing and exit codes only; the statistics live in ``edgeresnet.gate``, the Markdown and JUnit
+renderers in ``edgeresnet.gate_report``. Exit codes: 0 pass, 1 regression (or a baseline result missing from
+the current run), 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from edgeresnet.errors import UserError
+
+_GIT_ENV = ("GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_WORKFLOW", "CI_COMMIT_SHA",
+            "CI_PIPELINE_ID")
+
+
+def _console(to_stderr: bool) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=to_stderr)
+
+
+def regress(
+    baseline: list[Path] = typer.Option(..., "--baseline", "-b", help="Baseline result JSON (repeat to pool "
+                                        "several runs, e.g. rounds alternated with --current)."),
+    current: list[Path] = typer.Option(..., "--current", "-c", help="Current result JSON (repeatable)."),
+    metric: str = typer.Option("median", "--metric", help="Latency statistic to gate: median, p90 or p99."),
+    tolerance: str = typer.Option("5%", "--tolerance", help="Smallest slowdown that fails, relative (5% or 0.05)."),
+    confidence: str = typer.Option("0.95", "--confidence", help="Confidence for significance (0.95 or 95%)."),
+    max_accuracy_drop: float = typer.Option(0.5, "--max-accuracy-drop", help="Allowed top-1 drop, in points."),
+    allow_env_change: bool = typer.Option(False, "--allow-env-change", help="Compare even when target, GPU, "
+                                          "TensorRT, power mode or CPU differ (the differences are reported)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Do not fail when a baseline result (or its "
+                                       "accuracy) is absent from the current run."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    markdown: Optional[str] = typer.Option(None, "--markdown", help="Write Markdown here (- = stdout), e.g. "
+                                           "$GITHUB_STEP_SUMMARY."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the verdicts as JSON here (- = stdout)."),
+    method: str = typer.Option("auto", "--method", help="auto (rank test for the median, bootstrap for p90/p99), "
+                               "rank or bootstrap."),
+    blocks: int = typer.Option(0, "--blocks", help="Rank test on the medians of N contiguous blocks per side "
+                               "instead of raw samples (0 = raw samples)."),
+    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples (p90/p99, --method bootstrap)."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+) -> None:
+    """Fail a change that made a model slower or less accurate: exit 0 pass, 1 regression, 2 input error."""
+    from edgeresnet.artifacts import emit_json, write_text_atomic
+    from edgeresnet.gate import GateSettings, gate_files, parse_fraction
+    from edgeresnet.gate_report import to_junit, to_markdown
+
+    settings = GateSettings(
+        metric=metric, tolerance=parse_fraction(tolerance, "--tolerance"),
+        confidence=parse_fraction(confidence, "--confidence"), max_accuracy_drop=max_accuracy_drop,
+        allow_env_change=allow_env_change, allow_missing=allow_missing, method=method, blocks=blocks,
+        resamples=resamples, seed=seed,
+    ).validate()
+    for option, path in (("--junit", junit), ("--markdown", markdown), ("--json", json_out)):
+        if path not in (None, "-"):
+            from edgeresnet.artifacts import check_output_dir
+
+            check_output_dir(path, option)
+    report = gate_files(baseline, current, settings)
+    console = _console(to_stderr=json_out == "-" or markdown == "-")
+    _print_report(console, report)
+    if junit is not None:
+        write_text_atomic(junit, to_junit(report), option="--junit")
+    if markdown == "-":
+        typer.echo(to_markdown(report), nl=False)
+    elif markdown is not None:
+        write_text_atomic(markdown, to_markdown(report), option="--markdown")
+    emit_json(report.to_dict(), json_out)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_report(console: Any, report: Any) -> None:
+    from rich.table import Table
+
+    from edgeresnet.gate_report import HEADERS, table_rows
+
+    table = Table(title=f"regression gate ({report.settings.metric}, tolerance {report.settings.tolerance:.1%}, "
+                        f"confidence {report.settings.confidence:g})")
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("result", "verdict") else "right")
+    styles = {"REGRESSION": "bold red", "MISSING": "bold red", "improvement": "green", "new": "cyan"}
+    for cells in table_rows(report):
+        table.add_row(*cells, style=styles.get(cells[-1]))
+    console.print(table)
+    for row in report.rows:
+        if row.verdict in ("regression", "missing", "improvement", "new"):
+            for reason in row.reasons:
+                _line(console, f"{row.verdict}: {' '.join(map(str, row.key))}: {reason}")
+        for warning in row.warnings:
+            _line(console, f"warning: {' '.join(map(str, row.key))}: {warning}")
+    if report.environment.differences:
+        _line(console, "warning: environments differ (allowed): " + "; ".join(report.environment.differences))
+    if report.environment.info:
+        _line(console, "note: version changes: " + "; ".join(report.environment.info))
+    style = "bold red" if report.failed else "bold green"
+    _line(console, report.summary(), style=style)
+
+
+def _line(console: Any, text: str, style: str | None = None) -> None:
+    """One unwrapped line (CI logs are grepped), no rich markup interpretation of file names."""
+    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
+
+
+def baseline_update(
+    result: Path = typer.Argument(..., help="Benchmark result JSON to promote (validated first)."),
+    into: Path = typer.Option(Path("benchmarks/baselines"), "--into", help="Baseline directory (created if needed)."),
+    name: Optional[str] = typer.Option(None, "--name", help="File name in --into (default: the result's name)."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write what was promoted as JSON (- = stdout)."),
+) -> None:
+    """Promote a benchmark result to the baseline: an exact copy plus a manifest of where it came from."""
+    from edgeresnet.artifacts import (atomic_output, build_manifest, emit_json, manifest_path, read_manifest,
+                                      sha256_file)
+    from edgeresnet.gate import key_label, load_results, result_key
+
+    document = load_results(result, "RESULT")
+    if into.exists() and not into.is_dir():
+        raise UserError(f"--into {into}: is a file; pass the baseline directory")
+    target_name = name or result.name
+    if not target_name or "/" in target_name or os.sep in target_name or target_name in (".", ".."):
+        raise UserError(f"--name {target_name!r}: must be a plain file name such as resnet18_orin.json")
+    if target_name.endswith(".json.json"):
+        raise UserError(f"--name {target_name}: that is a sidecar-manifest name; choose e.g. "
+                        f"{target_name[: -len('.json')]}")
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--into {into}: cannot create the directory ({exc.strerror or exc})") from None
+    dest = into / target_name
+    if dest.exists() and dest.resolve() == result.resolve():
+        raise UserError(f"{result}: is already the baseline file {dest}; promote a new result instead")
+    source_sha = sha256_file(result)
+    previous = sha256_file(dest) if dest.exists() else None
+    provenance: dict[str, Any] = {
+        "path": str(result.resolve()),
+        "sha256": source_sha,
+        "created": document.get("created"),
+        "manifest": read_manifest(result),
+        "ci": {k: os.environ[k] for k in _GIT_ENV if os.environ.get(k)},
+        "git": _git_state(),
+    }
+    keys = [key_label(result_key(r)) for r in document["results"]]
+    with atomic_output(manifest_path(dest), "--into") as manifest_tmp:
+        with atomic_output(dest, "--into") as data_tmp:
+            shutil.copyfile(result, data_tmp)
+            if sha256_file(data_tmp) != source_sha:
+                raise UserError(f"{result}: changed while it was copied; run baseline update again")
+            manifest = build_manifest("benchmark-baseline", data_tmp, command="baseline update",
+                                      inputs={"result": result},
+                                      settings={"schema": document.get("schema"), "results": keys},
+                                      extra={"promoted_from": provenance, "replaces_sha256": previous})
+            manifest["file"] = dest.name
+            manifest_tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    summary = {"baseline": str(dest), "manifest": str(manifest_path(dest)), "sha256": source_sha,
+               "source": str(result), "replaced_sha256": previous, "results": keys}
+    console = _console(to_stderr=json_out == "-")
+    verb = "replaced" if previous else "created"
+    _line(console, f"baseline {verb}: {dest} ({len(keys)} result{'s' if len(keys) != 1 else ''}: {', '.join(keys)})")
+    _line(console, f"manifest: {manifest_path(dest)} (sha256 {source_sha[:12]}, from {result})")
+    emit_json(summary, json_out)
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit the baseline was promoted at, when run inside a git checkout (best effort)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``regress`` and the ``baseline`` sub-app (``baseline update``)."""
+    app.command("regress")(regress)
+    baseline_app = typer.Typer(help="Manage the regression gate's baselines.", no_args_is_help=True)
+    baseline_app.command("update")(baseline_update)
+    app.add_typer(baseline_app, name="baseline")
