@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,rtx]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,rtx,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)

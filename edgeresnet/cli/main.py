@@ -12,7 +12,7 @@ import sys
 import typer
 
 from edgeresnet import __version__
-from edgeresnet.cli import bench, compress, export, gate, trt, workflow
+from edgeresnet.cli import advanced, bench, compress, export, gate, trt, workflow
 from edgeresnet.errors import UserError
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ def _root(
     """edgeresnet: ResNet-18/50 from training to a measured TensorRT engine."""
 
 
-for _module in (workflow, export, trt, bench, gate, compress):
+for _module in (workflow, export, trt, bench, gate, compress, advanced):
     _module.register(app)
 
 

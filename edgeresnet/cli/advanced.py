@@ -1,0 +1,490 @@
+"""``edgeresnet cv``, ``ensemble`` and ``tune``: parsing and printing only.
+
+The work is in ``edgeresnet.cv``, ``edgeresnet.ensemble`` and ``edgeresnet.tune``. ``cv`` and ``tune``
+take the training recipe like ``train`` does (``--config recipe.yaml`` plus the common flags, flags win).
+Exit codes: 0 done, 1 an export's parity failed, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeresnet.errors import UserError
+
+_RECIPE = "Training recipe (default: the train defaults; --config file; these flags win)"
+_OUTPUT = "Outputs"
+
+
+def _console(json_dest: str | None) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} %"
+
+
+def _mean_std(stats: dict[str, Any], pct: bool = True, digits: int = 2) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    unit = " %" if pct else ""
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}{unit}"
+
+
+def _recipe(config: Path | None, overrides: dict[str, Any]) -> Any:
+    """defaults < --config file < flags given on the command line (``None`` = not given)."""
+    from edgeresnet.config import merge_recipe, read_recipe_file
+
+    file_values = read_recipe_file(config) if config is not None else {}
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    return merge_recipe(file_values, flags, config_path=config)
+
+
+def _prepare_out(out: Path, marker: str, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; pass a directory")
+    if (out / marker).exists() and not overwrite:
+        raise UserError(f"--out {out}: already holds results ({marker}); pass --overwrite or choose another --out")
+    if not out.parent.exists():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist; create it or choose another path")
+    return out
+
+
+def _progress(console: Any, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[stats]}"), console=console, disable=not enabled, transient=False)
+
+
+# -- tables -----------------------------------------------------------------------------------------------
+
+
+def cv_tables(report: dict[str, Any]) -> list[Any]:
+    """Per-fold numbers, then mean / std / min / max over folds."""
+    from rich.table import Table
+
+    def num(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    folds = Table(title=f"{report['k']}-fold stratified cross-validation on {report['data'].get('name')} "
+                  f"(train+val {report['data'].get('pool')} images; test split untouched)")
+    for column in ("fold", "held-out", "top-1 %", "top-5 %", "macro F1", "CE", "best ep", "time s"):
+        folds.add_column(column, justify="left" if column == "fold" else "right")
+    for fold in report["folds"]:
+        folds.add_row(str(fold["fold"]), str(fold["sizes"]["holdout"]), num(fold["top1"]), num(fold["top5"]),
+                      num(fold["macro_f1"], 3), num(fold["loss"], 4), str(fold["best_epoch"]), f"{fold['duration_s']:.0f}")
+    folds.caption = "each fold scored once, on its held-out images, by the epoch its training folds chose"
+    summary = Table(title=f"over {report['k']} folds (std: sample, ddof=1)")
+    for column in ("metric", "mean", "std", "min", "max"):
+        summary.add_column(column, justify="left" if column == "metric" else "right")
+    labels = {"top1": ("held-out top-1 %", 2), "top5": ("held-out top-5 %", 2), "macro_f1": ("macro F1", 3),
+              "weighted_f1": ("weighted F1", 3), "loss": ("cross-entropy", 4),
+              "select_val_acc": ("epoch-choice val top-1 %", 2)}
+    for key, (label, digits) in labels.items():
+        stats = report["summary"][key]
+        style = "bold" if key == "top1" else ""
+        summary.add_row(label, *[num(stats[k], digits) for k in ("mean", "std", "min", "max")], style=style)
+    return [folds, summary]
+
+
+def ensemble_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    ev = report["evaluation"]
+    table = Table(title=f"ensemble ({report['method']}) on {ev['data']} {ev['split']} ({ev['n']} images)")
+    for column in ("model", "weight", "top-1", "top-5", "macro F1", "cross-entropy", "backend"):
+        table.add_column(column, justify="left" if column in ("model", "backend") else "right")
+    weights = report.get("weights") or [None] * len(report["members"])
+    names = _display_names([member["path"] for member in report["members"]])
+    for member, weight, name in zip(report["members"], weights, names):
+        m = member["metrics"]
+        table.add_row(name, "-" if weight is None else f"{weight:.3f}", _pct(m["top1"]),
+                      _pct(m["top5"]), f"{m['macro_f1']:.3f}", "-" if m["loss"] is None else f"{m['loss']:.4f}", "torch")
+    e = report["ensemble"]
+    table.add_section()
+    table.add_row(f"[bold]ensemble ({report['method']})[/bold]", "", f"[bold]{_pct(e['top1'])}[/bold]", _pct(e["top5"]),
+                  f"{e['macro_f1']:.3f}", "-" if e["loss"] is None else f"{e['loss']:.4f}", e["backend"])
+    best = max(m["metrics"]["top1"] for m in report["members"])
+    table.caption = f"top-1 vs the best member: {e['top1'] - best:+.2f} points"
+    return table
+
+
+def tune_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    names = list(report["space"])
+    best = (report.get("best") or {}).get("trial")
+    table = Table(title=f"tune ({report['method']}): {len(report['trials'])} trial(s), objective: best val top-1")
+    for column in ("#", "state", *names, "val top-1 %", "time s"):
+        table.add_column(column, justify="left" if column in ("#", "state") else "right")
+    for t in report["trials"]:
+        state = {"complete": "done", "pruned": f"pruned@{t['pruned_at_epoch']}", "failed": "[red]failed[/red]"}[t["state"]]
+        mark = "[green]★[/green]" if t["trial"] == best else ""
+        acc = "-" if t["best_val_acc"] is None else f"{t['best_val_acc']:.2f}"
+        table.add_row(f"{t['trial']}{mark}", state, *[_fmt_param(t["params"].get(n)) for n in names], acc,
+                      f"{t['seconds']:.0f}")
+    c = report["counts"]
+    table.caption = (f"{c['complete']} complete, {c['pruned']} pruned (stopped at epoch @, below the median of earlier "
+                     f"trials), {c['failed']} failed; ★ best")
+    return table
+
+
+def _display_names(paths: list[str]) -> list[str]:
+    """File names, or parent/name where two members share a file name (run-a/best.pt, run-b/best.pt)."""
+    names = [Path(p).name for p in paths]
+    return [f"{Path(p).parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
+def _fmt_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cv``, ``ensemble`` and ``tune``."""
+
+    @app.command("cv")
+    def cv_cmd(
+        folds: int = typer.Option(5, "--folds", "-k", help="Number of folds (2 .. images of the smallest class)."),
+        inner_val: float = typer.Option(0.15, "--inner-val", help="Share of the training folds that picks the best "
+                                        "epoch (and early stopping), so the held-out fold is scored unseen."),
+        fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
+        out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="Directory for cv.json (+ manifest) and "
+                                 "folds.csv.", rich_help_panel=_OUTPUT),
+        checkpoints: bool = typer.Option(False, "--checkpoints/--no-checkpoints", help="Keep every fold's training "
+                                         "outputs (best.pt, last.pt, metrics.csv, ...) in OUT/fold-N.",
+                                         rich_help_panel=_OUTPUT),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
+                                       rich_help_panel=_OUTPUT),
+        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                            rich_help_panel=_OUTPUT),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.",
+                                      rich_help_panel=_OUTPUT),
+        config: Path | None = typer.Option(None, "--config", help="YAML training recipe (as for train).",
+                                           rich_help_panel=_RECIPE),
+        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory.", rich_help_panel=_RECIPE),
+        image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
+        arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
+        small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
+        epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=_RECIPE),
+        batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
+        optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=_RECIPE),
+        lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
+        augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
+        early_stop: int | None = typer.Option(None, "--early-stop", rich_help_panel=_RECIPE),
+        max_steps: int | None = typer.Option(None, "--max-steps", rich_help_panel=_RECIPE),
+        seed: int | None = typer.Option(None, "--seed", help="Initialisation/shuffling seed (the same for every fold).",
+                                        rich_help_panel=_RECIPE),
+        device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
+        workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+    ) -> None:
+        """Stratified k-fold cross-validation of a training recipe: per-fold results, mean and std.
+
+        Folds are cut from train+val; the test split is not used. Every fold trains from the same
+        initial weights with the same recipe and is scored on its held-out fold.
+        """
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
+        from edgeresnet.train.job import load_splits
+
+        if folds < 2:
+            raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+        recipe = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
+                                  "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                                  "augment": augment, "early_stop": early_stop, "max_steps": max_steps, "seed": seed,
+                                  "device": device, "workers": workers})
+        _prepare_out(out, "cv.json", overwrite)
+        splits, notes = load_splits(recipe)
+        check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
+        out.mkdir(exist_ok=True)
+        console = _console(json_out)
+        with _progress(console, progress) as bar:
+            task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
+
+            def on_epoch(fold: int, record: dict[str, Any]) -> None:
+                bar.update(task, completed=(fold - 1) * recipe.epochs + record["epoch"],
+                           description=f"fold {fold}/{folds} epoch {record['epoch']}/{recipe.epochs}",
+                           stats=f"select val {record['val_acc']:.1f} %")
+
+            def on_fold(result: Any) -> None:
+                bar.update(task, completed=result.fold * recipe.epochs,
+                           description=f"fold {min(result.fold + 1, folds)}/{folds}",
+                           stats=f"fold {result.fold} held-out top-1 {result.metrics['top1']:.2f} %")
+
+            result = cross_validate(splits, recipe, folds, out_dir=out if checkpoints else None, inner_val=inner_val,
+                                    fold_seed=fold_seed, on_epoch=on_epoch, on_fold=on_fold)
+        result.notes = notes + result.notes
+        outputs = write_report(result, out)
+        report = result.to_dict()
+        report["outputs"] = outputs
+        for table in cv_tables(report):
+            console.print(table)
+        for note in report["notes"]:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        for name, path in outputs.items():
+            console.print(f"{name}: {path}", highlight=False)
+        emit_json(report, json_out)
+
+    @app.command("ensemble")
+    def ensemble_cmd(
+        models: list[Path] = typer.Argument(..., help="Two or more checkpoints (.pt) with the same classes and "
+                                            "preprocessing (architectures may differ, pruned ones too)."),
+        method: str = typer.Option("average", "--method", "-m", help="average (mean probability) | weighted "
+                                   "(weighted mean probability) | vote (majority of top-1, ties by probability)."),
+        weights: str | None = typer.Option(None, "--weights", help="Comma-separated weight per model, in order (weighted, "
+                                           "vote). Default for weighted: each model's validation top-1."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the ensemble as ONE ONNX graph (+ manifest "
+                                        "listing the members' sha256) and evaluate that file; it then goes through "
+                                        "build/benchmark like any model.", rich_help_panel=_OUTPUT),
+        data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the members' recorded data set)."),
+        split: str = typer.Option("test", "--split", help="train | val | test."),
+        split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the members')."),
+        limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images."),
+        batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
+        device: str | None = typer.Option(None, "--device", help="Device of the members' PyTorch runs: cpu or cuda."),
+        opset: int | None = typer.Option(None, "--opset", help="ONNX opset of --out (as for export).",
+                                         rich_help_panel=_OUTPUT),
+        exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript.", rich_help_panel=_OUTPUT),
+        batch: int | None = typer.Option(None, "--batch", help="Static batch of --out (default 1).",
+                                         rich_help_panel=_OUTPUT),
+        dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch of --out, MIN:OPT:MAX.",
+                                                 rich_help_panel=_OUTPUT),
+        target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses.",
+                                          rich_help_panel=_OUTPUT),
+        parity_images: int = typer.Option(32, "--parity-images", help="Real images for the export's parity check.",
+                                          rich_help_panel=_OUTPUT),
+        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                            rich_help_panel=_OUTPUT),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
+                                      rich_help_panel=_OUTPUT),
+    ) -> None:
+        """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
+        from edgeresnet.artifacts import emit_json
+
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be a positive integer")
+        if split not in ("train", "val", "test"):
+            raise UserError(f"--split {split}: choose train, val or test")
+        if limit is not None and limit < 1:
+            raise UserError(f"--limit {limit}: must be a positive number of images")
+        if batch is not None and dynamic_batch is not None:
+            raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
+        from edgeresnet.ensemble import parse_weights
+
+        parse_weights(weights, len(models), method)  # bad method/weights: fail before loading anything
+        if out is not None:
+            if out.suffix.lower() != ".onnx":
+                raise UserError(f"--out {out}: the ensemble is written as ONNX; use a file name ending in .onnx")
+            from edgeresnet.artifacts import check_output_dir
+
+            check_output_dir(out)
+        console = _console(json_out)
+        report = run_ensemble(models, method, weights, out=out, data=data, split=split, split_seed=split_seed,
+                              limit=limit, batch_size=batch_size, device=device, opset=opset, exporter=exporter,
+                              profile=dynamic_batch if dynamic_batch is not None else (batch or 1), target=target,
+                              parity_images=parity_images, console=console, progress=progress)
+        console.print(ensemble_table(report))
+        for note in report["notes"]:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        if report.get("export"):
+            console.print(f"wrote {report['export']['path']} and {report['export']['path']}.json "
+                          f"(parity max-abs {report['export']['parity']['max_abs']:.2g})", highlight=False)
+        emit_json(report, json_out)
+
+    @app.command("tune")
+    def tune_cmd(
+        space: Path = typer.Option(..., "--space", help="YAML search space: {field: {type: float|int|categorical|"
+                                   "loguniform, low, high, choices, step, num}} over TrainRecipe fields."),
+        trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials (bayes default 20; grid "
+                                          "default: the whole grid)."),
+        method: str = typer.Option("bayes", "--method", help="grid (every combination, in file order) | bayes "
+                                   "(Optuna TPE)."),
+        prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop trials whose validation top-1 is below the "
+                                   "median of earlier trials at the same epoch (Optuna MedianPruner)."),
+        prune_startup: int = typer.Option(3, "--prune-startup", help="Complete trials before pruning starts."),
+        prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of every trial that are never pruned."),
+        sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the Bayesian sampler."),
+        out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
+                                 "tune.json (+ manifests).", rich_help_panel=_OUTPUT),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
+                                       rich_help_panel=_OUTPUT),
+        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                            rich_help_panel=_OUTPUT),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
+                                      rich_help_panel=_OUTPUT),
+        config: Path | None = typer.Option(None, "--config", help="YAML base recipe (as for train); the space "
+                                           "overrides its fields per trial.", rich_help_panel=_RECIPE),
+        data: str | None = typer.Option(None, "--data", rich_help_panel=_RECIPE),
+        image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
+        arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
+        small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
+        epochs: int | None = typer.Option(None, "--epochs", help="Epochs per trial.", rich_help_panel=_RECIPE),
+        batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
+        lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
+        augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
+        max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps per trial (a budget).",
+                                             rich_help_panel=_RECIPE),
+        seed: int | None = typer.Option(None, "--seed", help="Initialisation seed (the same for every trial).",
+                                        rich_help_panel=_RECIPE),
+        device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
+        workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+    ) -> None:
+        """Search the training recipe (grid or Bayesian) with early pruning; writes the best recipe as YAML.
+
+        Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
+        """
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.tune import METHODS, load_space, tune, write_outputs
+
+        if trials is not None and trials < 1:
+            raise UserError(f"--trials {trials}: must be at least 1")
+        if method not in METHODS:
+            raise UserError(f"--method {method}: choose grid or bayes")
+        if prune_startup < 0 or prune_warmup < 0:
+            raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+        param_space = load_space(space)
+        base = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
+                                "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
+                                "max_steps": max_steps, "seed": seed, "device": device, "workers": workers})
+        _prepare_out(out, "tune.json", overwrite)
+        console = _console(json_out)
+        with _progress(console, progress) as bar:
+            trial_task = bar.add_task("trials", total=trials or None, stats="")
+            epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
+            best: list[float] = []
+
+            def on_trial(number: int, planned: int, params: dict[str, Any]) -> None:
+                bar.update(trial_task, total=planned, description=f"trial {number + 1}/{planned}",
+                           stats=", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items()))
+                bar.reset(epoch_task, total=params.get("epochs", base.epochs), stats="")
+
+            def on_epoch(number: int, record: dict[str, Any]) -> None:
+                bar.update(epoch_task, completed=record["epoch"], stats=f"val {record['val_acc']:.1f} %")
+
+            def on_done(record: Any) -> None:
+                if record.state == "complete" and record.value is not None:
+                    best.append(record.value)
+                bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
+
+            result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
+                          prune_warmup=prune_warmup, sampler_seed=sampler_seed, on_trial=on_trial, on_epoch=on_epoch,
+                          on_done=on_done, where=f"--space {space}")
+        out.mkdir(exist_ok=True)
+        outputs = write_outputs(result, out, space)
+        report = {**result.to_dict(), "outputs": outputs}
+        console.print(tune_table(report))
+        for note in result.notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        if result.best is None:
+            console.print("[red]no trial completed[/red]: no best recipe written", highlight=False)
+        for name, path in outputs.items():
+            console.print(f"{name}: {path}", highlight=False)
+        emit_json(report, json_out)
+        if result.best is None:
+            raise typer.Exit(1)
+
+
+def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, out: Path | None, data: str | None,
+                 split: str, split_seed: int | None, limit: int | None, batch_size: int, device: str | None,
+                 opset: int | None, exporter: str, profile: Any, target: str | None, parity_images: int, console: Any,
+                 progress: bool) -> dict[str, Any]:
+    """Members and ensemble evaluated through runners on one split; ``out`` exports and evaluates the ONNX."""
+    from edgeresnet.data import load_data
+    from edgeresnet.ensemble import (build_ensemble, duplicate_notes, export_ensemble, load_members, parse_weights,
+                                     recorded_data)
+    from edgeresnet.evaluate import evaluate_runner
+    from edgeresnet.runners import load_runner
+    from edgeresnet.runners.torch_runner import TorchRunner
+
+    members = load_members(models)
+    weights = parse_weights(weights_text, len(members), method)
+    recorded, recorded_seed, notes = recorded_data(members)
+    if method == "vote":
+        notes.append("a vote's output is the share of (weighted) votes per class: its cross-entropy is not comparable "
+                     "with that of probabilities")
+    notes += duplicate_notes(members)
+    data = data or recorded or "digits"
+    seed = split_seed if split_seed is not None else (recorded_seed or 0)
+    preprocess = members[0].preprocess
+    target_obj = None
+    if target is not None:
+        from edgeresnet.export import resolve_target
+
+        target_obj = resolve_target(target)
+    splits = load_data(data, preprocess.image_size, seed=seed)
+    if preprocess.class_names and tuple(splits.class_names) != tuple(preprocess.class_names):
+        raise UserError(f"--data {data}: classes {list(splits.class_names)[:6]} do not match the models' "
+                        f"{list(preprocess.class_names)[:6]}; evaluate on the data set the models were trained on")
+    splits.preprocess = preprocess
+    names = list(splits.class_names)
+
+    def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"top1": metrics["top1"], "top5": metrics["top5"], "macro_f1": metrics["macro"]["f1"],
+                "loss": metrics["loss"], "n": metrics["n"]}
+
+    with _progress(console, progress) as bar:
+        weights_from = "--weights" if weights is not None else None
+        if method == "weighted" and weights is None:  # weigh by validation accuracy: never by the split we report
+            val_images, val_labels = splits.arrays("val")
+            task = bar.add_task("weights from val top-1", total=len(members), stats="")
+            accs = []
+            for member in members:
+                accs.append(evaluate_runner(_member_runner(member, device), val_images, val_labels, batch_size,
+                                            names)["top1"])
+                bar.advance(task)
+            if min(accs) <= 0:
+                raise UserError("--method weighted: a model has 0 % validation top-1; pass --weights or drop it")
+            weights = parse_weights(accs, len(members), method)
+            weights_from = "validation top-1 of each model"
+        images, labels = splits.arrays(split, limit=limit)
+        if not len(labels):
+            raise UserError(f"--data {data}: the {split} split is empty; nothing to evaluate")
+        member_reports = []
+        for member in members:
+            task = bar.add_task(str(member.path), total=len(labels), stats="")
+            metrics = evaluate_runner(_member_runner(member, device), images, labels, batch_size, names,
+                                      on_batch=lambda done, _total, t=task: bar.update(t, completed=done))
+            member_reports.append({**member.describe(), "metrics": headline(metrics)})
+        module = build_ensemble(members, method, weights)
+        export_report = None
+        if out is not None:
+            from edgeresnet.parity import load_parity_images
+
+            task = bar.add_task("export ONNX + parity", total=None, stats="")
+            images_for_parity = load_parity_images(data, preprocess, max(parity_images, 1), seed=seed)
+            result = export_ensemble(module, members, out, method=method, weights=weights, weights_from=weights_from,
+                                     data=data, parity_images=images_for_parity, opset=opset, batch=profile,
+                                     exporter=exporter,
+                                     target=target_obj, stage=lambda name, _steps: bar.update(task, description=name))
+            bar.update(task, total=1, completed=1)
+            export_report = result.to_dict()
+            runner = load_runner(out)
+        else:
+            runner = TorchRunner.from_model(module, preprocess, name="ensemble", device=device)
+        task = bar.add_task(f"ensemble ({runner.backend})", total=len(labels), stats="")
+        metrics = evaluate_runner(runner, images, labels, batch_size, names,
+                                  on_batch=lambda done, _total: bar.update(task, completed=done))
+    return {"schema": "edgeresnet.ensemble/1", "method": method,
+            "weights": list(module.weights.tolist()), "weights_from": weights_from, "members": member_reports,
+            "ensemble": {**headline(metrics), "backend": runner.backend, "path": str(out) if out else None,
+                         "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"]},
+            "evaluation": {"data": data, "split": split, "split_seed": seed, "n": int(len(labels)),
+                           "class_names": names},
+            "export": export_report, "notes": notes}
+
+
+def _member_runner(member: Any, device: str | None) -> Any:
+    """A member through the ordinary PyTorch runner, reusing the model already loaded from its checkpoint."""
+    from edgeresnet.runners.torch_runner import TorchRunner
+
+    return TorchRunner.from_model(member.model, member.preprocess, name=str(member.path), spec=member.spec,
+                                  device=device)

@@ -1,0 +1,231 @@
+"""``edgeresnet qat`` and ``edgeresnet calibrate``: INT8 ONNX with its accuracy cost measured on the artifact.
+
+Registered by ``edgeresnet/cli/compress.py`` (``compress_quant.register(app)``). Heavy imports stay inside
+the commands so ``edgeresnet --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from edgeresnet.errors import UserError
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr; the callback takes (stage, done, total)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"calibrate": "calibrating", "sweep": "sensitivity sweep", "keep": "keeping layers in float"}
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _warn(messages: list[str]) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    for m in messages:
+        console.print(f"[yellow]warning:[/yellow] {m}", highlight=False)
+
+
+def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: dict[str, Any], extra: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("split", "images", "FP32 top-1 %", "INT8 top-1 %", "drop (pt)"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split in ("val", "test"):
+        if split in accuracy:
+            a = accuracy[split]
+            label = f"{split} (gate)" if split == accuracy.get("split_gated") else split
+            table.add_row(label, str(a["n"]), f"{a['fp32_top1']:.2f}", f"{a['int8_top1']:.2f}", f"{a['drop']:+.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"measured on: {accuracy.get('measured_on', '?')}", highlight=False)
+    if "test_ort_cpu_int8_kernels" in accuracy:
+        console.print(f"test top-1 with ONNX Runtime's fused int8 CPU kernels (not TensorRT's numerics): "
+                      f"{accuracy['test_ort_cpu_int8_kernels']:.2f} %", highlight=False)
+    for key, value in extra:
+        console.print(f"{key}: {value}", highlight=False)
+    if gate.kept_float:
+        console.print(f"kept in float: {', '.join(gate.kept_float)}", highlight=False)
+    if latency:
+        console.print(f"ONNX Runtime CPU latency (batch {latency.get('batch', 1)}, median of "
+                      f"{latency['fp32']['iterations']}, interleaved): FP32 {latency['fp32']['median_ms']:.2f} ms, "
+                      f"INT8 {latency['int8']['median_ms']:.2f} ms, speed-up x{latency['speedup']:.2f}", highlight=False)
+    console.print(("[green]gate passed[/green]: " if gate.passed else "[red]gate failed[/red]: ") + gate.message,
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``qat`` and ``calibrate`` to the app."""
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        model: Path = typer.Argument(..., help="FP32 ONNX (from edgeresnet export)."),
+        out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write."),
+        method: str = typer.Option("entropy", "--method", help="Range method: entropy (TensorRT's), max or percentile."),
+        flavour: Optional[str] = typer.Option(None, "--flavour", help="trt (TensorRT Q/DQ, symmetric) or ort "
+                                              "(ONNX Runtime CPU, uint8 activations); default from --target, else trt."),
+        target: Optional[str] = typer.Option(None, "--target", help="Deployment target (targets/*.yaml): picks the flavour."),
+        images: Optional[int] = typer.Option(None, "--images", help="Calibrate with the first N train images of --data "
+                                             "(default 500, or all there are)."),
+        calib_list: Optional[Path] = typer.Option(None, "--calib-list", help="Image list (see calibration/README.md) or "
+                                                  "a folder of images."),
+        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder: held-out data for the "
+                                           "accuracy gate (default: the data set recorded with the model)."),
+        max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+        max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float "
+                                               "(default a quarter of them)."),
+        cache: Optional[Path] = typer.Option(None, "--cache", help="Calibration cache (TensorRT format) to reuse or "
+                                             "write; default beside --out, keyed by model and image list."),
+        percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
+        ort_format: str = typer.Option("qdq", "--format", help="ort flavour only: qdq or qoperator."),
+        reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="ort flavour only: "
+                                                    "7-bit weights (default: on for x86 CPUs without VNNI, where "
+                                                    "ONNX Runtime's u8s8 sums saturate)."),
+        eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
+        bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    ) -> None:
+        """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
+        from edgeresnet.artifacts import check_output_dir, emit_json
+        from edgeresnet.compress import calibration as cal
+        from edgeresnet.compress import ptq
+        from edgeresnet.compress.sensitivity import check_max_drop
+        from edgeresnet.data import load_data
+
+        cal.check_method(method)
+        check_max_drop(max_drop)
+        chosen, why, trt_version = ptq.choose_flavour(flavour, target)
+        if ort_format not in ptq.ORT_FORMATS:
+            raise UserError(f"--format {ort_format}: choose qdq or qoperator")
+        if images is not None and calib_list is not None:
+            raise UserError("--images and --calib-list both given; pass one source of calibration images")
+        if max_keep is not None and max_keep < 0:
+            raise UserError(f"--max-keep {max_keep}: must be 0 or more")
+        check_output_dir(out)
+        if out.resolve() == Path(model).resolve():
+            raise UserError(f"--out {out}: would overwrite the FP32 model; choose another path")
+        if cache is not None:
+            check_output_dir(cache, "--cache")
+        source = Path(model)
+        onnx_model = ptq.qdq.load_onnx(source)
+        ptq.qdq.check_float_source(onnx_model, source)
+        preprocess = ptq.preprocess_for_onnx(source, onnx_model)
+        data_spec = data or ptq.recorded_data_spec(source)
+        if data_spec is None:
+            raise UserError(f"MODEL {source}: no data set recorded with it; pass --data (held-out images for the "
+                            "accuracy gate, and calibration images unless --calib-list is given)")
+        splits = load_data(data_spec, preprocess.image_size)
+        if calib_list is not None:
+            calib = cal.read_calibration_list(calib_list)
+        else:
+            calib = cal.calibration_from_data(data_spec, splits.splits["train"], images)
+        _warn(list(calib.warnings))
+        options = ptq.PtqOptions(method=method, flavour=chosen, flavour_reason=why, ort_format=ort_format,
+                                 reduce_range=reduce_range, percentile=percentile, max_drop=max_drop,
+                                 max_keep=max_keep, cache=cache, trt_version=trt_version,
+                                 bench_iterations=bench_iters, eval_images=eval_images, data_spec=data_spec)
+        with _progress() as progress:
+            report = ptq.quantize_onnx(source, out, calib, splits, options, progress)
+        extra = [("flavour", f"{chosen} ({why})"), ("method", method),
+                 ("calibration", f"{len(calib)} images from {calib.source} (sha256 {calib.sha256[:12]})"),
+                 ("cache", f"{report.cache['path']} ({'reused' if report.cache['hit'] else 'written'})")]
+        if chosen == "ort":
+            rr = report.structure.get("reduce_range")
+            extra.append(("format", f"{ort_format}, {'7-bit weights (reduce-range)' if rr else '8-bit weights'}"
+                                    f"{'' if reduce_range is not None else ' (auto: ' + ptq.default_reduce_range()[1] + ')'}"))
+        _accuracy_table(f"calibrate {source.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
+        emit_json(report.to_dict(), json_out)
+        if not report.gate.passed:
+            raise ptq.gate_failure(report)
+        typer.echo(f"wrote {out} and {out}.json")
+
+    @app.command("qat")
+    def qat_cmd(
+        model: Path = typer.Argument(..., help="Trained FP32 checkpoint (.pt)."),
+        out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write (TensorRT placement)."),
+        calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images from the train "
+                                                   "split (default 500, or all there are)."),
+        epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs with fake quantization."),
+        lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate (low: the model is already trained)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (recipe default)."),
+        method: str = typer.Option("percentile", "--method", help="Activation range method: percentile, entropy or max."),
+        percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
+        max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+        max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float."),
+        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: recorded in "
+                                           "the checkpoint)."),
+        opset: int = typer.Option(13, "--opset", help="ONNX opset (13..20; 13 parses on every TensorRT since 8.x)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),
+        eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
+        bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    ) -> None:
+        """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
+        from edgeresnet.artifacts import check_output_dir, emit_json, require_file
+        from edgeresnet.compress import calibration as cal
+        from edgeresnet.compress import qat
+        from edgeresnet.compress.ptq import gate_failure
+        from edgeresnet.compress.sensitivity import check_max_drop
+
+        cal.check_method(method)
+        check_max_drop(max_drop)
+        require_file(model, "checkpoint")
+        if model.suffix.lower() == ".onnx":
+            raise UserError(f"MODEL {model}: qat fine-tunes a checkpoint (.pt); for an ONNX use 'edgeresnet calibrate'")
+        check_output_dir(out)
+        if calib_images is not None and calib_images < 1:
+            raise UserError(f"--calib-images {calib_images}: must be at least 1")
+        data_spec = data or _checkpoint_data(model)
+        if data_spec is None:
+            raise UserError(f"MODEL {model}: no data set recorded in the checkpoint; pass --data")
+        options = qat.QatOptions(epochs=epochs, lr=lr, batch_size=batch_size, calib_images=calib_images,
+                                 method=method, percentile=percentile, opset=opset, max_drop=max_drop,
+                                 max_keep=max_keep, seed=seed, bench_iterations=bench_iters, eval_images=eval_images)
+        with _progress() as progress:
+            report = qat.run_qat(model, out, data_spec, options, progress)
+        _warn(report.warnings)
+        extra = [("calibration", f"{report.calibration['count']} train images, method {method}"),
+                 ("fine-tune", f"{epochs} epoch(s) at lr {lr:g}; val top-1 (torch) before "
+                               f"{report.fine_tune.get('val_top1_before')}, after {report.fine_tune.get('val_top1_after', '-')}"
+                               f"{'; kept ' + report.fine_tune['kept'] if report.fine_tune.get('kept') else ''}"),
+                 ("Q/DQ", f"{report.structure['quantize_linear']} QuantizeLinear, {report.structure['dequantize_linear']} "
+                          f"DequantizeLinear, {report.structure['residual_adds_quantized']} residual adds quantized, "
+                          f"opset {opset}")]
+        _accuracy_table(f"qat {model.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
+        emit_json(report.to_dict(), json_out)
+        if not report.gate.passed:
+            raise gate_failure(report)
+        typer.echo(f"wrote {out} and {out}.json")
+
+
+def _checkpoint_data(path: Path) -> str | None:
+    """The data set a checkpoint records (in the checkpoint itself, else its manifest chain)."""
+    from edgeresnet.models import load_checkpoint
+    from edgeresnet.onnx_meta import data_spec_of
+
+    ckpt = load_checkpoint(path)
+    value = ckpt.get("data")
+    if isinstance(value, str) and value:
+        return value
+    return data_spec_of(path)

@@ -1,0 +1,347 @@
+"""``edgeresnet train``, ``import``, ``evaluate`` and ``demo``: parsing and printing only.
+
+The work is in ``edgeresnet.train`` (``run_training``), ``edgeresnet.models`` (``import_weights``),
+``edgeresnet.evaluate`` and ``edgeresnet.demo``. Exit codes: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeresnet.config import TrainRecipe, field_names
+from edgeresnet.errors import UserError
+
+_D = TrainRecipe()  # defaults shown in --help
+_DATA, _OPT, _AUG, _RUN, _OUT = "Data and model", "Optimisation", "Augmentation", "Run control", "Outputs"
+_AUG_PRESET = "Default: the data set's preset (digits: on)."
+
+
+def _console(json_dest: str | None) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
+
+
+def _given(ctx: typer.Context, names: tuple[str, ...]) -> dict[str, Any]:
+    """Options the user typed (or set in the environment), as opposed to defaults: these override --config."""
+    given = {}
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given[name] = ctx.params[name]
+    return given
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} %"
+
+
+def train_table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="training", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    recipe, model, data = summary["recipe"], summary["model"], summary["data"]
+    stem = ", small stem" if model["small_stem"] else ""
+    table.add_row("model", f"{model['arch']} ({model['num_classes']} classes{stem}) at {recipe['image_size']} px")
+    sizes = data.get("sizes", {})
+    table.add_row("data", f"{data.get('name')}: train {sizes.get('train')}, val {sizes.get('val')}, "
+                  f"test {sizes.get('test')}"
+                  + (f" ({data['skipped_files']} corrupt files skipped)" if data.get("skipped_files") else ""))
+    table.add_row("recipe", f"{recipe['optimizer']} lr {recipe['lr']:g}, {recipe['schedule']} (warm-up "
+                  f"{recipe['warmup_epochs']:g} ep), batch {recipe['batch_size']}x{recipe['accumulate']}, "
+                  f"{recipe['epochs']} epochs, {recipe['precision']}")
+    table.add_row("best val top-1", f"{_fmt_pct(summary['best_val_acc'])} (epoch {summary['best_epoch']})")
+    table.add_row("stopped", f"{summary['stopped']} after {summary['epochs_run']} epoch(s), {summary['steps']} steps, "
+                  f"{summary['duration_s']:.1f} s")
+    for name, path in summary["outputs"].items():
+        table.add_row(name, path)
+    return table
+
+
+def eval_tables(metrics: dict[str, Any]) -> list[Any]:
+    from rich.table import Table
+
+    head = Table(title=f"{metrics.get('model', 'model')} on {metrics.get('data')} ({metrics.get('split')}, "
+                 f"{metrics['n']} images)", show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("", justify="right")
+    head.add_row("top-1", _fmt_pct(metrics["top1"]))
+    head.add_row(f"top-{metrics['top5_k']}", _fmt_pct(metrics["top5"]))
+    if metrics.get("loss") is not None:
+        head.add_row("cross-entropy", f"{metrics['loss']:.4f}")
+    for avg in ("macro", "weighted"):
+        m = metrics[avg]
+        head.add_row(f"{avg} P / R / F1", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")
+    per_class = Table(title="per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for row in metrics["per_class"]:
+        per_class.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                          str(row["support"]))
+    tables = [head, per_class]
+    names = metrics["class_names"]
+    if len(names) <= 20:
+        confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
+        confusion.add_column("true \\ pred", style="bold")
+        for name in names:
+            confusion.add_column(name[:8], justify="right")
+        for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+            confusion.add_row(name[:12], *[f"[bold]{v}[/bold]" if i == names.index(name) else (str(v) if v else ".")
+                                          for i, v in enumerate(row)])
+        tables.append(confusion)
+    return tables
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``import``, ``evaluate`` and ``demo``."""
+
+    @app.command("train")
+    def train_cmd(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(None, "--config", help="YAML recipe: any option below as 'key: value' "
+                                           "(e.g. 'batch_size: 32'); flags given on the command line override it.",
+                                           rich_help_panel=_OUT),
+        out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Directory for best.pt, last.pt "
+                                 "(+ manifests), recipe.yaml, metrics.csv, tensorboard/ and curves.png.",
+                                 rich_help_panel=_OUT),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same recipe; "
+                                    "flags such as --epochs may extend it).", rich_help_panel=_OUT),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out already holds a run.",
+                                       rich_help_panel=_OUT),
+        json_out: str | None = typer.Option(None, "--json", help="Write the run summary as JSON to PATH "
+                                            "('-' = stdout).",
+                                            rich_help_panel=_OUT),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch.",
+                                      rich_help_panel=_OUT),
+        # data and model
+        data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download) or an ImageFolder directory "
+                                 "(class per sub-folder; train/ and val/ used when present).", rich_help_panel=_DATA),
+        image_size: int = typer.Option(_D.image_size, "--image-size", help="Square input size in pixels.",
+                                       rich_help_panel=_DATA),
+        split_seed: int = typer.Option(_D.split_seed, "--split-seed", help="Seed of the train/val/test split "
+                                       "(keep 0 so every command sees the same test set).", rich_help_panel=_DATA),
+        arch: str = typer.Option(_D.arch, "--arch", help="resnet18 or resnet50.", rich_help_panel=_DATA),
+        small_stem: bool = typer.Option(_D.small_stem, "--small-stem/--no-small-stem", help="3x3 stride-1 stem without "
+                                        "max-pool, for tiny inputs (about 7x the compute at 32 px).",
+                                        rich_help_panel=_DATA),
+        dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout before the classifier, in [0, 1).",
+                                      rich_help_panel=_DATA),
+        init: str | None = typer.Option(None, "--init", help="Start from these weights (our checkpoint, a torchvision "
+                                        "or timm state dict); a head of another class count is re-initialised.",
+                                        rich_help_panel=_DATA),
+        freeze_backbone: bool = typer.Option(_D.freeze_backbone, "--freeze-backbone/--no-freeze-backbone",
+                                             help="Train only the classifier head (fc); backbone BN statistics stay "
+                                             "fixed.", rich_help_panel=_DATA),
+        backbone_lr_mult: float = typer.Option(_D.backbone_lr_mult, "--backbone-lr-mult", help="LR of the backbone = "
+                                               "--lr x this (e.g. 0.1 when fine-tuning from --init).",
+                                               rich_help_panel=_DATA),
+        # optimisation
+        epochs: int = typer.Option(_D.epochs, "--epochs", help="Number of epochs.", rich_help_panel=_OPT),
+        batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per micro-batch.",
+                                       rich_help_panel=_OPT),
+        optimizer: str = typer.Option(_D.optimizer, "--optimizer", help="sgd | adam | adamw | rmsprop.",
+                                      rich_help_panel=_OPT),
+        lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (after warm-up).", rich_help_panel=_OPT),
+        momentum: float = typer.Option(_D.momentum, "--momentum", help="SGD/RMSprop momentum; Adam/AdamW beta1.",
+                                       rich_help_panel=_OPT),
+        nesterov: bool = typer.Option(_D.nesterov, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD).",
+                                      rich_help_panel=_OPT),
+        weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="L2 weight decay (decoupled for "
+                                           "AdamW).", rich_help_panel=_OPT),
+        decay_norm_and_bias: bool = typer.Option(_D.decay_norm_and_bias,
+                                                 "--decay-norm-and-bias/--no-decay-norm-and-bias",
+                                                 help="Also decay BN weights and biases (off by default).",
+                                                 rich_help_panel=_OPT),
+        l1: float = typer.Option(_D.l1, "--l1", help="L1 penalty on conv/linear weights added to the loss (0 = off).",
+                                 rich_help_panel=_OPT),
+        label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing",
+                                              help="Label smoothing in [0, 1).",
+                                              rich_help_panel=_OPT),
+        schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine | step | exponential | constant.",
+                                     rich_help_panel=_OPT),
+        warmup_epochs: float = typer.Option(_D.warmup_epochs, "--warmup-epochs", help="Linear warm-up length in epochs "
+                                            "(per step; 0 = none).", rich_help_panel=_OPT),
+        step_size: float = typer.Option(_D.step_size, "--step-size", help="'step' schedule: epochs between LR drops.",
+                                        rich_help_panel=_OPT),
+        gamma: float = typer.Option(_D.gamma, "--gamma", help="'step': factor per drop; 'exponential': factor per "
+                                    "epoch.", rich_help_panel=_OPT),
+        min_lr: float = typer.Option(_D.min_lr, "--min-lr", help="'cosine': the LR reached at the end.",
+                                     rich_help_panel=_OPT),
+        accumulate: int = typer.Option(_D.accumulate, "--accumulate", help="Gradient accumulation: micro-batches per "
+                                       "optimizer step (effective batch = batch size x this).", rich_help_panel=_OPT),
+        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (autocast, CPU or CUDA) | fp16 "
+                                      "(CUDA, with a gradient scaler).", rich_help_panel=_OPT),
+        # augmentation
+        augment: bool = typer.Option(_D.augment, "--augment/--no-augment", help="All training augmentation on/off.",
+                                     rich_help_panel=_AUG),
+        random_resized_crop: bool | None = typer.Option(None, "--random-resized-crop/--no-random-resized-crop",
+                                                        help=f"Random resized crop. {_AUG_PRESET}",
+                                                        rich_help_panel=_AUG),
+        crop_scale_min: float | None = typer.Option(None, "--crop-scale-min", help="Smallest crop area fraction, in "
+                                                    "(0, 1]. Default: the preset's (digits 0.7).",
+                                                    rich_help_panel=_AUG),
+        hflip: bool | None = typer.Option(None, "--hflip/--no-hflip", help="Random horizontal flip. Default: the "
+                                          "preset's (digits: off, folders: on).", rich_help_panel=_AUG),
+        rotation: float | None = typer.Option(None, "--rotation", help="Random rotation up to this many degrees. "
+                                              "Default: the preset's (digits 10).", rich_help_panel=_AUG),
+        color_jitter: float | None = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter "
+                                                  "strength in [0, 1]. Default: off.", rich_help_panel=_AUG),
+        random_erasing: float | None = typer.Option(None, "--random-erasing", help="Probability of random erasing. "
+                                                    "Default: off.", rich_help_panel=_AUG),
+        # run control
+        monitor: str = typer.Option(_D.monitor, "--monitor", help="val_acc | val_loss: what 'best' means for best.pt "
+                                    "and what early stopping watches.", rich_help_panel=_RUN),
+        early_stop: int = typer.Option(_D.early_stop, "--early-stop", help="Stop after this many epochs without "
+                                       "improvement (0 = off).", rich_help_panel=_RUN),
+        min_delta: float = typer.Option(_D.min_delta, "--min-delta", help="Smallest change of the monitored value that "
+                                        "counts as improvement.", rich_help_panel=_RUN),
+        max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps in total "
+                                             "(smoke runs; resumable).", rich_help_panel=_RUN),
+        seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation, shuffling and augmentation.",
+                                 rich_help_panel=_RUN),
+        shuffle: bool = typer.Option(_D.shuffle, "--shuffle/--no-shuffle", help="Reshuffle the training set every "
+                                     "epoch (off: a fixed order, for exact comparisons).", rich_help_panel=_RUN),
+        device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
+        workers: int = typer.Option(_D.workers, "--workers", help="DataLoader worker processes (0 = in-process).",
+                                    rich_help_panel=_RUN),
+    ) -> None:
+        """Train ResNet-18/50 on digits or an image folder with a modern recipe; keeps the best checkpoint.
+
+        Every option can also be set in a YAML recipe (--config); the effective recipe is saved as
+        OUT/recipe.yaml. Ctrl-C (or a crash) leaves OUT/last.pt loadable; --resume continues from it.
+        """
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
+        from edgeresnet.train.job import run_training, saved_recipe
+
+        file_values = read_recipe_file(config) if config is not None else {}
+        flags = _given(ctx, field_names())
+        base = None
+        if resume:  # the run's own recipe; a --max-steps budget applies to one invocation, not to the resumed one
+            base = recipe_from_dict({**saved_recipe(out), "max_steps": None})
+        recipe = merge_recipe(file_values, flags, base=base, config_path=config)
+        console = _console(json_out)
+        run = run_training(recipe, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+        for note in run.notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        summary = run.summary()
+        console.print(train_table(summary))
+        emit_json(summary, json_out)
+
+    @app.command("import")
+    def import_cmd(
+        weights: Path = typer.Argument(..., help="Local torchvision- or timm-format ResNet state dict (.pth/.pt); "
+                                       "loaded with weights_only=True, so a file that would run code is refused."),
+        arch: str = typer.Option(..., "--arch", help="resnet18 or resnet50: the architecture of the file."),
+        num_classes: int = typer.Option(..., "--num-classes", help="Classes of the new head; when it differs from the "
+                                        "file's, the head is re-initialised (and you are told)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt); its manifest goes to OUT.json."),
+        small_stem: bool = typer.Option(False, "--small-stem/--no-small-stem", help="The file uses the 3x3 stride-1 "
+                                        "stem without max-pool."),
+        image_size: int = typer.Option(224, "--image-size", help="Input size recorded in the preprocessing contract."),
+        class_names: str | None = typer.Option(None, "--class-names", help="Comma-separated class names "
+                                               "(default 0..K-1)."),
+        dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the classifier, in [0, 1)."),
+        json_out: str | None = typer.Option(None, "--json", help="Write what was imported as JSON to PATH "
+                                            "('-' = stdout)."),
+    ) -> None:
+        """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
+        from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir, emit_json, write_manifest
+        from edgeresnet.data.presets import preset_for
+        from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
+
+        spec = ModelSpec(arch, num_classes, small_stem, dropout)
+        names = (tuple(n.strip() for n in class_names.split(",")) if class_names
+                 else tuple(str(i) for i in range(num_classes)))
+        if len(names) != num_classes or not all(names):
+            raise UserError(f"--class-names: {len(names)} name(s) given for --num-classes {num_classes}; "
+                            "give one non-empty name per class, comma-separated")
+        preprocess = preset_for("imagenet", image_size, names)
+        if out.suffix.lower() not in (".pt", ".pth"):
+            raise UserError(f"--out {out}: a checkpoint file name ending in .pt is expected")
+        if out.is_dir():
+            raise UserError(f"--out {out}: is a directory; pass a file name such as {out}/model.pt")
+        check_output_dir(out)
+        model, notes = import_weights(weights, spec)
+        import torch
+
+        checkpoint = make_checkpoint(model, spec, preprocess.to_dict(), source=str(weights), notes=notes)
+        with atomic_output(out) as tmp:
+            torch.save(checkpoint, tmp)
+        write_manifest(out, build_manifest("checkpoint", out, command="import", inputs={"weights": weights},
+                                           settings={"arch": arch, "num_classes": num_classes, "small_stem": small_stem,
+                                                     "image_size": image_size, "dropout": dropout},
+                                           extra={"preprocess": preprocess.to_dict(), "model": spec.to_dict(),
+                                                  "notes": notes}))
+        console = _console(json_out)
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        params = sum(p.numel() for p in model.parameters())
+        console.print(f"imported {weights} -> {out} ({arch}, {num_classes} classes, {params / 1e6:.2f} M parameters, "
+                      f"{image_size} px ImageNet preprocessing)", highlight=False)
+        emit_json({"checkpoint": str(out), "source": str(weights), "model": spec.to_dict(), "parameters": params,
+                   "notes": notes, "preprocess": preprocess.to_dict()}, json_out)
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Argument(..., help="Model file: checkpoint (.pt), ONNX (.onnx) or TensorRT engine "
+                                     "(.engine)."),
+        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory (default: the data "
+                                        "set recorded in the model's manifest, else digits)."),
+        split: str = typer.Option("test", "--split", help="train | val | test."),
+        batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
+        limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images of the split."),
+        split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the one the "
+                                              "model was trained with, else 0)."),
+        backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
+        device: str | None = typer.Option(None, "--device", help="Device for the torch backend: cpu or cuda "
+                                          "(default: CUDA when available)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the confusion-matrix PNG and the "
+                                        "metrics JSON (default: beside the model)."),
+        plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the confusion-matrix PNG."),
+        json_out: str | None = typer.Option(None, "--json", help="Write the metrics as JSON to PATH ('-' = stdout)."),
+    ) -> None:
+        """Top-1/top-5, per-class precision/recall/F1, macro/weighted averages and the confusion matrix."""
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.evaluate import evaluate_model_file, write_evaluation
+
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be a positive integer")
+        console = _console(json_out)
+        metrics = evaluate_model_file(model, data, split, batch_size=batch_size, limit=limit, split_seed=split_seed,
+                                      backend=backend, device=device)
+        outputs = write_evaluation(metrics, out if out is not None else model.parent, plot=plot)
+        metrics["outputs"] = outputs
+        for table in eval_tables(metrics):
+            console.print(table)
+        if metrics.get("skipped_files"):
+            console.print(f"[yellow]note:[/yellow] skipped {len(metrics['skipped_files'])} corrupt file(s): "
+                          f"{', '.join(metrics['skipped_files'][:5])}", highlight=False)
+        for name, path in outputs.items():
+            console.print(f"{name}: {path}", highlight=False)
+        emit_json(metrics, json_out)
+
+    @app.command("demo")
+    def demo_cmd(
+        out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Directory for every output of the demo "
+                                 "(replaced stage by stage on a re-run)."),
+        fast: bool = typer.Option(False, "--fast", help="A few training steps instead of full training (a smoke test; "
+                                  "accuracy will be low)."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the training default)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        json_out: str | None = typer.Option(None, "--json", help="Write every stage's numbers as JSON to PATH "
+                                            "('-' = stdout)."),
+    ) -> None:
+        """The main job end to end on the embedded digits: train ResNet18, evaluate it (later: export, build, ...)."""
+        from edgeresnet.artifacts import emit_json
+        from edgeresnet.demo import run_demo
+
+        if epochs is not None and epochs < 1:
+            raise UserError(f"--epochs {epochs}: must be a positive integer")
+        report = run_demo(out, fast=fast, epochs=epochs, progress=progress, console=_console(json_out))
+        emit_json(report, json_out)

@@ -1,0 +1,156 @@
+"""Measuring what compression cost: top-1 on a split, ONNX size, ONNX Runtime latency, fine-tuning.
+
+Thin edges over the shared parts (training loop, ONNX exporter, runners, timing loop) so ``prune``,
+``distill`` and the benchmark scripts measure the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def predict(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of a torch model on preprocessed NCHW images, in eval mode, without gradients."""
+    import torch
+
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+            outs.append(model(batch).float().cpu().numpy())
+    model.train(was)
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent."""
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(1) == labels).mean() * 100.0)
+
+
+def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    return top1(predict(model, images), labels)
+
+
+def export_onnx_file(model: Any, preprocess: Any, out: Path, exporter: str | None = None) -> Path:
+    """Export via the shared exporter (its default exporter/opset unless ``exporter`` is given); torch's
+    TorchScript exporter (opset 17) only when the export package is missing."""
+    import copy
+
+    model = copy.deepcopy(model).eval().cpu()
+    try:
+        from edgeresnet.export import export_onnx  # the export helper's module
+    except ImportError:
+        export_onnx = None
+    if export_onnx is not None:
+        return Path(export_onnx(model, preprocess, Path(out), exporter=exporter).path)
+    import torch
+
+    size = int(preprocess.image_size)
+    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(out), input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return Path(out)
+
+
+def onnx_size_bytes(model: Any, preprocess: Any, exporter: str | None = None) -> int:
+    """Bytes of the exported ONNX (external-data files included, the JSON manifest not)."""
+    with tempfile.TemporaryDirectory(prefix="edgeresnet-onnx-") as tmp:
+        export_onnx_file(model, preprocess, Path(tmp) / "model.onnx", exporter)
+        return sum(p.stat().st_size for p in Path(tmp).iterdir() if p.is_file() and p.suffix != ".json")
+
+
+@dataclass
+class Latency:
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_ms": round(self.median_ms, 4), "p90_ms": round(self.p90_ms, 4),
+                "mean_ms": round(self.mean_ms, 4), "n": self.n}
+
+
+def _ort_infer(path: Path, threads: int | None = None) -> tuple[Any, Any]:
+    """(context manager or None, infer function) for an ONNX file on ONNX Runtime CPU."""
+    try:
+        from edgeresnet.runners.base import load_runner
+
+        runner = load_runner(path, "ort", **({"threads": threads} if threads else {}))
+        runner.__enter__()
+        return runner, runner.infer
+    except (ImportError, ModuleNotFoundError):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return None, lambda x: session.run(None, {name: x})[0]
+
+
+def ort_latencies(paths: list[Path], image_size: int, rounds: int = 3, duration_s: float = 1.0,
+                  batch: int = 1, seed: int = 0, threads: int | None = None) -> list[Latency]:
+    """Batch-``batch`` ONNX Runtime CPU latency of several models, measured in interleaved rounds.
+
+    Interleaving (A B C, A B C, ...) spreads the drift of a shared machine over all models instead of
+    charging it to whichever ran last; each model's samples from all rounds are pooled.
+    """
+    from edgeresnet.bench.stats import summarize
+    from edgeresnet.bench.timing import TimingConfig, host_step, measure
+
+    images = np.random.default_rng(seed).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
+    opened = [_ort_infer(Path(p), threads) for p in paths]
+    samples: list[list[float]] = [[] for _ in paths]
+    config = TimingConfig(warmup_ms=100.0, warmup_iterations=3, min_iterations=10, duration_s=duration_s)
+    try:
+        for _ in range(rounds):
+            for i, (_ctx, infer) in enumerate(opened):
+                samples[i] += measure(host_step(infer, images), config).latency_ms
+    finally:
+        for ctx, _infer in opened:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+    out = []
+    for values in samples:
+        s = summarize(values, resamples=200)
+        out.append(Latency(s["median"], s["p90"], s["mean"], s["n"]))
+    return out
+
+
+FINETUNE_LR = 0.01  # fine-tuning a trained (pruned) model: a fifth of the from-scratch LR, no warm-up
+
+
+def finetune(model: Any, splits: Any, *, epochs: int, loss_fn: Any = None, batch_size: int = 64,
+             lr: float | None = None, seed: int = 0, progress: bool = True, spec: Any = None,
+             from_scratch: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Train ``model`` on ``splits`` with the shared loop (``train.fit``); returns (best model, summary).
+
+    A fine-tune (the default) starts at ``FINETUNE_LR`` without warm-up and decays by cosine; training from
+    scratch (a fresh student) uses the training recipe's own LR and warm-up.
+    """
+    if epochs < 1:
+        return model, {"epochs": 0}
+    from edgeresnet.train import TrainRecipe, fit
+
+    changes: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "seed": seed,
+                               "image_size": int(splits.preprocess.image_size), "data": str(splits.name)}
+    if not from_scratch:
+        changes.update({"lr": FINETUNE_LR, "warmup_epochs": 0.0})
+    if lr is not None:
+        changes["lr"] = lr
+    recipe = TrainRecipe(**changes)
+    result = fit(model, splits, recipe, None, loss_fn=loss_fn, progress=progress, spec=spec)
+    return result.model, {"epochs": epochs, "best_val_acc": result.best_val_acc, "lr": recipe.lr,
+                          "warmup_epochs": recipe.warmup_epochs, "schedule": recipe.schedule,
+                          "optimizer": recipe.optimizer, "batch_size": batch_size, "history": result.history}

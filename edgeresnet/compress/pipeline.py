@@ -1,0 +1,493 @@
+"""The prune / sweep / distill runs behind the CLI: checkpoint in, checkpoint (+ manifest) and a report out.
+
+Each run measures what it changed on the artifact it writes: parameters, MACs, ONNX size, top-1 on the
+test split before and after (and, for a sweep, ONNX Runtime latency), so nobody loses accuracy silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgeresnet.errors import UserError
+
+Say = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+def load_source(path: str | Path, option: str = "MODEL") -> tuple[dict[str, Any], Any, Any, Any]:
+    """(checkpoint dict, model in eval mode, spec, Preprocess) of one of our checkpoints."""
+    from edgeresnet.artifacts import require_file
+    from edgeresnet.data import Preprocess
+    from edgeresnet.models import load_checkpoint, model_from_checkpoint
+
+    require_file(path, f"{option} checkpoint")
+    if Path(path).suffix.lower() not in (".pt", ".pth"):
+        raise UserError(f"{option} {path}: expected an edgeresnet checkpoint (.pt); ONNX or engine files cannot be "
+                        "pruned or distilled")
+    ckpt = load_checkpoint(path)
+    model, spec = model_from_checkpoint(ckpt, path)
+    return ckpt, model, spec, Preprocess.from_dict(ckpt["preprocess"])
+
+
+def resolve_data(data: str | None, source: str | Path, preprocess: Any) -> str:
+    """``--data``, else the data set recorded in the source's manifests, else digits when the classes are 0-9."""
+    if data:
+        return data
+    try:
+        from edgeresnet.onnx_meta import data_spec_of
+
+        recorded = data_spec_of(source)
+    except ImportError:
+        recorded = None
+    if recorded:
+        return recorded
+    if tuple(preprocess.class_names) == tuple(str(i) for i in range(10)):
+        return "digits"
+    raise UserError(f"{source}: no data set recorded with it; pass --data (digits or an ImageFolder path)")
+
+
+def load_splits(data: str, preprocess: Any, seed: int) -> Any:
+    """The data set, preprocessed exactly as the checkpoint says (its mean/std/size, not the preset's)."""
+    from edgeresnet.data import load_data
+
+    splits = load_data(data, preprocess.image_size, seed=seed)
+    if preprocess.class_names and tuple(splits.class_names) != tuple(preprocess.class_names):
+        raise UserError(f"--data {data}: classes {list(splits.class_names)[:5]}... do not match the model's "
+                        f"{list(preprocess.class_names)[:5]}...; use the data set the model was trained on")
+    splits.preprocess = preprocess
+    return splits
+
+
+def load_teacher(teacher: str | None, default: Any, classes: int, *, image_size: int) -> tuple[Any, str | None]:
+    """``None`` -> the default (unpruned) model; ``"none"`` -> no teacher; a path -> that checkpoint."""
+    from edgeresnet.compress.distill import output_classes
+
+    if teacher is None:
+        return default, None
+    if teacher.lower() == "none":
+        return None, None
+    _ckpt, model, spec, preprocess = load_source(teacher, "--teacher")
+    if output_classes(model) != classes:
+        raise UserError(f"--teacher {teacher}: teacher has {output_classes(model)} classes but the model has "
+                        f"{classes}; use a teacher trained on the same classes")
+    if preprocess.image_size != image_size:
+        raise UserError(f"--teacher {teacher}: teacher expects {preprocess.image_size}px input, the model "
+                        f"{image_size}px; use a teacher trained at the same image size")
+    return model, teacher
+
+
+# -- prune -----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FinetuneOptions:
+    epochs: int = 0
+    batch_size: int = 64
+    lr: float | None = None
+    seed: int = 0
+    temperature: float = 4.0
+    alpha: float = 0.7
+    progress: bool = True
+    bn_images: int = 512  # training images to re-estimate BatchNorm statistics after pruning (0 = off)
+
+    def validate(self) -> FinetuneOptions:
+        if self.epochs < 0:
+            raise UserError(f"--finetune-epochs {self.epochs}: must be 0 or more")
+        if self.bn_images < 0:
+            raise UserError(f"--bn-images {self.bn_images}: must be 0 (off) or more")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr {self.lr}: must be positive")
+        from edgeresnet.compress.distill import DistillSettings
+
+        DistillSettings(self.temperature, self.alpha)  # validates
+        return self
+
+
+def finetune_pruned(model: Any, splits: Any, teacher: Any, options: FinetuneOptions,
+                    spec: Any) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune with KD from ``teacher`` (or plain cross-entropy without one)."""
+    from edgeresnet.compress.distill import DistillSettings, Distiller
+    from edgeresnet.compress.measure import finetune
+
+    if options.epochs == 0:
+        return model, {"epochs": 0}
+    if teacher is None:
+        tuned, info = finetune(model, splits, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
+                               seed=options.seed, progress=options.progress, spec=spec)
+        info["kd"] = None
+        return tuned, info
+    settings = DistillSettings(options.temperature, options.alpha)
+    with Distiller(teacher, model, settings, splits.preprocess.image_size) as distiller:
+        tuned, info = finetune(distiller.trainable(), splits, epochs=options.epochs, batch_size=options.batch_size,
+                               lr=options.lr, seed=options.seed, progress=options.progress, loss_fn=distiller.loss_fn,
+                               spec=spec)
+    info["kd"] = settings.to_dict()
+    return tuned, info
+
+
+def prune_once(model: Any, spec: Any, preprocess: Any, splits: Any, settings: Any, teacher: Any,
+               options: FinetuneOptions, *, test: tuple[Any, Any], say: Say = _quiet,
+               onnx: bool = True, exporter: str | None = None) -> dict[str, Any]:
+    """Prune ``model`` (left untouched), fine-tune, measure; returns the pruned model and its numbers."""
+    from edgeresnet.compress.measure import accuracy, onnx_size_bytes
+    from edgeresnet.compress.prune import prune_model, recalibrate_batchnorm
+
+    images, labels = test
+    result = prune_model(model, settings, preprocess.image_size)
+    say(f"pruned: {result.after.params / 1e6:.2f}M params, {result.after.gmacs:.3f} GMACs "
+        f"({result.after.macs / result.before.macs:.1%} of the FLOPs)")
+    acc_raw = accuracy(result.model, images, labels)
+    bn_used = 0
+    if options.bn_images > 0:
+        bn_used = recalibrate_batchnorm(result.model, splits.arrays("train", limit=options.bn_images)[0])
+        say(f"BatchNorm statistics re-estimated on {bn_used} training images")
+    acc_pruned = accuracy(result.model, images, labels) if bn_used else acc_raw
+    tuned, ft = finetune_pruned(result.model, splits, teacher, options, spec)
+    tuned = getattr(tuned, "student", tuned)  # a feature-KD wrapper hands back student + adapters
+    acc_after = accuracy(tuned, images, labels) if options.epochs else acc_pruned
+    report = result.summary()
+    report["accuracy"] = {"pruned_raw": round(acc_raw, 3), "pruned_no_finetune": round(acc_pruned, 3),
+                          "after": round(acc_after, 3)}
+    report["bn_recalibration_images"] = bn_used
+    report["finetune"] = {k: v for k, v in ft.items() if k != "history"}
+    report["finetune_history"] = ft.get("history", [])
+    if onnx:
+        say("exporting ONNX to measure its size")
+        report["onnx_bytes"] = onnx_size_bytes(tuned, preprocess, exporter)
+    return {"model": tuned.eval(), "report": report, "result": result}
+
+
+def save_checkpoint(model: Any, spec: Any, preprocess: Any, out: Path, *, command: str, source: Path | None,
+                    teacher: str | None, settings: dict[str, Any], extra: dict[str, Any],
+                    option: str = "--out") -> Path:
+    """Checkpoint + sidecar manifest, atomically (no half-written file under ``out``)."""
+    import torch
+
+    from edgeresnet.artifacts import atomic_output, build_manifest, write_manifest
+    from edgeresnet.models import make_checkpoint
+
+    ckpt = make_checkpoint(model, spec, preprocess.to_dict(), compression={"command": command, **_plain(extra)})
+    inputs: dict[str, Any] = {"source": source} if source is not None else {}
+    if teacher:
+        inputs["teacher"] = teacher
+    with atomic_output(out, option) as tmp:
+        torch.save(ckpt, tmp)
+        manifest = build_manifest("checkpoint", tmp, command=command, inputs=inputs, settings=settings,
+                                  extra={"model": spec.to_dict(), "preprocess": preprocess.to_dict(), **extra})
+        manifest["file"] = Path(out).name
+    try:
+        write_manifest(out, manifest)
+    except BaseException:
+        Path(out).unlink(missing_ok=True)  # no checkpoint without its manifest
+        raise
+    return Path(out)
+
+
+def _plain(value: Any) -> Any:
+    """Only plain types go into a checkpoint (it must load with ``weights_only=True``)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_prune(source: Path, out: Path, settings: Any, options: FinetuneOptions, *, teacher: str | None,
+              data: str | None, say: Say = _quiet, exporter: str | None = None) -> dict[str, Any]:
+    from edgeresnet.artifacts import check_output_dir, sha256_file
+    from edgeresnet.compress.measure import accuracy, onnx_size_bytes
+
+    check_output_dir(out)
+    if Path(out).resolve() == Path(source).resolve():
+        raise UserError(f"--out {out}: would overwrite the model being pruned; choose another path")
+    _ckpt, model, spec, preprocess = load_source(source)
+    teacher_model, teacher_path = load_teacher(teacher, model, spec.num_classes, image_size=preprocess.image_size)
+    data_spec = resolve_data(data, source, preprocess)
+    splits = load_splits(data_spec, preprocess, options.seed)
+    test = splits.arrays("test")
+    say(f"data {data_spec}: {len(test[1])} test images at {preprocess.image_size}px")
+    acc_before = accuracy(model, *test)
+    onnx_before = onnx_size_bytes(model, preprocess, exporter)
+    run = prune_once(model, spec, preprocess, splits, settings, teacher_model, options, test=test, say=say,
+                     exporter=exporter)
+    report = run["report"]
+    report["accuracy"]["before"] = round(acc_before, 3)
+    report["accuracy"]["drop"] = round(acc_before - report["accuracy"]["after"], 3)
+    report["onnx_bytes"] = {"before": onnx_before, "after": report["onnx_bytes"]}
+    report.update({"source": str(source), "source_sha256": sha256_file(source), "out": str(out), "data": data_spec,
+                   "test_images": int(len(test[1])), "teacher": teacher_path or ("none" if teacher_model is None
+                                                                                  else "source (unpruned)")})
+    manifest_settings = {**settings.to_dict(), "data": data_spec, "bn_images": options.bn_images,
+                         "finetune_epochs": options.epochs,
+                         "batch_size": options.batch_size, "lr": options.lr, "seed": options.seed,
+                         "teacher": report["teacher"], "temperature": options.temperature, "alpha": options.alpha}
+    history = report.pop("finetune_history")
+    save_checkpoint(run["model"], spec, preprocess, Path(out), command="prune", source=source, teacher=teacher_path,
+                    settings=manifest_settings, extra={"pruning": report, "finetune_history": history})
+    report["finetune_history"] = history
+    return report
+
+
+# -- sweep -----------------------------------------------------------------------------------------------
+def parse_levels(text: str) -> list[float]:
+    try:
+        levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"--sweep {text}: expected comma-separated ratios, e.g. 0.2,0.3,0.4,0.5,0.6") from exc
+    if not levels:
+        raise UserError(f"--sweep {text!r}: no ratios given, e.g. 0.2,0.3,0.4,0.5,0.6")
+    bad = [x for x in levels if not 0.0 < x < 1.0]
+    if bad:
+        raise UserError(f"--sweep {text}: ratio {bad[0]} is outside (0, 1); each is the fraction of channels removed")
+    return sorted(set(levels))
+
+
+def pareto_flags(rows: list[dict[str, Any]]) -> list[bool]:
+    """A row is Pareto-optimal when no other row is at least as accurate, as fast and as cheap, and better in one."""
+    flags = []
+    for row in rows:
+        dominated = False
+        for other in rows:
+            if other is row:
+                continue
+            ge = (other["top1"] >= row["top1"] and other["latency_ms"] <= row["latency_ms"]
+                  and other["gmacs"] <= row["gmacs"])
+            gt = (other["top1"] > row["top1"] or other["latency_ms"] < row["latency_ms"]
+                  or other["gmacs"] < row["gmacs"])
+            if ge and gt:
+                dominated = True
+                break
+        flags.append(not dominated)
+    return flags
+
+
+def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, Any], options: FinetuneOptions, *,
+              teacher: str | None, data: str | None, say: Say = _quiet, latency_rounds: int = 3,
+              latency_duration_s: float = 1.0, latency_threads: int | None = None,
+              exporter: str | None = None) -> dict[str, Any]:
+    """Prune at each ratio, fine-tune each with the same budget, measure, and write the Pareto table + plot."""
+    import tempfile
+
+    from edgeresnet.artifacts import build_manifest, sha256_file, write_json_atomic, write_manifest, write_text_atomic
+    from edgeresnet.compress.measure import accuracy, export_onnx_file, ort_latencies
+    from edgeresnet.compress.prune import PruneSettings
+    from edgeresnet.compress.flops import count_costs
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: with --sweep, --out is a directory; {out_dir} is a file")
+    if not out_dir.parent.exists():
+        raise UserError(f"--out {out_dir}: parent directory {out_dir.parent} does not exist")
+    _ckpt, model, spec, preprocess = load_source(source)
+    teacher_model, teacher_path = load_teacher(teacher, model, spec.num_classes, image_size=preprocess.image_size)
+    data_spec = resolve_data(data, source, preprocess)
+    splits = load_splits(data_spec, preprocess, options.seed)
+    test = splits.arrays("test")
+    out_dir.mkdir(exist_ok=True)
+    base_costs = count_costs(model, preprocess.image_size)
+    rows: list[dict[str, Any]] = [{"ratio": 0.0, "file": str(source), "top1": round(accuracy(model, *test), 3),
+                                   "top1_no_finetune": None, "top1_raw": None, "params": base_costs.params,
+                                   "gmacs": round(base_costs.gmacs, 4), "flops_kept": 1.0}]
+    models = [model]
+    for ratio in levels:
+        say(f"ratio {ratio:.2f}: pruning and fine-tuning ({options.epochs} epochs)")
+        settings = PruneSettings(ratio=ratio, **base)
+        run = prune_once(model, spec, preprocess, splits, settings, teacher_model, options, test=test, say=say,
+                         onnx=False)
+        report = run["report"]
+        path = out_dir / f"pruned_r{ratio:.2f}.pt"
+        report["accuracy"]["before"] = rows[0]["top1"]
+        save_checkpoint(run["model"], spec, preprocess, path, command="prune --sweep", source=source,
+                        teacher=teacher_path, settings={**settings.to_dict(), "data": data_spec,
+                                                        "bn_images": options.bn_images,
+                                                        "finetune_epochs": options.epochs, "seed": options.seed},
+                        extra={"pruning": {k: v for k, v in report.items() if k != "finetune_history"}})
+        rows.append({"ratio": ratio, "file": str(path), "top1": report["accuracy"]["after"],
+                     "top1_no_finetune": report["accuracy"]["pruned_no_finetune"],
+                     "top1_raw": report["accuracy"]["pruned_raw"], "params": report["params"]["after"],
+                     "gmacs": round(report["macs"]["after"] / 1e9, 4), "flops_kept": report["macs"]["kept"]})
+        models.append(run["model"])
+    say(f"measuring ONNX Runtime latency of {len(models)} models (interleaved, {latency_rounds} rounds)")
+    with tempfile.TemporaryDirectory(prefix="edgeresnet-sweep-") as tmp:
+        paths = [export_onnx_file(m, preprocess, Path(tmp) / f"m{i}.onnx", exporter) for i, m in enumerate(models)]
+        sizes = [p.stat().st_size for p in paths]
+        lat = ort_latencies(paths, preprocess.image_size, rounds=latency_rounds, duration_s=latency_duration_s,
+                            threads=latency_threads)
+    for row, size, latency in zip(rows, sizes, lat):
+        row["onnx_bytes"] = size
+        row["latency_ms"] = round(latency.median_ms, 4)
+        row["latency_p90_ms"] = round(latency.p90_ms, 4)
+        row["speedup"] = round(lat[0].median_ms / latency.median_ms, 3)
+        row["drop"] = round(rows[0]["top1"] - row["top1"], 3)
+    for row, flag in zip(rows, pareto_flags(rows)):
+        row["pareto"] = flag
+    report = {"source": str(source), "source_sha256": sha256_file(source), "data": data_spec,
+              "test_images": int(len(test[1])), "image_size": preprocess.image_size,
+              "settings": {**base, "bn_images": options.bn_images, "finetune_epochs": options.epochs,
+                           "teacher": teacher_path or
+                           ("none" if teacher_model is None else "source (unpruned)"),
+                           "temperature": options.temperature, "alpha": options.alpha, "seed": options.seed},
+              "latency": {"backend": "onnxruntime-cpu", "batch": 1, "rounds": latency_rounds,
+                          "duration_s_per_round": latency_duration_s, "statistic": "median",
+                          "intra_op_threads": latency_threads, "loadavg": _loadavg()},
+              "rows": rows}
+    report["files"] = {"json": str(out_dir / "sweep.json"), "table": str(out_dir / "sweep.md"),
+                       "plot": str(out_dir / "sweep.png")}
+    write_json_atomic(out_dir / "sweep.json", report)
+    write_text_atomic(out_dir / "sweep.md", pareto_markdown(report))
+    plot_sweep(report, out_dir / "sweep.png")
+    for name, kind in (("sweep.json", "prune-sweep"), ("sweep.md", "prune-sweep-table"),
+                       ("sweep.png", "prune-sweep-plot")):
+        write_manifest(out_dir / name, build_manifest(
+            kind, out_dir / name, command="prune --sweep", inputs={"source": source},
+            settings={**report["settings"], "levels": levels, "data": data_spec},
+            extra={"rows": [{k: v for k, v in r.items()} for r in rows]}))
+    return report
+
+
+def _loadavg() -> list[float] | None:
+    """The machine's load when latency was measured: a busy shared box inflates and scatters timings."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def pareto_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Pruning sweep: {Path(report['source']).name} on {report['data']} "
+             f"({report['test_images']} test images, {report['image_size']}px)", "",
+             f"Fine-tune: {report['settings']['finetune_epochs']} epochs each after BatchNorm re-estimation on "
+             f"{report['settings']['bn_images']} training images, teacher {report['settings']['teacher']}; "
+             f"latency: ONNX Runtime CPU, batch 1, median over {report['latency']['rounds']} interleaved rounds "
+             f"(load average {report['latency']['loadavg']}).", "",
+             "| ratio | params (M) | GMACs | FLOPs kept | ONNX (MB) | top-1 % | drop (pt) | as cut % | "
+             "BN re-est. % | latency ms | speed-up | Pareto |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in report["rows"]:
+        noft = "-" if r["top1_no_finetune"] is None else f"{r['top1_no_finetune']:.2f}"
+        raw = "-" if r.get("top1_raw") is None else f"{r['top1_raw']:.2f}"
+        lines.append(f"| {r['ratio']:.2f} | {r['params'] / 1e6:.3f} | {r['gmacs']:.4f} | {r['flops_kept']:.3f} | "
+                     f"{r['onnx_bytes'] / 1e6:.2f} | {r['top1']:.2f} | {r['drop']:+.2f} | {raw} | {noft} | "
+                     f"{r['latency_ms']:.3f} | x{r['speedup']:.2f} | {'yes' if r['pareto'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(report: dict[str, Any], path: Path) -> None:
+    """Top-1 against GMACs and against measured latency; the Pareto front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeresnet.artifacts import atomic_output
+
+    rows = report["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "gmacs", "GMACs"), (axes[1], "latency_ms", "ONNX Runtime latency (ms, batch 1)")):
+        ax.scatter([r[key] for r in rows], [r["top1"] for r in rows], c=["tab:red" if r["ratio"] == 0 else "tab:blue"
+                                                                        for r in rows])
+        front = sorted((r for r in rows if r["pareto"]), key=lambda r: r[key])
+        ax.plot([r[key] for r in front], [r["top1"] for r in front], "--", color="gray", linewidth=1)
+        for r in rows:
+            ax.annotate("orig" if r["ratio"] == 0 else f"{r['ratio']:.2f}", (r[key], r["top1"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 % (test)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Pruning sweep: {Path(report['source']).name}, {report['settings']['finetune_epochs']} fine-tune "
+                 f"epochs each")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# -- distill ---------------------------------------------------------------------------------------------
+def run_distill(teacher_path: Path, student: str, out: Path, settings: Any, *, epochs: int, batch_size: int,
+                lr: float | None, seed: int, data: str | None, baseline: bool = True, progress: bool = True,
+                say: Say = _quiet) -> dict[str, Any]:
+    """Teacher vs student trained alone vs student distilled, same budget, same initial weights."""
+    import torch
+
+    from edgeresnet.artifacts import check_output_dir, sha256_file
+    from edgeresnet.compress.distill import Distiller, check_compatible
+    from edgeresnet.compress.flops import count_costs
+    from edgeresnet.compress.measure import accuracy, finetune
+    from edgeresnet.models import ARCHS, ModelSpec, build_model
+
+    if epochs < 1:
+        raise UserError(f"--epochs {epochs}: must be at least 1")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    check_output_dir(out)
+    _tc, teacher, tspec, preprocess = load_source(teacher_path, "--teacher")
+    if student in ARCHS:
+        torch.manual_seed(seed)
+        sspec = ModelSpec(student, tspec.num_classes, small_stem=tspec.small_stem)
+        student_model, student_path = build_model(sspec), None
+    else:
+        _sc, student_model, sspec, spre = load_source(student, "--student")
+        student_path = student
+        if (spre.image_size, tuple(spre.mean), tuple(spre.std)) != (preprocess.image_size, tuple(preprocess.mean),
+                                                                     tuple(preprocess.std)):
+            raise UserError(f"--student {student}: its preprocessing ({spre.image_size}px, mean {list(spre.mean)}) "
+                            f"differs from the teacher's ({preprocess.image_size}px, mean {list(preprocess.mean)}); "
+                            "both must see the same input")
+    check_compatible(teacher, student_model)
+    for p in (teacher_path, student_path):
+        if p is not None and Path(out).resolve() == Path(p).resolve():
+            raise UserError(f"--out {out}: would overwrite an input checkpoint; choose another path")
+    data_spec = resolve_data(data, teacher_path, preprocess)
+    splits = load_splits(data_spec, preprocess, seed)
+    test = splits.arrays("test")
+    say(f"data {data_spec}: {len(test[1])} test images at {preprocess.image_size}px")
+    initial = copy.deepcopy(student_model)
+    acc_teacher = accuracy(teacher, *test)
+    acc_initial = accuracy(initial, *test)
+    rows: dict[str, Any] = {}
+    if baseline:
+        say(f"training the student alone ({epochs} epochs, cross-entropy)")
+        alone, info_alone = finetune(copy.deepcopy(initial), splits, epochs=epochs, batch_size=batch_size, lr=lr,
+                                     seed=seed, progress=progress, spec=sspec, from_scratch=student_path is None)
+        rows["student_alone"] = {"top1": round(accuracy(alone, *test), 3),
+                                 "best_val_acc": info_alone.get("best_val_acc")}
+    say(f"distilling into the student ({epochs} epochs, T={settings.temperature}, alpha={settings.alpha}"
+        f"{', feature loss' if settings.feature_loss else ''})")
+    with Distiller(teacher, copy.deepcopy(initial), settings, preprocess.image_size) as distiller:
+        trained, info = finetune(distiller.trainable(), splits, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 seed=seed, progress=progress, loss_fn=distiller.loss_fn,
+                                 spec=sspec if len(distiller.adapters) == 0 else None,
+                                 from_scratch=student_path is None)
+        adapters = {k: list(v.weight.shape) for k, v in distiller.adapters.items()}
+    distilled = getattr(trained, "student", trained).eval()
+    rows["distilled"] = {"top1": round(accuracy(distilled, *test), 3), "best_val_acc": info.get("best_val_acc")}
+    t_cost, s_cost = count_costs(teacher, preprocess.image_size), count_costs(distilled, preprocess.image_size)
+    report = {
+        "teacher": {"file": str(teacher_path), "arch": tspec.arch, "top1": round(acc_teacher, 3),
+                    "params": t_cost.params, "gmacs": round(t_cost.gmacs, 4)},
+        "student": {"source": student_path or f"{student} (random init, seed {seed})", "arch": sspec.arch,
+                    "initial_top1": round(acc_initial, 3), "params": s_cost.params, "gmacs": round(s_cost.gmacs, 4)},
+        **rows,
+        "settings": {**settings.to_dict(), "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                     "data": data_spec},
+        "adapters": adapters, "recipe": {k: v for k, v in info.items() if k != "history"}, "data": data_spec,
+        "test_images": int(len(test[1])),
+        "teacher_sha256": sha256_file(teacher_path), "out": str(out),
+    }
+    if "student_alone" in rows:
+        report["kd_gain"] = round(rows["distilled"]["top1"] - rows["student_alone"]["top1"], 3)
+    save_checkpoint(distilled, sspec, preprocess, Path(out), command="distill",
+                    source=Path(student_path) if student_path else None, teacher=str(teacher_path),
+                    settings=report["settings"], extra={"distillation": {k: v for k, v in report.items()
+                                                                        if k not in ("recipe",)},
+                                                         "history": info.get("history", [])})
+    return report

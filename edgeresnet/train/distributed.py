@@ -1,0 +1,298 @@
+"""Distributed data-parallel training on PyTorch's own engine (``torchrun`` + ``DistributedDataParallel``).
+
+``edgeresnet train`` runs unchanged under ``torchrun --nproc-per-node N -m edgeresnet train ...``: the
+process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``), NCCL on CUDA and gloo on the CPU. ``--batch-size`` is per process (PyTorch's
+convention), so the global batch is N x batch. Each process reads its own share of every epoch
+(``DistributedSampler``, reshuffled per epoch from the recipe's seed), gradients are averaged by DDP,
+metric sums and counts are all-reduced so every rank sees the same numbers (and stops at the same
+epoch), and only rank 0 logs and writes checkpoints. Outside torchrun (or with one process) nothing here
+is used and training is the plain single-process loop.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgeresnet.errors import UserError
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the group."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str  # "nccl" | "gloo"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world_size": self.world_size, "local_rank": self.local_rank, "backend": self.backend}
+
+
+# -- pure -------------------------------------------------------------------------------------------------
+
+
+def env_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) from torchrun's variables; ``None`` outside torchrun."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in env:
+        return None
+    try:
+        world = int(env["WORLD_SIZE"])
+        rank = int(env.get("RANK", "0"))
+        local = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        values = ", ".join(f"{k}={env.get(k)!r}" for k in ENV_KEYS)
+        raise UserError(f"torchrun environment is malformed ({values}); launch with 'torchrun --nproc-per-node N "
+                        "-m edgeresnet train ...'") from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise UserError(f"torchrun environment is inconsistent (RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local})")
+    return rank, world, local
+
+
+def backend_for(device_type: str) -> str:
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def launch_command(nproc: int, train_args: Sequence[str], python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m edgeresnet train ARGS``.
+
+    ``--standalone``: a single-machine rendezvous on a free port, so two runs on one host never collide.
+    """
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise UserError(f"--nproc {nproc}: must be a positive number of processes")
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "edgeresnet", "train", *train_args]
+
+
+def shard(n: int, rank: int, world_size: int) -> list[int]:
+    """Indices ``rank, rank + W, ...`` of ``n`` items: disjoint shares, no padding (for evaluation sums)."""
+    return list(range(rank, n, world_size))
+
+
+# -- process group ----------------------------------------------------------------------------------------
+
+
+def current() -> DistContext | None:
+    """The context of an initialised process group of more than one process, else ``None``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    ranks = env_ranks()
+    local = ranks[2] if ranks is not None else dist.get_rank()
+    return DistContext(dist.get_rank(), dist.get_world_size(), local, str(dist.get_backend()))
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext | None:
+    """Join torchrun's process group (once); ``None`` outside torchrun or with a single process."""
+    import torch
+    import torch.distributed as dist
+
+    ranks = env_ranks()
+    if ranks is None or ranks[1] < 2:
+        return None
+    if dist.is_available() and dist.is_initialized():
+        return current()
+    if not dist.is_available():
+        raise UserError("torchrun: this PyTorch build has no torch.distributed; install a standard PyTorch wheel")
+    rank, world, local = ranks
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+    if use_cuda:
+        if local >= torch.cuda.device_count():
+            raise UserError(f"torchrun: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) here; use "
+                            f"--nproc-per-node {torch.cuda.device_count()} or fewer")
+        torch.cuda.set_device(local)
+    backend = backend_for("cuda" if use_cuda else "cpu")
+    options: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
+    if use_cuda:
+        options["device_id"] = torch.device("cuda", local)
+    dist.init_process_group(**options)
+    return DistContext(rank, world, local, backend)
+
+
+def cleanup(ctx: DistContext | None) -> None:
+    import torch.distributed as dist
+
+    if ctx is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext | None) -> None:
+    import torch.distributed as dist
+
+    if ctx is not None:
+        if ctx.backend == "nccl":
+            import torch
+
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def _reduce_device(ctx: DistContext) -> Any:
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if ctx.backend == "nccl" else torch.device("cpu")
+
+
+def all_reduce_sums(values: Sequence[float], ctx: DistContext | None) -> list[float]:
+    """Element-wise sums over ranks (float64), e.g. [loss sum, correct, seen]; unchanged without a group."""
+    if ctx is None:
+        return [float(v) for v in values]
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_reduce_device(ctx))
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return [float(v) for v in tensor.cpu().tolist()]
+
+
+def broadcast_flag(flag: bool, ctx: DistContext | None) -> bool:
+    """Rank 0's decision for everybody (so no rank leaves a collective the others still wait in)."""
+    if ctx is None:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_reduce_device(ctx))
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+# -- model and data ---------------------------------------------------------------------------------------
+
+
+def check_sync_bn(sync_bn: bool, device: Any, ctx: DistContext | None) -> None:
+    """PyTorch's SyncBatchNorm synchronises on GPUs only; on the CPU it is refused rather than silently off."""
+    if sync_bn and ctx is not None and getattr(device, "type", str(device)) != "cuda":
+        raise UserError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; on the CPU leave it off (each process "
+                        "then normalises its own batch) or train on GPUs")
+
+
+def wrap_model(model: Any, ctx: DistContext, device: Any, sync_bn: bool = False) -> Any:
+    """``DistributedDataParallel`` around ``model`` (with SyncBatchNorm layers when asked). Returns the wrapper;
+    ``model`` itself keeps the parameters (and, converted in place, the SyncBatchNorm layers)."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    check_sync_bn(sync_bn, device, ctx)
+    if sync_bn:
+        convert_sync_batchnorm(model)
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if getattr(device, "type", "") == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def convert_sync_batchnorm(model: Any) -> Any:
+    """Swap every BatchNorm for SyncBatchNorm in place (same parameters, buffers and state-dict keys)."""
+    import torch.nn as nn
+
+    for name, child in list(model.named_children()):
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(child)
+        if converted is not child:
+            setattr(model, name, converted)
+    return model
+
+
+def revert_sync_batchnorm(module: Any) -> Any:
+    """SyncBatchNorm -> BatchNorm2d (same tensors), so the trained model runs, exports and saves like any other."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.SyncBatchNorm):
+        plain = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        if module.affine:
+            plain.weight, plain.bias = module.weight, module.bias
+        plain.running_mean, plain.running_var = module.running_mean, module.running_var
+        plain.num_batches_tracked = module.num_batches_tracked
+        plain.train(module.training)
+        return plain
+    for name, child in list(module.named_children()):
+        reverted = revert_sync_batchnorm(child)
+        if reverted is not child:
+            setattr(module, name, reverted)
+    return module
+
+
+def train_sampler(dataset: Any, ctx: DistContext, seed: int, shuffle: bool = True) -> Any:
+    """PyTorch's ``DistributedSampler``: equal, disjoint shares per epoch (padded by repetition to be equal)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
+                              drop_last=False)
+
+
+def eval_subset(dataset: Any, ctx: DistContext) -> Any:
+    """This rank's disjoint share of an evaluation set (no padding, so the all-reduced sums count each image once)."""
+    from torch.utils.data import Subset
+
+    return Subset(dataset, shard(len(dataset), ctx.rank, ctx.world_size))
+
+
+def sync_buffers(model: Any, ctx: DistContext | None) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating, so every shard of the
+    validation set is scored by the same model: the one rank 0 saves."""
+    if ctx is None:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+# -- the --nproc convenience --------------------------------------------------------------------------------
+
+
+def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite: bool = False, progress: bool = True,
+           json_out: str | None = None, python: str | None = None) -> int:
+    """Run ``torchrun --nproc-per-node N -m edgeresnet train`` on ``recipe``; returns torchrun's exit code.
+
+    Everything the processes would refuse is checked here first, so bad input stays one line instead of N
+    tracebacks from torchrun. The effective recipe travels as a temporary ``--config`` file.
+    """
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from edgeresnet.config import recipe_to_yaml
+    from edgeresnet.train.job import check_out_dir
+
+    command = launch_command(nproc, [], python)  # validates nproc
+    check_out_dir(Path(out), resume=resume, overwrite=overwrite)
+    if recipe.data != "digits" and not Path(recipe.data).is_dir():
+        raise UserError(f"--data {recipe.data}: directory not found; pass 'digits' or an ImageFolder directory")
+    cuda = recipe.device in ("auto", "cuda") and torch.cuda.is_available()
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+    if cuda and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here; one process per GPU")
+    check_sync_bn(recipe.sync_bn, "cuda" if cuda else "cpu", DistContext(0, nproc, 0, backend_for("cuda" if cuda
+                                                                                                  else "cpu")))
+    fd, name = tempfile.mkstemp(prefix="edgeresnet-recipe-", suffix=".yaml")
+    os.close(fd)
+    try:
+        Path(name).write_text(recipe_to_yaml(recipe, f"recipe of a {nproc}-process run"), encoding="utf-8")
+        args = ["--config", name, "--out", str(out), "--progress" if progress else "--no-progress"]
+        args += ["--resume"] if resume else []
+        args += ["--overwrite"] if overwrite else []
+        args += ["--json", json_out] if json_out is not None else []
+        return subprocess.run(command + args, check=False).returncode
+    finally:
+        Path(name).unlink(missing_ok=True)

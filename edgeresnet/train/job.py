@@ -1,0 +1,98 @@
+"""A whole training run from a recipe: data, model (fresh or ``--init``), ``fit``, the effective recipe file.
+
+Shared by ``edgeresnet train`` and the demo, so both do exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeresnet.config import TrainRecipe, recipe_to_yaml
+from edgeresnet.errors import UserError
+from edgeresnet.train.loop import LAST, TrainResult, fit, seed_everything
+
+RECIPE_FILE = "recipe.yaml"
+
+
+@dataclass
+class TrainRun:
+    result: TrainResult
+    recipe: TrainRecipe
+    spec: Any
+    data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        summary = self.result.summary()
+        summary.update({"recipe": self.recipe.to_dict(), "model": self.spec.to_dict(), "data": self.data,
+                        "notes": self.notes})
+        return summary
+
+
+def make_out_dir(path: Path, option: str = "--out") -> Path:
+    """Create an output directory (parents too) or fail in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot create the directory ({exc.strerror}); choose another path") from exc
+    return path
+
+
+def saved_recipe(out: Path) -> dict[str, Any]:
+    """The recipe of the run in ``out`` (from ``last.pt``), for ``--resume``."""
+    from edgeresnet.models import load_checkpoint
+
+    last = out / LAST
+    if not last.exists():
+        raise UserError(f"--resume: no {LAST} in {out}; start the run without --resume")
+    recipe = load_checkpoint(last).get("recipe")
+    if not isinstance(recipe, dict):
+        raise UserError(f"--resume: {last} records no recipe; start the run without --resume")
+    return recipe
+
+
+def load_splits(recipe: TrainRecipe) -> tuple[Any, list[str]]:
+    """The data set of the recipe; skipped (corrupt) files come back as readable notes, not Python warnings."""
+    from edgeresnet.data import load_data
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_data(recipe.data, recipe.image_size, seed=recipe.split_seed)
+    notes = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    return splits, notes
+
+
+def run_training(recipe: TrainRecipe, out: Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True, console: Any = None, callbacks: tuple[Any, ...] = ()) -> TrainRun:
+    """Load the data, build (or ``--init``) the model, save the effective recipe, train."""
+    from edgeresnet.artifacts import write_text_atomic
+    from edgeresnet.models import ModelSpec, build_model, import_weights
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; pass a directory for the run's outputs")
+    if not resume and (out / LAST).exists() and not overwrite:
+        raise UserError(f"--out {out}: already holds a training run ({LAST}); pass --resume to continue it, "
+                        "--overwrite to start over, or choose another --out")
+    splits, notes = load_splits(recipe)
+    spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+    seed_everything(recipe.seed)
+    if recipe.init and not resume:
+        model, init_notes = import_weights(recipe.init, spec)
+        notes += [f"--init {recipe.init}: {n}" for n in init_notes] or [f"--init {recipe.init}: all weights loaded"]
+        model.train()
+    else:
+        model = build_model(spec)
+    make_out_dir(out)
+    write_text_atomic(out / RECIPE_FILE, recipe_to_yaml(recipe, "effective training recipe; repeat with "
+                                                                "'edgeresnet train --config recipe.yaml'"))
+    inputs = {"init": recipe.init} if recipe.init and Path(recipe.init).is_file() else None
+    result = fit(model, splits, recipe, out, progress=progress, spec=spec, resume=resume, callbacks=callbacks,
+                 console=console, inputs=inputs)
+    result.outputs[RECIPE_FILE] = str(out / RECIPE_FILE)
+    data = splits.summary()
+    data["skipped"] = [Path(s).name for s in splits.skipped]
+    return TrainRun(result=result, recipe=recipe, spec=spec, data=data, notes=notes)

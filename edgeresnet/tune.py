@@ -1,0 +1,432 @@
+"""Hyper-parameter search over the training recipe: grid, or Bayesian (Optuna's TPE), with median pruning.
+
+The search space is a YAML mapping of ``TrainRecipe`` fields to distributions::
+
+    lr:            {type: loguniform, low: 0.001, high: 0.3}
+    weight_decay:  {type: float, low: 0.0, high: 0.001}
+    batch_size:    {type: int, low: 16, high: 64, step: 16}
+    optimizer:     {type: categorical, choices: [sgd, adamw]}
+
+``grid`` runs every combination in file order (a float range needs ``step`` or ``num`` points, a
+loguniform range ``num`` points); ``bayes`` samples ``--trials`` recipes with TPE. Every trial is a full
+``fit`` on the same data with the same seed, so only the recipe differs; its per-epoch validation top-1 is
+reported to Optuna's ``MedianPruner``, which stops trials that are below the median of earlier trials at
+the same epoch. The objective is the best validation top-1 (percent) of the trial; the test split is
+never looked at. The best recipe is written as YAML that ``edgeresnet train --config`` accepts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeresnet.errors import UserError
+
+PARAM_TYPES = ("float", "int", "categorical", "loguniform")
+METHODS = ("grid", "bayes")
+_SPEC_KEYS = {"type", "low", "high", "choices", "step", "num", "log"}
+
+
+# -- the search space (pure) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    step: float | None = None
+    num: int | None = None
+    log: bool = False
+
+    @property
+    def is_log(self) -> bool:
+        return self.type == "loguniform" or self.log
+
+    def grid(self) -> list[Any]:
+        """The values a grid search tries, in order."""
+        if self.type == "categorical":
+            return list(self.choices)
+        assert self.low is not None and self.high is not None
+        if self.type == "int":
+            step = int(self.step or 1)
+            if self.is_log and self.num:
+                return sorted({int(round(v)) for v in np.geomspace(self.low, self.high, self.num)})
+            return list(range(int(self.low), int(self.high) + 1, step))
+        if self.num:
+            points = np.geomspace(self.low, self.high, self.num) if self.is_log else np.linspace(self.low, self.high, self.num)
+            return [float(f"{v:.6g}") for v in points]
+        count = int(math.floor((self.high - self.low) / float(self.step) + 1e-9)) + 1  # type: ignore[arg-type]
+        return [float(f"{self.low + i * float(self.step):.6g}") for i in range(count)]  # type: ignore[arg-type]
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial for this parameter (TPE models the distribution; grid trials are enqueued)."""
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high),  # type: ignore[arg-type]
+                                     step=1 if self.is_log else int(self.step or 1), log=self.is_log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high),  # type: ignore[arg-type]
+                                   step=None if self.is_log else self.step, log=self.is_log)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.type == "categorical":
+            out["choices"] = list(self.choices)
+        else:
+            out.update({"low": self.low, "high": self.high})
+            for key in ("step", "num"):
+                if getattr(self, key) is not None:
+                    out[key] = getattr(self, key)
+            if self.log:
+                out["log"] = True
+        return out
+
+
+def _base_type(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    return next((a for a in args if a is not type(None)), hint) if args else hint
+
+
+def _num(value: Any, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
+    """Validate a search-space mapping; every problem is one line naming the parameter."""
+    from edgeresnet.config import TrainRecipe, _closest, field_names
+
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{where}: expected a mapping of recipe fields to distributions, e.g. "
+                        "'lr: {type: loguniform, low: 0.001, high: 0.3}'")
+    known = field_names()
+    hints = typing.get_type_hints(TrainRecipe)
+    space: dict[str, ParamSpec] = {}
+    for raw_name, raw in data.items():
+        name = str(raw_name).replace("-", "_")
+        if name not in known:
+            close = _closest(name, known)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            raise UserError(f"{where}: unknown parameter {raw_name!r}{hint}; parameters are TrainRecipe fields, "
+                            "see 'edgeresnet train --help'")
+        at = f"{where}: {raw_name}"
+        if not isinstance(raw, dict):
+            raise UserError(f"{at}: expected a mapping such as {{type: float, low: 0.0, high: 0.1}}, got {raw!r}")
+        extra = set(map(str, raw)) - _SPEC_KEYS
+        if extra:
+            raise UserError(f"{at}: unknown key(s) {', '.join(sorted(extra))}; use type, low, high, choices, step, num, log")
+        kind = raw.get("type")
+        if kind not in PARAM_TYPES:
+            raise UserError(f"{at}: type {kind!r} is not known; use one of {', '.join(PARAM_TYPES)}")
+        base = _base_type(hints[name])
+        if kind == "categorical":
+            choices = raw.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise UserError(f"{at}: categorical needs a non-empty list of choices, e.g. choices: [sgd, adamw]")
+            if any(c is not None and not isinstance(c, (bool, int, float, str)) for c in choices):
+                raise UserError(f"{at}: choices must be plain values (numbers, strings, true/false, null)")
+            if len(set(map(repr, choices))) != len(choices):
+                raise UserError(f"{at}: choices repeat a value; list each once")
+            spec = ParamSpec(name, kind, choices=tuple(choices))
+        else:
+            if "choices" in raw:
+                raise UserError(f"{at}: 'choices' belongs to type categorical; a {kind} range takes low and high")
+            if base not in (int, float):
+                raise UserError(f"{at}: {name} is a {base.__name__} field; use type categorical with choices")
+            if kind in ("float", "loguniform") and base is int:
+                raise UserError(f"{at}: {name} takes whole numbers; use type int")
+            if "low" not in raw or "high" not in raw:
+                raise UserError(f"{at}: a {kind} range needs low and high")
+            low, high = _num(raw["low"], at, "low"), _num(raw["high"], at, "high")
+            if not low < high:
+                raise UserError(f"{at}: low ({low:g}) must be below high ({high:g})")
+            log = bool(raw.get("log", False))
+            if (kind == "loguniform" or log) and low <= 0:
+                raise UserError(f"{at}: a log range needs low > 0 (got {low:g})")
+            step = raw.get("step")
+            if step is not None:
+                step = _num(step, at, "step")
+                if step <= 0 or step > high - low:
+                    raise UserError(f"{at}: step {step:g} must be positive and at most high - low")
+                if kind == "loguniform" or log:
+                    raise UserError(f"{at}: step does not combine with a log range; use num for grid points")
+            num = raw.get("num")
+            if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 2):
+                raise UserError(f"{at}: num must be a whole number >= 2 (grid points)")
+            if kind == "int":
+                if not (low.is_integer() and high.is_integer()) or (step is not None and not float(step).is_integer()):
+                    raise UserError(f"{at}: an int range needs whole-number low, high and step")
+                spec = ParamSpec(name, kind, int(low), int(high), step=int(step) if step else None, num=num, log=log)
+            else:
+                spec = ParamSpec(name, kind, low, high, step=step, num=num, log=log)
+        space[name] = spec
+    return space
+
+
+def load_space(path: str | Path) -> dict[str, ParamSpec]:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"--space {p}: file not found; check the path")
+    if p.is_dir():
+        raise UserError(f"--space {p}: is a directory, expected a YAML search-space file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise UserError(f"--space {p}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}; fix the syntax") from exc
+    return parse_space(data, f"--space {p}")
+
+
+def grid_points(space: dict[str, ParamSpec], where: str = "--space") -> list[dict[str, Any]]:
+    """Every combination, first parameter slowest; float ranges without step/num cannot be gridded."""
+    for spec in space.values():
+        if spec.type in ("float", "loguniform") and spec.step is None and spec.num is None:
+            raise UserError(f"{where}: {spec.name}: --method grid needs grid points for a {spec.type} range; "
+                            "add 'num: N' (or 'step' for a linear range), or use --method bayes")
+    names = list(space)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n].grid() for n in names))]
+
+
+def check_space_against(space: dict[str, ParamSpec], base: Any, where: str = "--space") -> None:
+    """Every end point of every range must make a valid recipe on its own (a typo like lr high: 50 fails here)."""
+    from edgeresnet.config import merge_recipe
+
+    for spec in space.values():
+        values = list(spec.choices) if spec.type == "categorical" else [spec.low, spec.high]
+        for value in values:
+            try:
+                merge_recipe(flags={spec.name: value}, base=base)
+            except UserError as exc:
+                raise UserError(f"{where}: {spec.name} = {value!r} is not a valid recipe value ({exc})") from None
+
+
+# -- trials -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    state: str  # complete | pruned | failed
+    params: dict[str, Any]
+    value: float | None  # best validation top-1 (percent)
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    pruned_at: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    curve: list[float] = field(default_factory=list)  # validation top-1 per epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.number, "state": self.state, "params": self.params, "best_val_acc": self.value,
+                "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "pruned_at_epoch": self.pruned_at,
+                "seconds": round(self.seconds, 2), "error": self.error, "val_acc_curve": self.curve}
+
+
+@dataclass
+class TuneResult:
+    method: str
+    space: dict[str, ParamSpec]
+    trials: list[TrialRecord]
+    base_recipe: dict[str, Any]
+    best_recipe: Any | None  # TrainRecipe
+    prune: bool
+    sampler_seed: int
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def best(self) -> TrialRecord | None:
+        done = [t for t in self.trials if t.state == "complete" and t.value is not None]
+        return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+    def counts(self) -> dict[str, int]:
+        return {state: sum(t.state == state for t in self.trials) for state in ("complete", "pruned", "failed")}
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {"schema": "edgeresnet.tune/1", "method": self.method, "objective": "best validation top-1 (%)",
+                "prune": self.prune, "sampler_seed": self.sampler_seed,
+                "space": {n: s.to_dict() for n, s in self.space.items()}, "counts": self.counts(),
+                "best": best.to_dict() if best else None,
+                "best_recipe": self.best_recipe.to_dict() if self.best_recipe is not None else None,
+                "trials": [t.to_dict() for t in self.trials], "base_recipe": self.base_recipe, "notes": self.notes,
+                "duration_s": round(self.duration_s, 2)}
+
+
+TrialHook = Callable[[int, int, dict[str, Any]], None]  # (trial number, planned trials, params) at the start
+EpochHook = Callable[[int, dict[str, Any]], None]  # (trial number, fit's per-epoch record)
+DoneHook = Callable[[TrialRecord], None]
+
+
+def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trials: int | None = None,
+         prune: bool = True, prune_startup: int = 3, prune_warmup: int = 1, sampler_seed: int = 0,
+         load_splits: Callable[[Any], Any] | None = None, on_trial: TrialHook | None = None,
+         on_epoch: EpochHook | None = None, on_done: DoneHook | None = None, where: str = "--space") -> TuneResult:
+    """Run the search; ``load_splits(recipe)`` gives the data (cached per data set/size/split seed)."""
+    import optuna
+
+    from edgeresnet.config import merge_recipe
+    from edgeresnet.models import ModelSpec, build_model, import_weights
+    from edgeresnet.train import fit, seed_everything
+
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise UserError(f"--method {method}: choose grid or bayes")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise UserError(f"--trials {trials}: must be at least 1")
+    if prune_startup < 0 or prune_warmup < 0:
+        raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+    check_space_against(space, base, where)
+    notes: list[str] = []
+    if method == "grid":
+        points = grid_points(space, where)
+        planned = len(points) if trials is None else min(trials, len(points))
+        if trials is not None and trials < len(points):
+            notes.append(f"the grid has {len(points)} points; --trials {trials} ran the first {trials} in file order")
+        elif trials is not None and trials > len(points):
+            notes.append(f"the grid has only {len(points)} points; ran all of them")
+        sampler: Any = optuna.samplers.RandomSampler(seed=sampler_seed)  # never used: every grid trial is enqueued
+    else:
+        points = []
+        planned = trials if trials is not None else 20
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=max(2, min(10, planned // 3)))
+    pruner: Any = (optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup + 1)
+                   if prune else optuna.pruners.NopPruner())
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    for point in points[:planned]:
+        study.enqueue_trial(point)
+
+    grids = {name: spec.grid() for name, spec in space.items()} if method == "grid" else {}
+    cache: dict[tuple[Any, ...], Any] = {}
+    if load_splits is None:
+        from edgeresnet.train.job import load_splits as _job_load
+
+        def load_splits(recipe: Any) -> Any:
+            return _job_load(recipe)[0]
+
+    records: list[TrialRecord] = []
+
+    def objective(trial: Any) -> float:
+        if method == "grid":  # the enqueued point, asked for as a choice among the grid values of each parameter
+            params = {name: trial.suggest_categorical(name, grids[name]) for name in space}
+        else:
+            params = {name: spec.suggest(trial) for name, spec in space.items()}
+        if on_trial is not None:
+            on_trial(trial.number, planned, params)
+        record = TrialRecord(trial.number, "failed", params, None)
+        records.append(record)
+        tick = time.perf_counter()
+        try:
+            recipe = merge_recipe(flags=params, base=base)
+            key = (recipe.data, recipe.image_size, recipe.split_seed)
+            if key not in cache:
+                cache[key] = load_splits(recipe)
+            splits = cache[key]
+            spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+            seed_everything(recipe.seed)
+            if recipe.init:
+                model = import_weights(recipe.init, spec)[0]
+                model.train()
+            else:
+                model = build_model(spec)
+
+            def report(epoch_record: dict[str, Any]) -> None:
+                epoch, acc = int(epoch_record["epoch"]), float(epoch_record["val_acc"])
+                record.curve.append(acc)
+                record.epochs_run = epoch
+                if on_epoch is not None:
+                    on_epoch(trial.number, epoch_record)
+                trial.report(acc, epoch)
+                if epoch < recipe.epochs and trial.should_prune():  # the last epoch is the result, never pruned
+                    record.pruned_at = epoch
+                    raise optuna.TrialPruned(f"epoch {epoch}: val top-1 {acc:.2f} % below the median of earlier trials")
+
+            result = fit(model, splits, recipe, None, progress=False, spec=spec, callbacks=[report])
+            record.state, record.value, record.best_epoch = "complete", float(result.best_val_acc), result.best_epoch
+            record.epochs_run = len(result.history)
+            return float(result.best_val_acc)
+        except optuna.TrialPruned:
+            record.state = "pruned"
+            record.value = max(record.curve) if record.curve else None
+            raise
+        except UserError as exc:
+            record.error = str(exc)
+            raise
+        finally:
+            record.seconds = time.perf_counter() - tick
+            if on_done is not None:
+                on_done(record)
+
+    study.optimize(objective, n_trials=planned, catch=(UserError,), gc_after_trial=True)
+    best = max((t for t in records if t.state == "complete" and t.value is not None),
+               key=lambda t: (t.value, -t.number), default=None)
+    best_recipe = merge_recipe(flags=best.params, base=base) if best is not None else None
+    failed = [t for t in records if t.state == "failed"]
+    if failed:
+        notes.append(f"{len(failed)} trial(s) failed, first: trial {failed[0].number}: {failed[0].error}")
+    return TuneResult(method=method, space=space, trials=records, base_recipe=base.to_dict(), best_recipe=best_recipe,
+                      prune=prune, sampler_seed=sampler_seed, notes=notes, duration_s=time.perf_counter() - started)
+
+
+# -- outputs ------------------------------------------------------------------------------------------------
+
+BEST_RECIPE = "best-recipe.yaml"
+
+
+def write_outputs(result: TuneResult, out_dir: Path, space_path: Path | None = None) -> dict[str, str]:
+    """``best-recipe.yaml`` (train --config accepts it), ``trials.csv`` and ``tune.json``, each with a manifest."""
+    import csv
+    import io
+
+    from edgeresnet.artifacts import build_manifest, write_json_atomic, write_manifest, write_text_atomic
+    from edgeresnet.config import recipe_to_yaml
+
+    out_dir = Path(out_dir)
+    outputs: dict[str, str] = {}
+    inputs = {"space": space_path} if space_path is not None else {}
+    best = result.best
+    if best is not None and result.best_recipe is not None:
+        path = out_dir / BEST_RECIPE
+        header = (f"best recipe of 'edgeresnet tune' ({result.method}, trial {best.number}, val top-1 "
+                  f"{best.value:.2f} %); train it with 'edgeresnet train --config {BEST_RECIPE}'")
+        write_text_atomic(path, recipe_to_yaml(result.best_recipe, header), option="--out")
+        write_manifest(path, build_manifest("recipe", path, command="tune", inputs=inputs,
+                                            settings=result.best_recipe.to_dict(),
+                                            extra={"trial": best.number, "best_val_acc": best.value,
+                                                   "params": best.params}))
+        outputs["best_recipe"] = str(path)
+    buffer = io.StringIO()
+    names = list(result.space)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["trial", "state", *names, "best_val_acc", "best_epoch", "epochs_run", "pruned_at_epoch", "seconds",
+                     "error"])
+    for t in result.trials:
+        writer.writerow([t.number, t.state, *[t.params.get(n) for n in names],
+                         "" if t.value is None else f"{t.value:.4f}", t.best_epoch or "", t.epochs_run,
+                         t.pruned_at or "", f"{t.seconds:.2f}", t.error or ""])
+    table = out_dir / "trials.csv"
+    write_text_atomic(table, buffer.getvalue(), option="--out")
+    outputs["trials_csv"] = str(table)
+    report = out_dir / "tune.json"
+    write_json_atomic(report, {**result.to_dict(), "outputs": outputs}, option="--out")
+    write_manifest(report, build_manifest("tune-report", report, command="tune", inputs=inputs,
+                                          settings={"method": result.method, "trials": len(result.trials),
+                                                    "prune": result.prune, **result.base_recipe},
+                                          extra={"counts": result.counts()}))
+    outputs["tune_json"] = str(report)
+    return outputs

@@ -1,0 +1,69 @@
+"""Shared fixtures: small real data and a real (briefly trained) checkpoint, built once per session.
+
+``digits_small``: the embedded digits at 32 px cut to a few images per class (train 8, val 3, test 3).
+``tiny_checkpoint``: ResNet18 with the small stem, trained for 2 optimizer steps on ``digits_small`` with
+the real training loop, saved as ``best.pt`` with its manifest (and ``last.pt``), like ``edgeresnet train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+SMALL_PER_CLASS = {"train": 8, "val": 3, "test": 3}
+
+
+def trim_splits(splits, per_class: dict[str, int]):
+    """A copy of ``splits`` keeping the first N samples of every class in each split."""
+    trimmed = {}
+    for name, samples in splits.splits.items():
+        counts: dict[int, int] = {}
+        kept = []
+        for sample in samples:
+            if counts.get(sample.label, 0) < per_class.get(name, len(samples)):
+                counts[sample.label] = counts.get(sample.label, 0) + 1
+                kept.append(sample)
+        trimmed[name] = kept
+    return dataclasses.replace(splits, splits=trimmed)
+
+
+@pytest.fixture()
+def torch_single_thread():
+    """One intra-op thread for tiny models: on a shared or small machine two threads mostly spin-wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits_small():
+    from edgeresnet.data import load_data
+
+    return trim_splits(load_data("digits", 32, seed=0), SMALL_PER_CLASS)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, digits_small) -> Path:
+    import torch
+
+    from edgeresnet.config import TrainRecipe
+    from edgeresnet.models import ModelSpec, build_model
+    from edgeresnet.train import fit, seed_everything
+
+    out = tmp_path_factory.mktemp("tiny_checkpoint")
+    recipe = TrainRecipe(image_size=32, small_stem=True, epochs=1, max_steps=2, batch_size=16, warmup_epochs=0)
+    spec = ModelSpec("resnet18", digits_small.num_classes, small_stem=True)
+    seed_everything(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = fit(build_model(spec), digits_small, recipe, out, progress=False, spec=spec)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.checkpoint is not None and result.checkpoint.exists()
+    return result.checkpoint
