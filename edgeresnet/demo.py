@@ -149,7 +149,7 @@ def _build(ctx: DemoContext) -> StageResult:
 def _benchmark(ctx: DemoContext) -> StageResult:
     from edgeresnet.bench.core import benchmark_run_dir
 
-    run = benchmark_run_dir(ctx.out, data="digits", batches=(1, 8), duration_s=0.3 if ctx.fast else 1.0)
+    run = benchmark_run_dir(ctx.out, data="digits", batches=(1,) if ctx.fast else (1, 8), duration_s=0.2 if ctx.fast else 1.0)
     rows = run["document"]["results"]
     return StageResult(f"{len(rows)} benchmark results; HTML report written",
                        {"results": str(run["results"]), "skipped": run.get("skipped", [])},
@@ -169,8 +169,10 @@ def _prune(ctx: DemoContext) -> StageResult:
     out = ctx.stage_dir("compress")
     pruned = out / "resnet18-pruned.pt"
     report = out / "prune.json"
-    _run_cli(ctx, ["prune", str(_best_checkpoint(ctx)), "--flops", "0.5", "--finetune-epochs", "1" if ctx.fast else "3",
-                   "--data", "digits", "--out", str(pruned), "--json", str(report)])
+    budget = ["--finetune-epochs", "0", "--bn-images", "64", "--latency-rounds", "1"] if ctx.fast else \
+        ["--finetune-epochs", "3"]
+    _run_cli(ctx, ["prune", str(_best_checkpoint(ctx)), "--flops", "0.5", *budget, "--data", "digits",
+                   "--out", str(pruned), "--json", str(report)])
     summary = export_stage(pruned, out, dynamic_batch=(1, 8, 32), opset=17, data="digits", name="resnet18-pruned.onnx")
     return StageResult("pruned to ~50 % FLOPs + KD fine-tune; exported with parity", {"prune": _json_of(report)},
                        {"checkpoint": str(pruned), "onnx": summary["path"], "report": str(report)})
@@ -180,7 +182,7 @@ def _quantize(ctx: DemoContext) -> StageResult:
     """INT8 by post-training calibration (TensorRT and ONNX Runtime flavours) and by QAT, each accuracy-gated."""
     out = ctx.stage_dir("compress")
     onnx_path = ctx.results["export"]["numbers"]["onnx"]
-    images = ["--images", "64"] if ctx.fast else []
+    images = ["--images", "64", "--eval-images", "64"] if ctx.fast else []
     outputs: dict[str, str] = {}
     numbers: dict[str, Any] = {}
     for flavour in ("trt", "ort"):
@@ -192,7 +194,8 @@ def _quantize(ctx: DemoContext) -> StageResult:
         numbers[f"calibrate_{flavour}"] = _json_of(report)
     qat_out = out / "resnet18-qat.onnx"
     qat_report = out / "qat.json"
-    _run_cli(ctx, ["qat", str(_best_checkpoint(ctx)), "--epochs", "1", "--data", "digits", "--out", str(qat_out),
+    qat_budget = ["--epochs", "0", "--calib-images", "64", "--eval-images", "64"] if ctx.fast else ["--epochs", "2"]
+    _run_cli(ctx, ["qat", str(_best_checkpoint(ctx)), *qat_budget, "--data", "digits", "--out", str(qat_out),
                    "--json", str(qat_report)])
     outputs["int8 qat"] = str(qat_out)
     numbers["qat"] = _json_of(qat_report)

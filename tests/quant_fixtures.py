@@ -8,8 +8,10 @@ its features: a genuine classifier (val top-1 well above chance) in a few second
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,13 @@ def export_fp32(model: Any, preprocess: Any, path: Path, source: Path | None = N
     return path
 
 
+def _session_dir(prefix: str) -> Path:
+    """A temporary directory removed when the test session's interpreter exits (models are ~45 MB each)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_model() -> TinyModel:
     import torch
@@ -98,7 +107,7 @@ def tiny_model() -> TinyModel:
     from edgeresnet.data import load_data
     from edgeresnet.models import make_checkpoint
 
-    root = Path(tempfile.mkdtemp(prefix="edgeresnet-quant-tests-"))
+    root = _session_dir("edgeresnet-quant-tests-")
     data = load_data("digits", IMAGE_SIZE)
     model, spec = build_classifier(data)
     checkpoint = root / "tiny.pt"
@@ -168,7 +177,7 @@ def tiny_residual_onnx(outlier: bool = False) -> tuple[Path, Any]:
             model.bn2.weight[0] *= 1000.0
             model.bn2.bias[0] *= 1000.0
             model.conv3.weight[:, 0] /= 1000.0
-    root = Path(tempfile.mkdtemp(prefix="edgeresnet-quant-tests-cnn-"))
+    root = _session_dir("edgeresnet-quant-tests-cnn-")
     path = export_fp32(model, data.preprocess, root / ("outlier.onnx" if outlier else "cnn.onnx"))
     if not Path(str(path) + ".json").exists():
         write_manifest(path, build_manifest("onnx", path, command="tests", settings={"data": "digits"}))

@@ -27,20 +27,33 @@ def calibrated(tiny):
     return q, amax
 
 
-def test_surgery_folds_bn_and_quantizes_every_weighted_layer_and_residual(tiny):
+def test_surgery_quantizes_every_weighted_layer_and_residual_and_folds_bn_exactly(tiny):
+    import copy
+
     q = qat.quantize_model(tiny.model)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
     assert all(isinstance(m, (qat.QuantConv2d, qat.QuantLinear)) for m in q.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear)))
     units = qat.units(q)
     assert len(units) == 21 + 8 and "layer2.0.residual_quantizer" in units and "fc" in units
-    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny.model.modules())  # the original is left untouched
+    assert not isinstance(tiny.model.conv1, qat.QuantConv2d)  # the original is left untouched
     x = torch.from_numpy(tiny.data.arrays("val", limit=8)[0])
-    qat.set_float_units(q, units)  # every quantizer off: BN folding alone must not change the function
+    qat.set_float_units(q, units)  # every quantizer off: folding BN (as the export does) keeps the function
     for quantizer in qat.quantizers(q).values():
         quantizer.enabled = False
+    folded = copy.deepcopy(q)
+    assert qat.fold_batchnorms(folded) == 20
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
-        torch.testing.assert_close(q(x), tiny.model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded(x), tiny.model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weight_quantization_commutes_with_bn_scale():
+    """Q(w * s) == s * Q(w) per output channel: fake-quant before folding equals fake-quant after it."""
+    w = torch.randn(8, 4, 3, 3)
+    s = torch.rand(8) * 3 - 1.5  # includes negative BN gammas
+    before = qat.fake_quantize_weight(w, None) * s.reshape(-1, 1, 1, 1)
+    after = qat.fake_quantize_weight(w * s.reshape(-1, 1, 1, 1), None)
+    torch.testing.assert_close(before, after, rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_sets_ranges_and_keeps_the_input_unclipped(calibrated, tiny):

@@ -89,6 +89,9 @@ def test_bad_method_flavour_and_options(tiny, tmp_path, capsys):
              "--images and --calib-list")
     _refused(["calibrate", tiny.onnx, "--out", out, "--max-drop", "-1"], capsys, "--max-drop")
     _refused(["qat", tiny.checkpoint, "--out", out, "--method", "mse"], capsys, "--method mse")
+    _refused(["qat", tiny.checkpoint, "--out", out, "--opset", "11"], capsys, "--opset 11")
+    _refused(["calibrate", tiny.onnx, "--out", out, "--target", "jetson-nano", "--data", "digits"], capsys,
+             "--target jetson-nano", "no INT8")
     assert not out.exists()
 
 

@@ -310,13 +310,35 @@ def test_evaluate_hostile_models(capsys, tmp_path, tiny_checkpoint):
 # -- demo -------------------------------------------------------------------------------------------
 
 
-def test_demo_fast_runs_every_stage(capsys, tmp_path):
+def test_demo_train_and_evaluate_stages_fast(tmp_path):
+    """The first two stages through ``run_demo`` (the CLI test below runs every stage)."""
+    import io
+
+    from rich.console import Console
+
+    from edgeresnet.demo import STAGES, run_demo
+
     out = tmp_path / "runs" / "demo"  # parents are created, like the default runs/demo on a fresh clone
+    text = io.StringIO()
+    stages = [s for s in STAGES if s.name in ("train", "evaluate")]
+    report = run_demo(out, fast=True, progress=False, console=Console(file=text, width=200), stages=stages)
+    assert [s["name"] for s in report["stages"]] == ["train", "evaluate"]
+    training, evaluation = report["stages"][0]["numbers"], report["stages"][1]["numbers"]
+    assert training["steps"] == 2 and Path(training["checkpoint"]).exists()
+    assert evaluation["n"] == 64 and 0 <= evaluation["top1"] <= 100 and evaluation["target_top1"] == 95.0
+    assert (out / "evaluate" / "best-pt-test-confusion.png").exists()
+    printed = text.getvalue()
+    assert "demo summary" in printed and f"all outputs are in {out}" in printed and "train/best.pt" in printed
+
+
+@pytest.mark.slow  # every stage of the pipeline (prune, INT8, engines, benchmarks): minutes on 2 cores
+def test_demo_fast_runs_every_stage(capsys, tmp_path):
+    out = tmp_path / "demo"
     code, stdout, err = run_cli(capsys, "demo", "--fast", "--out", out, "--no-progress", "--json", "-")
     assert code == 0, err
     report = json.loads(stdout)
-    assert [s["name"] for s in report["stages"]][:2] == ["train", "evaluate"]
-    evaluation = report["stages"][1]["numbers"]
-    assert evaluation["n"] == 64 and 0 <= evaluation["top1"] <= 100
+    from edgeresnet.demo import STAGES
+
+    assert [s["name"] for s in report["stages"]] == [s.name for s in STAGES]
     assert (out / "train" / "best.pt").exists() and (out / "evaluate" / "best-pt-test-confusion.png").exists()
     assert "demo summary" in err and f"all outputs are in {out}" in err

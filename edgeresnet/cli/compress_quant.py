@@ -177,6 +177,8 @@ def register(app: typer.Typer) -> None:
                                            "the checkpoint)."),
         opset: int = typer.Option(13, "--opset", help="ONNX opset (13..20; 13 parses on every TensorRT since 8.x)."),
         seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop fine-tuning after this many "
+                                                "optimizer steps (smoke runs, time budgets)."),
         eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
         bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
@@ -194,6 +196,8 @@ def register(app: typer.Typer) -> None:
         if model.suffix.lower() == ".onnx":
             raise UserError(f"MODEL {model}: qat fine-tunes a checkpoint (.pt); for an ONNX use 'edgeresnet calibrate'")
         check_output_dir(out)
+        if max_steps is not None and max_steps < 1:
+            raise UserError(f"--max-steps {max_steps}: must be at least 1")
         if calib_images is not None and calib_images < 1:
             raise UserError(f"--calib-images {calib_images}: must be at least 1")
         data_spec = data or _checkpoint_data(model)
@@ -201,7 +205,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"MODEL {model}: no data set recorded in the checkpoint; pass --data")
         options = qat.QatOptions(epochs=epochs, lr=lr, batch_size=batch_size, calib_images=calib_images,
                                  method=method, percentile=percentile, opset=opset, max_drop=max_drop,
-                                 max_keep=max_keep, seed=seed, bench_iterations=bench_iters, eval_images=eval_images)
+                                 max_keep=max_keep, seed=seed, bench_iterations=bench_iters, eval_images=eval_images,
+                                 max_steps=max_steps)
         with _progress() as progress:
             report = qat.run_qat(model, out, data_spec, options, progress)
         _warn(report.warnings)

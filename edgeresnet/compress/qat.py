@@ -418,6 +418,9 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
         raise UserError(f"--epochs {options.epochs}: must be 0 or more")
     if not 0 < options.lr < 1:
         raise UserError(f"--lr {options.lr}: must be in (0, 1); QAT fine-tunes at a low rate such as 1e-3")
+    if not 13 <= options.opset <= 20:
+        raise UserError(f"--opset {options.opset}: Q/DQ export needs opset 13..20 (per-channel axis from 13); "
+                        "use 13 or 17")
     checkpoint = load_checkpoint(checkpoint_path)
     if is_qat_state(checkpoint["state_dict"]):
         raise UserError(f"MODEL {checkpoint_path}: already quantized (fake-quant state); pass the FP32 checkpoint")
