@@ -174,7 +174,8 @@ def _prune(ctx: DemoContext) -> StageResult:
     _run_cli(ctx, ["prune", str(_best_checkpoint(ctx)), "--flops", "0.5", *budget, "--data", "digits",
                    "--out", str(pruned), "--json", str(report)])
     summary = export_stage(pruned, out, dynamic_batch=(1, 8, 32), opset=17, data="digits", name="resnet18-pruned.onnx")
-    return StageResult("pruned to ~50 % FLOPs + KD fine-tune; exported with parity", {"prune": _json_of(report)},
+    tuned = "no fine-tune in --fast" if ctx.fast else "KD fine-tune from the unpruned model"
+    return StageResult(f"pruned to ~50 % FLOPs ({tuned}); exported with parity", {"prune": _json_of(report)},
                        {"checkpoint": str(pruned), "onnx": summary["path"], "report": str(report)})
 
 
