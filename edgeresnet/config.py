@@ -80,6 +80,7 @@ class TrainRecipe:
     shuffle: bool = True  # reshuffle the training set every epoch (off: a fixed order, for exact comparisons)
     device: str = "auto"  # auto = CUDA when available
     workers: int = 0  # DataLoader worker processes
+    sync_bn: bool = False  # SyncBatchNorm across processes in a multi-GPU (torchrun) run; CUDA only
 
     def __post_init__(self) -> None:
         check_recipe(self)

@@ -16,6 +16,7 @@ from edgeresnet.errors import UserError
 
 _D = TrainRecipe()  # defaults shown in --help
 _DATA, _OPT, _AUG, _RUN, _OUT = "Data and model", "Optimisation", "Augmentation", "Run control", "Outputs"
+_DIST = "Multi-process (torchrun)"
 _AUG_PRESET = "Default: the data set's preset (digits: on)."
 
 
@@ -55,6 +56,10 @@ def train_table(summary: dict[str, Any]) -> Any:
     table.add_row("recipe", f"{recipe['optimizer']} lr {recipe['lr']:g}, {recipe['schedule']} (warm-up "
                   f"{recipe['warmup_epochs']:g} ep), batch {recipe['batch_size']}x{recipe['accumulate']}, "
                   f"{recipe['epochs']} epochs, {recipe['precision']}")
+    dist = summary.get("distributed") or {}
+    if dist.get("world_size", 1) > 1:
+        table.add_row("processes", f"{dist['world_size']} ({dist['backend']}), global batch {dist['global_batch']}"
+                      + (", SyncBatchNorm" if dist.get("sync_bn") else ""))
     table.add_row("best val top-1", f"{_fmt_pct(summary['best_val_acc'])} (epoch {summary['best_epoch']})")
     table.add_row("stopped", f"{summary['stopped']} after {summary['epochs_run']} epoch(s), {summary['steps']} steps, "
                   f"{summary['duration_s']:.1f} s")
@@ -209,11 +214,18 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
         workers: int = typer.Option(_D.workers, "--workers", help="DataLoader worker processes (0 = in-process).",
                                     rich_help_panel=_RUN),
+        nproc: int | None = typer.Option(None, "--nproc", help="Data-parallel training in N local processes: runs "
+                                         "'torchrun --standalone --nproc-per-node N -m edgeresnet train ...' (one "
+                                         "process per GPU; gloo on the CPU). --batch-size is per process.",
+                                         rich_help_panel=_DIST),
+        sync_bn: bool = typer.Option(_D.sync_bn, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across the processes "
+                                     "of a multi-GPU run (CUDA only; refused on the CPU).", rich_help_panel=_DIST),
     ) -> None:
         """Train ResNet-18/50 on digits or an image folder with a modern recipe; keeps the best checkpoint.
 
         Every option can also be set in a YAML recipe (--config); the effective recipe is saved as
         OUT/recipe.yaml. Ctrl-C (or a crash) leaves OUT/last.pt loadable; --resume continues from it.
+        Runs unchanged under 'torchrun --nproc-per-node N -m edgeresnet train ...' (or use --nproc N).
         """
         from edgeresnet.artifacts import emit_json
         from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
@@ -225,8 +237,15 @@ def register(app: typer.Typer) -> None:
         if resume:  # the run's own recipe; a --max-steps budget applies to one invocation, not to the resumed one
             base = recipe_from_dict({**saved_recipe(out), "max_steps": None})
         recipe = merge_recipe(file_values, flags, base=base, config_path=config)
+        if nproc is not None and nproc != 1:
+            from edgeresnet.train.distributed import launch
+
+            raise typer.Exit(launch(recipe, nproc, out=out, resume=resume, overwrite=overwrite, progress=progress,
+                                    json_out=json_out))
         console = _console(json_out)
         run = run_training(recipe, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+        if not run.is_main:  # under torchrun, rank 0 reports for the group
+            return
         for note in run.notes:
             console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
         summary = run.summary()

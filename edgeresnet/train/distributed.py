@@ -66,15 +66,25 @@ def backend_for(device_type: str) -> str:
     return "nccl" if device_type == "cuda" else "gloo"
 
 
-def launch_command(nproc: int, train_args: Sequence[str], python: str | None = None) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N -m edgeresnet train ARGS``.
+def torchrun_args(nproc: int, train_args: Sequence[str]) -> list[str]:
+    """torchrun's own arguments for ``N`` local processes of ``edgeresnet train ARGS``.
 
     ``--standalone``: a single-machine rendezvous on a free port, so two runs on one host never collide.
     """
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise UserError(f"--nproc {nproc}: must be a positive number of processes")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            "-m", "edgeresnet", "train", *train_args]
+    return ["--standalone", "--nproc-per-node", str(nproc), "-m", "edgeresnet", "train", *train_args]
+
+
+def launch_command(nproc: int, train_args: Sequence[str], python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m edgeresnet train ARGS``: what
+    ``--nproc N`` runs, as a command a user can type."""
+    return [python or sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc, train_args)]
+
+
+def threads_per_process(nproc: int, cpus: int | None) -> int:
+    """CPU threads each of ``nproc`` processes may use without oversubscribing the machine (at least 1)."""
+    return max(1, (cpus or 1) // max(nproc, 1))
 
 
 def shard(n: int, rank: int, world_size: int) -> list[int]:
@@ -259,13 +269,13 @@ def sync_buffers(model: Any, ctx: DistContext | None) -> None:
 
 
 def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite: bool = False, progress: bool = True,
-           json_out: str | None = None, python: str | None = None) -> int:
-    """Run ``torchrun --nproc-per-node N -m edgeresnet train`` on ``recipe``; returns torchrun's exit code.
+           json_out: str | None = None) -> int:
+    """Run ``torchrun --standalone --nproc-per-node N -m edgeresnet train`` on ``recipe``; returns the exit code.
 
-    Everything the processes would refuse is checked here first, so bad input stays one line instead of N
-    tracebacks from torchrun. The effective recipe travels as a temporary ``--config`` file.
+    Everything the processes would refuse is checked here first, so bad input stays one line instead of N.
+    The effective recipe travels as a temporary ``--config`` file. torchrun runs in this process (its own
+    ``parse_args``/``run``), so a failed worker ends in one line and its exit code, not torchrun's traceback.
     """
-    import subprocess
     import tempfile
     from pathlib import Path
 
@@ -274,7 +284,9 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
     from edgeresnet.config import recipe_to_yaml
     from edgeresnet.train.job import check_out_dir
 
-    command = launch_command(nproc, [], python)  # validates nproc
+    torchrun_args(nproc, [])  # validates nproc
+    if env_ranks() is not None:
+        raise UserError("--nproc: this process already runs under torchrun (WORLD_SIZE is set); drop --nproc")
     check_out_dir(Path(out), resume=resume, overwrite=overwrite)
     if recipe.data != "digits" and not Path(recipe.data).is_dir():
         raise UserError(f"--data {recipe.data}: directory not found; pass 'digits' or an ImageFolder directory")
@@ -293,6 +305,31 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
         args += ["--resume"] if resume else []
         args += ["--overwrite"] if overwrite else []
         args += ["--json", json_out] if json_out is not None else []
-        return subprocess.run(command + args, check=False).returncode
+        return _run_torchrun(torchrun_args(nproc, args), nproc)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def _run_torchrun(args: list[str], nproc: int) -> int:
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    if "OMP_NUM_THREADS" not in os.environ:  # torchrun would set 1; share the cores out instead
+        os.environ["OMP_NUM_THREADS"] = str(threads_per_process(nproc, os.cpu_count()))
+    # torchrun logs every failed worker at ERROR with a stack; the workers print their own one-line errors
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(args))
+    except ChildFailedError as exc:
+        # the workers that failed by themselves (exit code > 0); torchrun then stops the others (signals)
+        failed = sorted((rank, f.exitcode) for rank, f in exc.failures.items() if (f.exitcode or 0) > 0)
+        ranks = ", ".join(str(rank) for rank, _ in failed) or "?"
+        code = failed[0][1] if failed else 1
+        print(f"error: torchrun: worker rank(s) {ranks} exited with code {code}; see the message(s) above",
+              file=sys.stderr)
+        return code
+    except Exception as exc:  # rendezvous or agent failures: one line, no traceback
+        raise UserError(f"--nproc {nproc}: torchrun could not run the processes ({type(exc).__name__}: {exc})") from None
+    return 0

@@ -1,6 +1,7 @@
 """A whole training run from a recipe: data, model (fresh or ``--init``), ``fit``, the effective recipe file.
 
-Shared by ``edgeresnet train`` and the demo, so both do exactly the same thing.
+Shared by ``edgeresnet train`` and the demo, so both do exactly the same thing. Under torchrun (two or more
+processes) it joins the process group first; every rank trains, rank 0 alone writes and reports.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from edgeresnet.config import TrainRecipe, recipe_to_yaml
 from edgeresnet.errors import UserError
+from edgeresnet.train import distributed
 from edgeresnet.train.loop import LAST, TrainResult, fit, seed_everything
 
 RECIPE_FILE = "recipe.yaml"
@@ -24,12 +26,26 @@ class TrainRun:
     spec: Any
     data: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    dist: distributed.DistContext | None = None  # the process group the run trained in (None: one process)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process reports the run (always, outside torchrun)."""
+        return self.dist is None or self.dist.is_main
 
     def summary(self) -> dict[str, Any]:
         summary = self.result.summary()
         summary.update({"recipe": self.recipe.to_dict(), "model": self.spec.to_dict(), "data": self.data,
-                        "notes": self.notes})
+                        "notes": self.notes, "distributed": distributed_summary(self.recipe, self.dist)})
         return summary
+
+
+def distributed_summary(recipe: TrainRecipe, ctx: distributed.DistContext | None) -> dict[str, Any]:
+    """World size, backend and the global batch (per-process batch x processes x accumulation)."""
+    world = ctx.world_size if ctx is not None else 1
+    return {"world_size": world, "backend": ctx.backend if ctx is not None else None,
+            "global_batch": recipe.batch_size * recipe.accumulate * world,
+            "sync_bn": bool(recipe.sync_bn and ctx is not None)}
 
 
 def make_out_dir(path: Path, option: str = "--out") -> Path:
@@ -39,6 +55,18 @@ def make_out_dir(path: Path, option: str = "--out") -> Path:
     except OSError as exc:
         raise UserError(f"{option} {path}: cannot create the directory ({exc.strerror}); choose another path") from exc
     return path
+
+
+def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Refuse an --out that is a file, or that holds a run the user did not ask to resume or overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; pass a directory for the run's outputs")
+    if resume and not (out / LAST).exists():
+        raise UserError(f"--resume: no {LAST} in {out}; start the run without --resume")
+    if not resume and (out / LAST).exists() and not overwrite:
+        raise UserError(f"--out {out}: already holds a training run ({LAST}); pass --resume to continue it, "
+                        "--overwrite to start over, or choose another --out")
+    return out
 
 
 def saved_recipe(out: Path) -> dict[str, Any]:
@@ -67,32 +95,40 @@ def load_splits(recipe: TrainRecipe) -> tuple[Any, list[str]]:
 
 def run_training(recipe: TrainRecipe, out: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, console: Any = None, callbacks: tuple[Any, ...] = ()) -> TrainRun:
-    """Load the data, build (or ``--init``) the model, save the effective recipe, train."""
+    """Load the data, build (or ``--init``) the model, save the effective recipe, train.
+
+    Under torchrun (``WORLD_SIZE`` >= 2) the checks run on every rank before the process group forms, so no
+    rank writes before all have agreed the output directory is usable; the group is left on return.
+    """
     from edgeresnet.artifacts import write_text_atomic
     from edgeresnet.models import ModelSpec, build_model, import_weights
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; pass a directory for the run's outputs")
-    if not resume and (out / LAST).exists() and not overwrite:
-        raise UserError(f"--out {out}: already holds a training run ({LAST}); pass --resume to continue it, "
-                        "--overwrite to start over, or choose another --out")
+    out = check_out_dir(Path(out), resume=resume, overwrite=overwrite)
     splits, notes = load_splits(recipe)
-    spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
-    seed_everything(recipe.seed)
-    if recipe.init and not resume:
-        model, init_notes = import_weights(recipe.init, spec)
-        notes += [f"--init {recipe.init}: {n}" for n in init_notes] or [f"--init {recipe.init}: all weights loaded"]
-        model.train()
-    else:
-        model = build_model(spec)
-    make_out_dir(out)
-    write_text_atomic(out / RECIPE_FILE, recipe_to_yaml(recipe, "effective training recipe; repeat with "
-                                                                "'edgeresnet train --config recipe.yaml'"))
-    inputs = {"init": recipe.init} if recipe.init and Path(recipe.init).is_file() else None
-    result = fit(model, splits, recipe, out, progress=progress, spec=spec, resume=resume, callbacks=callbacks,
-                 console=console, inputs=inputs)
+    ctx = distributed.init_distributed(recipe.device)
+    try:
+        if recipe.sync_bn and ctx is None:
+            notes.append("--sync-bn: a single process has nothing to synchronise; plain BatchNorm used")
+        spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+        seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        if recipe.init and not resume:
+            model, init_notes = import_weights(recipe.init, spec)
+            notes += [f"--init {recipe.init}: {n}" for n in init_notes] or [f"--init {recipe.init}: all weights "
+                                                                              "loaded"]
+            model.train()
+        else:
+            model = build_model(spec)
+        if ctx is None or ctx.is_main:
+            make_out_dir(out)
+            write_text_atomic(out / RECIPE_FILE, recipe_to_yaml(recipe, "effective training recipe; repeat with "
+                                                                        "'edgeresnet train --config recipe.yaml'"))
+        inputs = {"init": recipe.init} if recipe.init and Path(recipe.init).is_file() else None
+        result = fit(model, splits, recipe, out, progress=progress, spec=spec, resume=resume, callbacks=callbacks,
+                     console=console, inputs=inputs)
+        distributed.barrier(ctx)  # rank 0's last checkpoint is on disk before any rank reports or exits
+    finally:
+        distributed.cleanup(ctx)
     result.outputs[RECIPE_FILE] = str(out / RECIPE_FILE)
     data = splits.summary()
     data["skipped"] = [Path(s).name for s in splits.skipped]
-    return TrainRun(result=result, recipe=recipe, spec=spec, data=data, notes=notes)
+    return TrainRun(result=result, recipe=recipe, spec=spec, data=data, notes=notes, dist=ctx)

@@ -3,10 +3,14 @@
 ``fit`` owns the epoch/step mechanics (schedule, accumulation, mixed precision, validation, best/last
 checkpoints, early stopping, resume, logging); callers own the model, the data and the loss:
 ``loss_fn(logits, labels, images)`` replaces the default cross-entropy (distillation uses it).
+
+Inside a torchrun process group (``edgeresnet.train.distributed``) the same loop runs data-parallel:
+DDP around the model, a ``DistributedSampler`` share per rank, metrics all-reduced, rank 0 alone writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -19,7 +23,7 @@ import numpy as np
 
 from edgeresnet.config import STRUCTURAL, TrainRecipe, flag
 from edgeresnet.errors import UserError
-from edgeresnet.train import logs, optim
+from edgeresnet.train import distributed, logs, optim
 from edgeresnet.train.schedule import lr_factor
 from edgeresnet.train.state import capture_rng, restore_rng, save_checkpoint
 
@@ -59,9 +63,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> Any:
+def resolve_device(name: str, ctx: distributed.DistContext | None = None) -> Any:
     import torch
 
+    if ctx is not None and ctx.backend == "nccl":
+        return torch.device("cuda", ctx.local_rank)  # one GPU per process
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -94,6 +100,7 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
     With ``out_dir``: ``best.pt``/``last.pt`` (+ manifests), ``metrics.csv``, ``tensorboard/`` and
     ``curves.png`` are written there; ``resume=True`` continues from ``out_dir/last.pt``. ``callbacks`` get
     each epoch's record after its checkpoints are on disk (an exception there stops the run, resumably).
+    In a process group of several ranks the run is data-parallel and only rank 0 writes, logs and calls back.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -107,12 +114,14 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
         raise UserError(f"--data {recipe.data}: the validation split is empty; add images (at least 3 per class)")
     if spec is None:
         spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+    ctx = distributed.current()
+    main = ctx is None or ctx.is_main
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
     if resume and out is None:
         raise UserError("--resume needs --out, the directory of the run to continue")
-    device = resolve_device(recipe.device)
+    device = resolve_device(recipe.device, ctx)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision)
     if recipe.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16: needs a CUDA GPU (with a gradient scaler); on the CPU use --precision bf16")
@@ -122,17 +131,23 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
     if recipe.freeze_backbone:
         optim.freeze_backbone(model)
     model.to(device)
+    net = distributed.wrap_model(model, ctx, device, recipe.sync_bn) if ctx is not None else model
 
     generator = torch.Generator()
     generator.manual_seed(recipe.seed)
     augment = augment_for(splits, recipe)
     transform = splits.preprocess.train_transform(augment) if recipe.augment else splits.preprocess.eval_transform()
     train_set = splits.dataset("train", transform=transform)
-    drop_last = len(train_set) > recipe.batch_size  # a last batch of 1 breaks BN at 1x1 feature maps
-    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=recipe.shuffle, generator=generator,
-                              num_workers=recipe.workers, drop_last=drop_last,
+    sampler = distributed.train_sampler(train_set, ctx, recipe.seed, recipe.shuffle) if ctx is not None else None
+    per_rank = len(sampler) if sampler is not None else len(train_set)
+    drop_last = per_rank > recipe.batch_size  # a last batch of 1 breaks BN at 1x1 feature maps
+    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=recipe.shuffle and sampler is None,
+                              sampler=sampler, generator=generator, num_workers=recipe.workers, drop_last=drop_last,
                               persistent_workers=recipe.workers > 0)
-    val_loader = DataLoader(splits.dataset("val"), batch_size=max(recipe.batch_size, 256), shuffle=False,
+    val_set = splits.dataset("val")
+    if ctx is not None:
+        val_set = distributed.eval_subset(val_set, ctx)
+    val_loader = DataLoader(val_set, batch_size=max(recipe.batch_size, 256), shuffle=False,
                             num_workers=recipe.workers)
     micro_batches = len(train_loader)
     steps_per_epoch = math.ceil(micro_batches / recipe.accumulate)
@@ -174,13 +189,16 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
         if state.get("stopped") in ("early_stop",):
             start_epoch = recipe.epochs  # an early-stopped run does not restart by itself
 
-    tb = logs.TensorBoardLog(out / "tensorboard", start_epoch) if out is not None else None
-    bar = _EpochBar(progress, recipe.epochs, console)
+    writes = out is not None and main
+    tb = logs.TensorBoardLog(out / "tensorboard", start_epoch) if writes else None
+    bar = _EpochBar(progress and main, recipe.epochs, console)
     stopped = "completed" if start_epoch < recipe.epochs else "already_complete"
     lr_now = optimizer.param_groups[0]["lr"]
     try:
         for epoch in range(start_epoch, recipe.epochs):
             epoch_start = time.perf_counter()
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # a new deal of the shares every epoch, the same on every rank
             model.train()
             if recipe.freeze_backbone:
                 optim.set_frozen_bn_eval(model)
@@ -192,22 +210,26 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                 if pending == 0:
                     lr_now = optim.set_lr(optimizer, lr_factor(global_step, steps_per_epoch, recipe))
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                with _autocast(device, amp_dtype):
-                    logits = model(images)
-                    loss = loss_fn(logits, labels, images) if loss_fn is not None else criterion(logits, labels)
-                if not torch.isfinite(loss.detach()):
-                    raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, step "
-                                    f"{global_step + 1}; lower --lr or use --precision fp32")
-                total = loss
-                if recipe.l1 > 0:
-                    total = total + recipe.l1 * optim.l1_penalty(model)
-                scaler.scale(total / recipe.accumulate).backward()
+                steps_now = pending + 1 == recipe.accumulate or index == micro_batches - 1
+                # DDP all-reduces gradients on the micro-batch that steps; the others accumulate locally
+                sync = net.no_sync() if ctx is not None and not steps_now else contextlib.nullcontext()
+                with sync:
+                    with _autocast(device, amp_dtype):
+                        logits = net(images)
+                        loss = loss_fn(logits, labels, images) if loss_fn is not None else criterion(logits, labels)
+                    if not _all_finite(loss.detach(), ctx):
+                        raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, "
+                                        f"step {global_step + 1}; lower --lr or use --precision fp32")
+                    total = loss
+                    if recipe.l1 > 0:
+                        total = total + recipe.l1 * optim.l1_penalty(model)
+                    scaler.scale(total / recipe.accumulate).backward()
                 pending += 1
                 batch = labels.shape[0]
                 seen += batch
                 loss_sum += float(loss.detach()) * batch
                 correct += int((logits.detach().argmax(1) == labels).sum())
-                if pending == recipe.accumulate or index == micro_batches - 1:
+                if steps_now:
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -217,7 +239,9 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                     if recipe.max_steps is not None and global_step >= recipe.max_steps:
                         stopped = "max_steps"
                         break
-            val_loss, val_acc = _validate(model, val_loader, device, amp_dtype)
+            loss_sum, correct, seen = distributed.all_reduce_sums([loss_sum, correct, seen], ctx)
+            distributed.sync_buffers(model, ctx)  # every rank scores its shard with rank 0's BN statistics
+            val_loss, val_acc = _validate(model, val_loader, device, amp_dtype, ctx)
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                       "train_acc": 100.0 * correct / max(seen, 1),
                       "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now, "steps": global_step,
@@ -236,7 +260,7 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                 stopped = "early_stop"
             metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": record["train_loss"],
                        "train_acc": record["train_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
-            if out is not None:
+            if writes:
                 if improved:
                     save_checkpoint(out / BEST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
                                     metrics=metrics, role="best", inputs=inputs)
@@ -251,7 +275,7 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                     tb.add(record)
                 logs.plot_curves(history, out / "curves.png", title=f"{spec.arch} on {recipe.data}")
             bar.finish(record)
-            for callback in callbacks:
+            for callback in callbacks if main else ():
                 callback(record)
             if stopped in ("early_stop", "max_steps"):
                 break
@@ -260,6 +284,8 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
         if tb is not None:
             tb.close()
 
+    if recipe.sync_bn:
+        distributed.revert_sync_batchnorm(model)  # plain BatchNorm again: runs, exports and saves like any model
     if best_state is not None:
         model.load_state_dict(best_state)
     elif out is not None and (out / BEST).exists():  # resumed after the best epoch: the best weights are on disk
@@ -277,8 +303,10 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                        stopped=stopped, steps=global_step, duration_s=time.perf_counter() - started, outputs=outputs)
 
 
-def _validate(model: Any, loader: Any, device: Any, amp_dtype: Any) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and top-1 in percent over the validation split."""
+def _validate(model: Any, loader: Any, device: Any, amp_dtype: Any,
+              ctx: distributed.DistContext | None = None) -> tuple[float, float]:
+    """Mean cross-entropy (no label smoothing) and top-1 in percent over the validation split (over every
+    rank's shard when data-parallel: the sums are all-reduced, so each image counts once)."""
     import torch
     import torch.nn.functional as F
 
@@ -292,7 +320,18 @@ def _validate(model: Any, loader: Any, device: Any, amp_dtype: Any) -> tuple[flo
             loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
             correct += int((logits.argmax(1) == labels).sum())
             seen += labels.shape[0]
+    loss_sum, correct, seen = distributed.all_reduce_sums([loss_sum, correct, seen], ctx)
     return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
+def _all_finite(loss: Any, ctx: distributed.DistContext | None) -> bool:
+    """Whether the loss is finite on every rank (one rank stopping alone would leave the others waiting)."""
+    import torch
+
+    finite = bool(torch.isfinite(loss))
+    if ctx is None:
+        return finite
+    return distributed.all_reduce_sums([0.0 if finite else 1.0], ctx)[0] == 0.0
 
 
 def _autocast(device: Any, amp_dtype: Any) -> Any:
