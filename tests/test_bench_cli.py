@@ -216,3 +216,95 @@ def test_torch_cuda_events_no_transfers_and_graph(assets, capsys):
     result = json.loads(stdout)["results"][0]
     assert result["h2d_ms"] is None and result["gpu_compute_ms"]["median"] > 0
     assert result["timing"]["cuda_graph"] and result["timing"]["no_transfers"]
+
+
+# -- interleaved rounds (--rounds) and one file per model (--split) ------------------------------------------
+
+
+def test_round_timing_and_pooling_keep_the_budget_and_the_order():
+    from edgeresnet.bench.core import pool_timings, round_timing
+    from edgeresnet.bench.timing import Timings, TimingConfig
+
+    timing = TimingConfig(warmup_ms=200, warmup_iterations=5, min_iterations=10, duration_s=3.0)
+    first, later = round_timing(timing, 4, first=True), round_timing(timing, 4, first=False)
+    assert (first.duration_s, first.min_iterations, first.warmup_ms, first.warmup_iterations) == (0.75, 3, 200, 5)
+    assert (later.duration_s, later.min_iterations, later.warmup_ms, later.warmup_iterations) == (0.75, 3, 50, 2)
+    pooled = pool_timings([Timings([1.0, 2.0], {"h2d": [0.1, 0.2]}, 5, 10.0, 0.5),
+                           Timings([3.0], {"h2d": [0.3]}, 2, 4.0, 0.25, stopped_by_cap=True)])
+    assert pooled.latency_ms == [1.0, 2.0, 3.0] and pooled.components == {"h2d": [0.1, 0.2, 0.3]}
+    assert (pooled.warmup_iterations, pooled.warmup_ms, pooled.wall_s, pooled.stopped_by_cap) == (7, 14.0, 0.75, True)
+
+
+def test_interleaved_rounds_run_in_abba_order(assets, monkeypatch):
+    """Which model the loop times when: A B, B A, A B (so no model always goes first)."""
+    from edgeresnet.bench import core
+    from edgeresnet.bench.timing import TimingConfig
+
+    order: list[str] = []
+    real_measure = core.measure
+
+    def spy(step, config, progress=None):
+        order.append(spy.current)
+        return real_measure(step, config, progress=progress)
+
+    def reporter(progress, label, batch):
+        spy.current = label.split(" [")[0]
+        return None
+
+    monkeypatch.setattr(core, "measure", spy)
+    monkeypatch.setattr(core, "_reporter", reporter)
+    settings = core.BenchSettings(timing=TimingConfig(warmup_ms=0, warmup_iterations=1, min_iterations=3,
+                                                      duration_s=0.0))
+    a, b = replace_name(settings, "A"), replace_name(settings, "B")
+    results = core.benchmark_interleaved([assets["onnx"], assets["onnx"]], [a, b], 3, environment={})
+    assert order == ["A", "B", "B", "A", "A", "B"]
+    assert [r["model"] for r in results] == ["A", "B"]
+    assert all(r["iterations"] == 3 * 1 and r["timing"]["rounds"] == 3 for r in results)
+
+
+def replace_name(settings, name):
+    import dataclasses
+
+    return dataclasses.replace(settings, model_name=name)
+
+
+def test_benchmark_rounds_split_one_file_per_model_and_delay_only_one(assets, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    for side in ("base", "head"):
+        shutil.copyfile(assets["onnx"], tmp_path / f"{side}.onnx")
+        shutil.copyfile(str(assets["onnx"]) + ".json", tmp_path / f"{side}.onnx.json")
+    monkeypatch.setenv("EDGERESNET_INJECT_DELAY_MS", "20")
+    monkeypatch.setenv("EDGERESNET_INJECT_DELAY_ONLY", "head.onnx")
+    out = tmp_path / "gate"
+    code, _, err = run(["benchmark", str(tmp_path / "base.onnx"), str(tmp_path / "head.onnx"), "--rounds", "2",
+                        "--split", "--out", str(out), "--model-name", "m", "--target", "host-cpu",
+                        "--duration", "0.1", "--min-iterations", "50", "--warmup-ms", "0", "--warmup-iterations", "1"],
+                       capsys)
+    assert code == 0, err
+    base = read_results(out / "base_ort_fp32_host-cpu.json")["results"]
+    head = read_results(out / "head_ort_fp32_host-cpu.json")["results"]
+    assert len(base) == len(head) == 1 and base[0]["model"] == head[0]["model"] == "m"
+    assert base[0]["artifact"].endswith("base.onnx") and head[0]["artifact"].endswith("head.onnx")
+    assert base[0]["timing"]["rounds"] == head[0]["timing"]["rounds"] == 2 and base[0]["iterations"] >= 50
+    assert not any("INJECT_DELAY" in w for w in base[0]["warnings"])
+    assert any("INJECT_DELAY" in w for w in head[0]["warnings"])
+    assert head[0]["latency_ms"]["median"] > base[0]["latency_ms"]["median"] + 10  # the 20 ms landed on head only
+    code, stdout, err = run(["regress", "-b", str(out / "base_ort_fp32_host-cpu.json"),
+                             "-c", str(out / "head_ort_fp32_host-cpu.json"), "--json", "-"], capsys)
+    assert code == 1 and json.loads(stdout)["results"][0]["verdict"] == "regression"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--rounds", "0"], "--rounds 0: must be a positive number"),
+    (["--split"], "--split: needs --out DIR"),
+])
+def test_rounds_and_split_bad_input(assets, capsys, extra, needle):
+    code, _, err = run(["benchmark", str(assets["onnx"]), *extra, *FAST], capsys)
+    one_line_error(code, err, needle)
+
+
+def test_split_refuses_models_with_the_same_file_name(assets, tmp_path, capsys):
+    code, _, err = run(["benchmark", str(assets["onnx"]), str(assets["onnx"]), "--split", "--out", str(tmp_path),
+                        *FAST], capsys)
+    one_line_error(code, err, "--split: several MODELs are named 'r18'")

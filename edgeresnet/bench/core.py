@@ -378,6 +378,102 @@ def default_target(device: str, environment: dict[str, Any] | None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") if name else "host-gpu"
 
 
+@dataclass
+class _Slot:
+    """One batch size of an opened artifact, ready to time: its step stays valid until the artifact closes."""
+
+    batch: int
+    step: Callable[[], Any]
+    notes: list[str]
+    label: str
+
+
+@dataclass
+class _Opened:
+    """An artifact opened for measuring: what its result records need, and one slot per batch size."""
+
+    path: Path
+    model: str
+    sha: str
+    target: str
+    backend: str
+    precision: str
+    device: str
+    manifest: dict[str, Any] | None
+    warnings: list[str]
+    accuracy: dict[str, Any] | None
+    slots: list[_Slot] = field(default_factory=list)
+
+    def record(self, slot: _Slot, timings: Any, settings: BenchSettings, environment: dict[str, Any] | None,
+               rounds: int = 1) -> dict[str, Any]:
+        result = _result_record(
+            model=self.model, path=self.path, sha=self.sha, target=self.target, backend=self.backend,
+            precision=self.precision, batch=slot.batch, device=self.device, timings=timings, settings=settings,
+            accuracy=self.accuracy, manifest=self.manifest,
+            warnings=self.warnings + slot.notes + (environment or {}).get("warnings", []))
+        result["timing"]["rounds"] = rounds
+        return result
+
+
+def _open_artifact(stack: contextlib.ExitStack, path: str | Path, settings: BenchSettings, *, data: Any | None,
+                   accuracy: bool, environment: dict[str, Any] | None, skipped: list[str] | None) -> _Opened:
+    """Open ``path``'s runner on ``stack``, probe every batch size, measure accuracy; nothing is timed yet."""
+    settings.validate()
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: model file not found; check the path")
+    manifest = read_manifest(path)
+    runner, backend, warnings = open_runner(path, settings)
+    stack.enter_context(runner)
+    device = _runner_device(runner)
+    image_size = input_image_size(runner, manifest, settings.image_size, path)
+    try:
+        shape = runner.input_shape
+    except NotImplementedError:
+        shape = None
+    static_batch, _, _ = _static_dims(shape)
+    test_images = test_labels = None
+    if isinstance(data, str):
+        data = load_data_cached(data, image_size, settings.seed)
+    if data is not None:
+        data = with_model_preprocessing(data, manifest, path)
+        data_size = data.preprocess.image_size
+        if data_size != image_size:
+            raise UserError(f"--data {data.name}: prepared at {data_size}x{data_size} but {path} takes "
+                            f"{image_size}x{image_size} inputs; load the data at the model's input size")
+        test_images, test_labels = data.arrays("test")
+    opened = _Opened(path=path, model=settings.model_name or path.stem, sha=sha256_file(path),
+                     target=settings.target or default_target(device, environment), backend=backend,
+                     precision=settings.precision or artifact_precision(path, manifest), device=device,
+                     manifest=manifest, warnings=warnings, accuracy=None)
+    for batch in settings.batches:
+        if skipped is not None and not _batch_allowed(runner, batch, static_batch):
+            skipped.append(f"{path.name}: batch {batch} is outside the batch range it was made for; skipped")
+            continue
+        images = timing_images(batch, image_size, test_images, settings.seed)
+        logits = _probe(runner, images, path, batch, static_batch)
+        if data is not None and logits.shape[1] < data.num_classes:
+            raise UserError(f"--data {data.name}: has {data.num_classes} classes but {path} outputs "
+                            f"{logits.shape[1]}; benchmark with the data set the model was trained on")
+        if data is not None and accuracy and opened.accuracy is None:
+            chunk = max([b for b in settings.batches if _batch_allowed(runner, b, static_batch)] or [batch])
+            opened.accuracy = evaluate_accuracy(runner, test_images, test_labels, chunk)
+        step, notes = stack.enter_context(_timing_step(runner, backend, images, settings))
+        step, injected = inject_delay(step, artifact=path)
+        opened.slots.append(_Slot(batch, step, list(notes) + injected, f"{opened.model} [{backend}] batch {batch}"))
+    return opened
+
+
+def _reporter(progress: Callable[[str, int, float], None] | None, label: str, batch: int) -> Any:
+    if progress is None:
+        return None
+
+    def report(phase: str, fraction: float) -> None:
+        progress(f"{label} {phase}", batch, fraction)
+
+    return report
+
+
 def benchmark_artifact(
     path: str | Path,
     settings: BenchSettings,
@@ -393,63 +489,70 @@ def benchmark_artifact(
     ``progress(label, batch, fraction)`` is called while measuring. With a ``skipped`` list, batch sizes the
     artifact cannot take are skipped and noted there instead of failing the run.
     """
-    settings.validate()
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: model file not found; check the path")
-    manifest = read_manifest(path)
-    runner, backend, warnings = open_runner(path, settings)
-    precision = settings.precision or artifact_precision(path, manifest)
-    model = settings.model_name or path.stem
-    sha = sha256_file(path)
-    results = []
-    with runner:
-        device = _runner_device(runner)
-        image_size = input_image_size(runner, manifest, settings.image_size, path)
-        try:
-            shape = runner.input_shape
-        except NotImplementedError:
-            shape = None
-        static_batch, _, _ = _static_dims(shape)
-        test_images = test_labels = None
-        acc_block = None
-        if isinstance(data, str):
-            data = load_data_cached(data, image_size, settings.seed)
-        if data is not None:
-            data = with_model_preprocessing(data, manifest, path)
-            data_size = data.preprocess.image_size
-            if data_size != image_size:
-                raise UserError(f"--data {data.name}: prepared at {data_size}x{data_size} but {path} takes "
-                                f"{image_size}x{image_size} inputs; load the data at the model's input size")
-            test_images, test_labels = data.arrays("test")
-        target = settings.target or default_target(device, environment)
-        for batch in settings.batches:
-            if skipped is not None and not _batch_allowed(runner, batch, static_batch):
-                skipped.append(f"{path.name}: batch {batch} is outside the batch range it was made for; skipped")
-                continue
-            images = timing_images(batch, image_size, test_images, settings.seed)
-            logits = _probe(runner, images, path, batch, static_batch)
-            if data is not None and logits.shape[1] < data.num_classes:
-                raise UserError(f"--data {data.name}: has {data.num_classes} classes but {path} outputs "
-                                f"{logits.shape[1]}; benchmark with the data set the model was trained on")
-            if data is not None and accuracy and acc_block is None:
-                chunk = max([b for b in settings.batches if _batch_allowed(runner, b, static_batch)] or [batch])
-                acc_block = evaluate_accuracy(runner, test_images, test_labels, chunk)
-            label = f"{model} [{backend}] batch {batch}"
+    with contextlib.ExitStack() as stack:
+        opened = _open_artifact(stack, path, settings, data=data, accuracy=accuracy, environment=environment,
+                                skipped=skipped)
+        return [opened.record(slot, measure(slot.step, settings.timing,
+                                            progress=_reporter(progress, slot.label, slot.batch)),
+                              settings, environment)
+                for slot in opened.slots]
 
-            def report(phase: str, fraction: float, _label: str = label, _batch: int = batch) -> None:
-                if progress is not None:
-                    progress(f"{_label} {phase}", _batch, fraction)
 
-            with _timing_step(runner, backend, images, settings) as (step, notes):
-                step, injected = inject_delay(step)
-                timings = measure(step, settings.timing, progress=report if progress else None)
-            results.append(_result_record(
-                model=model, path=path, sha=sha, target=target, backend=backend, precision=precision, batch=batch,
-                device=device, timings=timings, settings=settings, accuracy=acc_block, manifest=manifest,
-                warnings=warnings + notes + injected + (environment or {}).get("warnings", []),
-            ))
-    return results
+def round_timing(timing: TimingConfig, rounds: int, first: bool) -> TimingConfig:
+    """One round's share of the timing budget: 1/rounds of the duration and of the minimum iterations; the
+    full warm-up in the first round, a 1/rounds share later (the other artifacts ran in between)."""
+    share = replace(timing, duration_s=timing.duration_s / rounds, min_iterations=max(1, -(-timing.min_iterations
+                                                                                          // rounds)))
+    if first:
+        return share
+    return replace(share, warmup_ms=timing.warmup_ms / rounds,
+                   warmup_iterations=max(1, -(-timing.warmup_iterations // rounds)))
+
+
+def pool_timings(parts: Sequence[Any]) -> Any:
+    """The rounds of one slot as one measurement: samples in time order, warm-up and wall time summed."""
+    from edgeresnet.bench.timing import Timings
+
+    components: dict[str, list[float]] = {}
+    for part in parts:
+        for key, values in part.components.items():
+            components.setdefault(key, []).extend(values)
+    return Timings(latency_ms=[x for part in parts for x in part.latency_ms], components=components,
+                   warmup_iterations=sum(p.warmup_iterations for p in parts),
+                   warmup_ms=sum(p.warmup_ms for p in parts), wall_s=sum(p.wall_s for p in parts),
+                   stopped_by_cap=any(p.stopped_by_cap for p in parts))
+
+
+def benchmark_interleaved(
+    models: Sequence[str | Path],
+    settings: Sequence[BenchSettings],
+    rounds: int,
+    *,
+    data: Any | None = None,
+    accuracy: bool = True,
+    environment: dict[str, Any] | None = None,
+    progress: Callable[[str, int, float], None] | None = None,
+    skipped: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """All ``models`` open at once and timed in turn, ``rounds`` times, in ABBA order (A B C, C B A, A B C, ...)
+    so no model always runs first or last; each slot's samples pooled in time order. A load change on a shared
+    machine then hits every model alike instead of whichever ran last, which is what makes a baseline/current
+    comparison on a noisy CI runner trustworthy (``benchmarks/gate_power.py``: 0 % A/A false alarms for
+    interleaved ABBA recordings vs 20.8 % for separate back-to-back processes)."""
+    with contextlib.ExitStack() as stack:
+        opened = [_open_artifact(stack, model, own, data=data, accuracy=accuracy, environment=environment,
+                                 skipped=skipped) for model, own in zip(models, settings, strict=True)]
+        slots = [(art, own, slot) for art, own in zip(opened, settings) for slot in art.slots]
+        parts: list[list[Any]] = [[] for _ in slots]
+        for r in range(rounds):
+            order = range(len(slots)) if r % 2 == 0 else reversed(range(len(slots)))  # A B, B A, A B, ...
+            for i in order:
+                _art, own, slot = slots[i]
+                label = f"{slot.label} round {r + 1}/{rounds}"
+                parts[i].append(measure(slot.step, round_timing(own.timing, rounds, first=r == 0),
+                                        progress=_reporter(progress, label, slot.batch)))
+        return [art.record(slot, pool_timings(parts[i]), own, environment, rounds)
+                for i, (art, own, slot) in enumerate(slots)]
 
 
 def _result_record(*, model: str, path: Path, sha: str, target: str, backend: str, precision: str, batch: int,
@@ -542,20 +645,28 @@ def run_benchmark(
     progress: Callable[[str, int, float], None] | None = None,
     skipped: list[str] | None = None,
     names: Sequence[str] | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """A complete, schema-valid results document for ``models`` (see ``benchmark_artifact`` for ``skipped``).
 
-    ``names`` gives each model its result name (default: --model-name, else the file stem)."""
+    ``names`` gives each model its result name (default: --model-name, else the file stem). ``rounds`` > 1
+    times the models interleaved (``benchmark_interleaved``) instead of one after the other."""
     from edgeresnet.bench.environment import capture_environment
     from edgeresnet.bench.schema import make_document, validate
 
     settings.validate()
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UserError(f"--rounds {rounds}: must be a positive number of rounds")
     env = environment if environment is not None else capture_environment(settings.target or "host-cpu")
+    own = [replace(settings, model_name=names[i]) if names is not None else settings for i in range(len(models))]
     results: list[dict[str, Any]] = []
-    for index, model in enumerate(models):
-        own = replace(settings, model_name=names[index]) if names is not None else settings
-        results.extend(benchmark_artifact(model, own, data=data, accuracy=accuracy, environment=env,
-                                          progress=progress, skipped=skipped))
+    if rounds > 1:
+        results = benchmark_interleaved(models, own, rounds, data=data, accuracy=accuracy, environment=env,
+                                        progress=progress, skipped=skipped)
+    else:
+        for model, model_settings in zip(models, own):
+            results.extend(benchmark_artifact(model, model_settings, data=data, accuracy=accuracy, environment=env,
+                                              progress=progress, skipped=skipped))
     if not results:
         raise UserError("benchmark: nothing was measured (every batch size was outside the artifacts' batch ranges)")
     if results and not settings.target:

@@ -225,12 +225,20 @@ class TorchCudaStep:
 
 
 INJECT_DELAY_ENV = "EDGERESNET_INJECT_DELAY_MS"
+INJECT_DELAY_ONLY_ENV = "EDGERESNET_INJECT_DELAY_ONLY"
 
 
-def inject_delay(step: Step, environ: Mapping[str, str] = os.environ) -> tuple[Step, list[str]]:
-    """Test hook for the regression gate's self-test: sleep EDGERESNET_INJECT_DELAY_MS after every call."""
+def inject_delay(step: Step, environ: Mapping[str, str] = os.environ,
+                 artifact: str | os.PathLike | None = None) -> tuple[Step, list[str]]:
+    """Test hook for the regression gate's self-test: sleep EDGERESNET_INJECT_DELAY_MS after every call.
+
+    With EDGERESNET_INJECT_DELAY_ONLY=NAME only an artifact whose file name is NAME is slowed (interleaved
+    runs measure several artifacts in one process)."""
     raw = environ.get(INJECT_DELAY_ENV, "").strip()
     if not raw:
+        return step, []
+    only = environ.get(INJECT_DELAY_ONLY_ENV, "").strip()
+    if only and (artifact is None or os.path.basename(os.fspath(artifact)) != only):
         return step, []
     try:
         delay_ms = float(raw)

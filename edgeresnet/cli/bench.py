@@ -46,7 +46,7 @@ def _print_results(console: Any, document: dict[str, Any]) -> None:
 
 
 def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Path | None,
-                   inputs: dict[str, Any], console: Any) -> None:
+                   inputs: dict[str, Any], console: Any, stem: str | None = None) -> None:
     from edgeresnet.artifacts import emit_json
     from edgeresnet.bench.schema import validate, write_results
 
@@ -61,7 +61,7 @@ def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Pat
             raise UserError(f"--out {out_dir}: is a file; pass a directory for the results JSON")
         out_dir.mkdir(parents=True, exist_ok=True)
         first = document["results"][0]
-        name = _slug(f"{first['model']}_{first['backend']}_{first['precision']}_{first['target']}") + ".json"
+        name = _slug(f"{stem or first['model']}_{first['backend']}_{first['precision']}_{first['target']}") + ".json"
         path = out_dir / name
         write_results(path, document, option="--out", inputs=inputs)
         console.print(f"results: {path}", highlight=False, markup=False)
@@ -94,10 +94,21 @@ def register(app: typer.Typer) -> None:
         from_trtexec: list[Path] | None = typer.Option(
             None, "--from-trtexec", help="Import a trtexec log and/or its --exportTimes JSON instead of measuring."),
         seed: int = typer.Option(0, "--seed", help="Seed for noise inputs and the bootstrap."),
+        rounds: int = typer.Option(1, "--rounds", help="Time all MODELs interleaved in N rounds, ABBA order (A B, "
+                                   "B A, ...), each round a 1/N share of --duration and --min-iterations, samples "
+                                   "pooled: a load change then hits every model alike (baseline vs current on "
+                                   "shared CI machines; use an even N)."),
+        split: bool = typer.Option(False, "--split", help="With --out: one results file per MODEL, named after "
+                                   "its file (e.g. base_*.json and head_*.json for 'edgeresnet regress')."),
         json_out: str | None = typer.Option(None, "--json", help="Write results JSON here ('-' = stdout)."),
         out: Path | None = typer.Option(None, "--out", help="Directory to write the results JSON into."),
     ) -> None:
-        """Measure latency (trtexec statistics), throughput and accuracy of a model, or import a trtexec run."""
+        """Measure latency (trtexec statistics), throughput and accuracy of a model, or import a trtexec run.
+
+        Several MODELs with --rounds N are measured interleaved in one process, the protocol the regression
+        gate trusts on noisy machines: 'edgeresnet benchmark base.onnx head.onnx --rounds 6 --model-name m
+        --split --out gate/' then 'edgeresnet regress --baseline gate/base_*.json --current gate/head_*.json'.
+        """
         from edgeresnet.bench.core import BenchSettings, parse_batches
         from edgeresnet.bench.timing import TimingConfig
 
@@ -113,6 +124,15 @@ def register(app: typer.Typer) -> None:
             return
         if not models:
             raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
+        if rounds < 1:
+            raise UserError(f"--rounds {rounds}: must be a positive number of rounds")
+        if split:
+            if out is None:
+                raise UserError("--split: needs --out DIR, where one results file per MODEL goes")
+            stems = [m.stem for m in models]
+            twice = sorted({s for s in stems if stems.count(s) > 1})
+            if twice:
+                raise UserError(f"--split: several MODELs are named {twice[0]!r}; give them distinct file names")
         if accuracy and data is None:
             raise UserError("--accuracy: needs --data (digits or an ImageFolder) to measure on")
         settings = BenchSettings(
@@ -134,11 +154,18 @@ def register(app: typer.Typer) -> None:
         update, finish = _console_progress()
         try:
             document = run_benchmark(models, settings, data=data, accuracy=accuracy is not False,
-                                     progress=update)
+                                     progress=update, rounds=rounds)
         finally:
             finish()
         _print_results(console, document)
-        _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
+        if not split:
+            _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
+            return
+        _write_outputs(document, json_out, None, {f"model{i}": m for i, m in enumerate(models)}, console)
+        for model in models:
+            own = [r for r in document["results"] if r["artifact"] == str(model)]
+            if own:
+                _write_outputs({**document, "results": own}, None, out, {"model0": model}, console, stem=model.stem)
 
     def _import_trtexec(files: list[Path], batch: int | None, precision: str | None, model_name: str | None,
                         target: str | None, seed: int, json_out: str | None, out: Path | None, console: Any) -> None:
