@@ -474,28 +474,12 @@ def _reporter(progress: Callable[[str, int, float], None] | None, label: str, ba
     return report
 
 
-def benchmark_artifact(
-    path: str | Path,
-    settings: BenchSettings,
-    *,
-    data: Any | None = None,
-    accuracy: bool = True,
-    environment: dict[str, Any] | None = None,
-    progress: Callable[[str, int, float], None] | None = None,
-    skipped: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Result records (one per batch size) for one artifact; ``data`` is a spec string, a DataSplits or None.
-
-    ``progress(label, batch, fraction)`` is called while measuring. With a ``skipped`` list, batch sizes the
-    artifact cannot take are skipped and noted there instead of failing the run.
-    """
-    with contextlib.ExitStack() as stack:
-        opened = _open_artifact(stack, path, settings, data=data, accuracy=accuracy, environment=environment,
-                                skipped=skipped)
-        return [opened.record(slot, measure(slot.step, settings.timing,
-                                            progress=_reporter(progress, slot.label, slot.batch)),
-                              settings, environment)
-                for slot in opened.slots]
+def benchmark_artifact(path: str | Path, settings: BenchSettings, **options: Any) -> list[dict[str, Any]]:
+    """Result records (one per batch size) for one artifact: ``benchmark_interleaved`` with one model and one
+    round (``options``: ``data`` as a spec string, a DataSplits or None; ``accuracy``; ``environment``;
+    ``progress(label, batch, fraction)``; ``skipped``, a list that collects the batch sizes the artifact cannot
+    take instead of failing the run)."""
+    return benchmark_interleaved([path], [settings], 1, **options)
 
 
 def round_timing(timing: TimingConfig, rounds: int, first: bool) -> TimingConfig:
