@@ -194,21 +194,28 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     raise UserError(f"{where}: {name}: {value!r} is not {kind}; fix the value")
 
 
-def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    """The recipe keys in a YAML file (``batch-size`` and ``batch_size`` both work); unknown keys are errors."""
+def read_yaml_file(path: str | Path, option: str, what: str) -> Any:
+    """The parsed YAML of a file a user names with ``option``; a missing file, a directory or bad syntax is a
+    one-line error naming the option, the file and (for syntax) the line."""
     import yaml
 
     p = Path(path)
     if not p.exists():
-        raise UserError(f"--config {p}: file not found; check the path")
+        raise UserError(f"{option} {p}: file not found; check the path")
     if p.is_dir():
-        raise UserError(f"--config {p}: is a directory, expected a YAML recipe file")
+        raise UserError(f"{option} {p}: is a directory, expected a YAML {what} file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"--config {p}: not valid YAML{at}; fix the syntax") from exc
+        raise UserError(f"{option} {p}: not valid YAML{at}; fix the syntax") from exc
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The recipe keys in a YAML file (``batch-size`` and ``batch_size`` both work); unknown keys are errors."""
+    p = Path(path)
+    data = read_yaml_file(p, "--config", "recipe")
     if data is None:
         return {}
     if not isinstance(data, dict):

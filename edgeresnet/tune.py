@@ -176,19 +176,9 @@ def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
 
 
 def load_space(path: str | Path) -> dict[str, ParamSpec]:
-    import yaml
+    from edgeresnet.config import read_yaml_file
 
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"--space {p}: file not found; check the path")
-    if p.is_dir():
-        raise UserError(f"--space {p}: is a directory, expected a YAML search-space file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"--space {p}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}; fix the syntax") from exc
-    return parse_space(data, f"--space {p}")
+    return parse_space(read_yaml_file(path, "--space", "search-space"), f"--space {Path(path)}")
 
 
 def grid_points(space: dict[str, ParamSpec], where: str = "--space") -> list[dict[str, Any]]:

@@ -29,9 +29,10 @@ def trim_splits(splits, per_class: dict[str, int]):
     return dataclasses.replace(splits, splits=trimmed)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def torch_single_thread():
-    """One intra-op thread for tiny models: on a shared or small machine two threads mostly spin-wait."""
+    """One torch intra-op thread for a test or a whole module (``pytestmark = pytest.mark.usefixtures(...)``): on
+    a few shared cores, two spinning OpenMP threads run a small ResNet ~10x slower than one."""
     import torch
 
     before = torch.get_num_threads()

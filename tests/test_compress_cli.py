@@ -16,12 +16,7 @@ from edgeresnet.models import ModelSpec, build_model, load_checkpoint, make_chec
 SIZE = 32  # the recipe default: standard stem at 32 px (cheap: 37 MMACs)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")

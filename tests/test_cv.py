@@ -15,15 +15,7 @@ import pytest
 from conftest import trim_splits
 from edgeresnet.errors import UserError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a few shared cores, two spinning OpenMP threads run ResNet ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 TINY = dict(image_size=8, small_stem=True, epochs=1, max_steps=1, batch_size=16, warmup_epochs=0, augment=False)

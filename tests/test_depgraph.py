@@ -9,13 +9,7 @@ import torch.nn as nn
 from edgeresnet.compress.depgraph import analyze
 from edgeresnet.models import ModelSpec, build_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two spinning ones under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 

@@ -17,15 +17,7 @@ from conftest import trim_splits
 from edgeresnet.errors import UserError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a few shared cores, two spinning OpenMP threads run ResNet ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 class _Fixed(torch.nn.Module):

@@ -17,13 +17,7 @@ from edgeresnet.compress.prune import (
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model, load_checkpoint, make_checkpoint, model_from_checkpoint
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two spinning ones under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 SIZE = 32

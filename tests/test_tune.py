@@ -22,15 +22,7 @@ BASE = dict(image_size=8, small_stem=True, epochs=2, batch_size=8, warmup_epochs
             freeze_backbone=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a few shared cores, two spinning OpenMP threads run ResNet ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")
