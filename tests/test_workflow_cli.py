@@ -331,6 +331,19 @@ def test_demo_train_and_evaluate_stages_fast(tmp_path):
     assert "demo summary" in printed and f"all outputs are in {out}" in printed and "train/best.pt" in printed
 
 
+def test_demo_compression_headlines_carry_the_measured_accuracy():
+    from edgeresnet.demo import int8_headline, prune_headline
+
+    prune = {"macs": {"kept": 0.4999}, "params": {"kept": 0.484}, "accuracy": {"before": 99.628, "after": 99.257}}
+    assert prune_headline(prune) == ("pruned to 50.0 % of the MACs, 48.4 % of the params: test top-1 99.26 % vs "
+                                     "99.63 % unpruned (-0.37 pt)")
+    ptq = {"accuracy": {"test": {"fp32_top1": 99.628, "int8_top1": 98.884}}}
+    qat = {"accuracy": {"test": {"fp32_top1": 99.628, "int8_top1": 99.628}}}
+    assert int8_headline({"PTQ": ptq, "QAT": qat, "missing": {}}) == (
+        "INT8 test top-1 vs FP32 99.63 %: PTQ 98.88 % (-0.74 pt), QAT 99.63 % (+0.00 pt); each passed the "
+        "--max-drop gate")
+
+
 @pytest.mark.slow  # every stage of the pipeline (prune, INT8, engines, benchmarks): minutes on 2 cores
 def test_demo_fast_runs_every_stage(capsys, tmp_path):
     out = tmp_path / "demo"
@@ -342,3 +355,5 @@ def test_demo_fast_runs_every_stage(capsys, tmp_path):
     assert [s["name"] for s in report["stages"]] == [s.name for s in STAGES]
     assert (out / "train" / "best.pt").exists() and (out / "evaluate" / "best-pt-test-confusion.png").exists()
     assert "demo summary" in err and f"all outputs are in {out}" in err
+    stages = {s["name"]: s for s in report["stages"]}
+    assert "test top-1" in stages["prune"]["headline"] and "INT8 test top-1 vs FP32" in stages["quantize"]["headline"]
