@@ -8,9 +8,15 @@ small ResNet-18 ONNX: ``base``, ``same`` and ``slow``; ``EDGERESNET_INJECT_DELAY
 base vs slow (a 10 % slowdown: a "regression" is a detection). Rates come with Wilson 95 % intervals.
 
 Unlike ``gate_power.py`` (recorded and simulated samples), everything here is measured now, on this machine,
-under whatever load it has; the load average is printed with the result.
+under whatever load it has; the load average is printed with the result. ``--background-load N`` adds N
+processes that burn a CPU in bursts of random length (0.2-3 s busy, 0.2-3 s idle, seeded), so the machine's
+speed changes under the benchmark the way a shared CI runner's does.
 
-    python benchmarks/gate_interleaved_cli.py [--trials 10] [--rounds 6] [--duration 6]
+``--protocol separate`` measures the alternative for comparison: base, same and slow each benchmarked by its own
+``edgeresnet benchmark`` process, back to back, with the same total duration per model.
+
+    python benchmarks/gate_interleaved_cli.py [--trials 10] [--rounds 6] [--duration 6] [--background-load 0]
+                                              [--protocol interleaved|separate]
                                               [--json benchmarks/data/gate_interleaved_cli.json]
 """
 
@@ -35,14 +41,31 @@ from benchmarks.gate_selftest import MODEL_NAME, edgeresnet, make_onnx  # noqa: 
 SLOWDOWN = 0.10
 
 
-def trial(work: Path, copies: Path, rounds: int, duration: float, delay_ms: float) -> dict[str, str]:
+def burn(seed: int) -> None:
+    """Background load: busy for 0.2-3 s, idle for 0.2-3 s, forever (a child process; killed at the end)."""
+    import random
+
+    rng = random.Random(seed)
+    while True:
+        until = time.perf_counter() + rng.uniform(0.2, 3.0)
+        while time.perf_counter() < until:
+            pass
+        time.sleep(rng.uniform(0.2, 3.0))
+
+
+def trial(work: Path, copies: Path, rounds: int, duration: float, delay_ms: float,
+          protocol: str = "interleaved") -> dict[str, str]:
     out = work / "results"
     shutil.rmtree(out, ignore_errors=True)
-    edgeresnet("benchmark", *(str(copies / f"{side}.onnx") for side in ("base", "same", "slow")), "--backend", "ort",
-               "--threads", "1", "--rounds", str(rounds), "--duration", f"{duration:g}", "--model-name", MODEL_NAME,
-               "--target", "host-cpu", "--split", "--out", str(out),
-               env={"EDGERESNET_INJECT_DELAY_MS": f"{delay_ms:.4f}", "EDGERESNET_INJECT_DELAY_ONLY": "slow.onnx"}
-               if delay_ms > 0 else None)
+    delay_env = {"EDGERESNET_INJECT_DELAY_MS": f"{delay_ms:.4f}", "EDGERESNET_INJECT_DELAY_ONLY": "slow.onnx"}
+    common = ["--backend", "ort", "--threads", "1", "--duration", f"{duration:g}", "--model-name", MODEL_NAME,
+              "--target", "host-cpu", "--split", "--out", str(out)]
+    if protocol == "interleaved":
+        edgeresnet("benchmark", *(str(copies / f"{side}.onnx") for side in ("base", "same", "slow")),
+                   "--rounds", str(rounds), *common, env=delay_env)
+    else:
+        for side in ("base", "same", "slow"):
+            edgeresnet("benchmark", str(copies / f"{side}.onnx"), *common, env=delay_env)
     verdicts = {}
     for side in ("same", "slow"):
         proc = edgeresnet("regress", "-b", str(out / "base_ort_fp32_host-cpu.json"),
@@ -58,8 +81,23 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per model, over all rounds")
+    parser.add_argument("--background-load", type=int, default=0, help="CPU-burning processes in random bursts")
+    parser.add_argument("--protocol", choices=("interleaved", "separate"), default="interleaved")
     parser.add_argument("--json", default="benchmarks/data/gate_interleaved_cli.json")
     args = parser.parse_args()
+    import multiprocessing
+
+    burners = [multiprocessing.Process(target=burn, args=(seed,), daemon=True) for seed in range(args.background_load)]
+    for process in burners:
+        process.start()
+    try:
+        return run(args)
+    finally:
+        for process in burners:
+            process.terminate()
+
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="gate-interleaved-") as tmp:
@@ -76,11 +114,12 @@ def main() -> int:
         median = json.loads(probe.read_text())["results"][0]["latency_ms"]["median"]
         delay = SLOWDOWN * median
         print(f"median {median:.3f} ms: injecting {delay:.3f} ms into 'slow' (a {SLOWDOWN:.0%} slowdown)", flush=True)
-        verdicts = [trial(work, copies, args.rounds, args.duration, delay) for _ in range(args.trials)]
+        verdicts = [trial(work, copies, args.rounds, args.duration, delay, args.protocol) for _ in range(args.trials)]
     false_alarms = sum(v["same"] == "regression" for v in verdicts)
     detections = sum(v["slow"] == "regression" for v in verdicts)
     n = len(verdicts)
     doc = {"benchmark": "gate_interleaved_cli", "trials": n, "rounds": args.rounds, "duration_s": args.duration,
+           "background_load": args.background_load, "protocol": args.protocol,
            "median_ms": median, "delay_ms": delay, "verdicts": verdicts,
            "false_alarms": false_alarms, "false_alarm_ci": wilson(false_alarms, n),
            "detections": detections, "detection_ci": wilson(detections, n),
