@@ -169,16 +169,23 @@ class FakeMemory:
         self.log.append("stream_destroy")
 
     def event_create(self) -> int:
-        return 1
+        self.events = getattr(self, "events", {})
+        handle = 0xE000 + len(self.events) + 1
+        self.events[handle] = None
+        return handle
 
     def event_record(self, event: int, stream: int) -> None:
-        pass
+        assert stream != 0 and event in self.events, "events go on the session's stream"
+        self.clock = getattr(self, "clock", 0) + 1  # a fake device clock: 1 ms per recorded event
+        self.events[event] = float(self.clock)
+        self.log.append(f"record({event:#x})")
 
     def event_elapsed_ms(self, start: int, end: int) -> float:
-        return 0.0
+        return self.events[end] - self.events[start]
 
     def event_destroy(self, event: int) -> None:
-        pass
+        del self.events[event]
+        self.log.append("event_destroy")
 
     def gpu_info(self, device: int = 0) -> Any:
         from edgeresnet.trt.cuda_mem import GpuInfo

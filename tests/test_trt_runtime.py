@@ -3,6 +3,8 @@ device memory, classified load failures, and the runner's refusals before anythi
 
 from __future__ import annotations
 
+import dataclasses
+
 import struct
 from pathlib import Path
 from typing import Any
@@ -135,13 +137,75 @@ def test_dynamic_batches_run_with_v3_calls(session: Any) -> None:
                          "IExecutionContext.get_tensor_shape('logits')",  # resolved after the input shape is set
                          "IExecutionContext.set_tensor_address('logits', 5120)",
                          f"IExecutionContext.execute_async_v3({0xABC1})"]  # the session's own stream, never 0
-    assert memory.log[:6] == ["stream_create", "alloc(768)", "h2d(768)", "alloc(16)", "d2h(16)", "sync"]
+    assert memory.log[:6] == ["stream_create", "alloc(768)", "alloc(16)", "h2d(768)", "d2h(16)", "sync"]
     assert memory.log.count("stream_create") == 1
     # buffers grow with the batch (1 -> 3 -> 8) and are reused for the smaller batch 2
     assert [e for e in memory.log if e.startswith("alloc")] == [
         "alloc(768)", "alloc(16)", "alloc(2304)", "alloc(48)", "alloc(6144)", "alloc(128)"]
     sess.close()
     assert memory.buffers == {}
+
+
+def test_timed_step_records_events_around_each_part_on_the_session_stream(session: Any) -> None:
+    sess, trt, memory, spec = session
+    images = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    step = sess.timed_step(images)
+    bound = len(trt.calls)
+    memory.log.clear()
+    parts = step()
+    # per iteration: no re-binding, events around H2D / the engine / D2H, one synchronize (trtexec's split)
+    assert not [c for c in trt.calls[bound:] if "set_input_shape" in c or "set_tensor_address" in c]
+    assert [e.split("(")[0] for e in memory.log] == ["record", "h2d", "record", "record", "d2h", "record", "sync"]
+    assert parts["h2d"] == parts["gpu_compute"] == parts["d2h"] == 1.0 and parts["enqueue"] >= 0.0  # fake: 1 ms/event
+    np.testing.assert_allclose(step.outputs["logits"], spec.reference(images), rtol=1e-5, atol=1e-6)
+    memory.log.clear()
+    step.close()
+    assert memory.log == ["event_destroy"] * 4
+
+
+def test_timed_step_without_transfers_keeps_data_on_the_device(session: Any) -> None:
+    sess, _, memory, _ = session
+    step = sess.timed_step(np.ones((1, 3, 8, 8), dtype=np.float32), transfers=False)
+    memory.log.clear()
+    parts = step()
+    assert [e.split("(")[0] for e in memory.log] == ["record", "record", "sync"] and set(parts) == {"gpu_compute",
+                                                                                                      "enqueue"}
+
+
+def test_timed_steps_of_one_session_rebind_when_they_take_turns(session: Any) -> None:
+    """Interleaved benchmarks time batch 1 and batch 3 of one engine in turn: each step finds its own shapes."""
+    sess, trt, _, spec = session
+    rng = np.random.default_rng(3)
+    small, large = (rng.normal(size=(b, 3, 8, 8)).astype(np.float32) for b in (1, 3))
+    one, three = sess.timed_step(small), sess.timed_step(large)
+    for step, images in ((one, small), (three, large), (one, small)):
+        before = len(trt.calls)
+        step()
+        assert f"IExecutionContext.set_input_shape('input', {images.shape})" in trt.calls[before:]
+        np.testing.assert_allclose(step.outputs["logits"], spec.reference(images), rtol=1e-5, atol=1e-6)
+    before = len(trt.calls)
+    one()  # bound already: no re-binding in the timed loop
+    assert not [c for c in trt.calls[before:] if "set_input_shape" in c]
+    sess.infer(large)  # infer binds its own shapes, so the step binds again afterwards
+    before = len(trt.calls)
+    one()
+    assert "IExecutionContext.set_input_shape('input', (1, 3, 8, 8))" in trt.calls[before:]
+
+
+def test_benchmark_times_a_trt_engine_with_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeresnet.bench import core
+    from edgeresnet.bench.timing import TimingConfig
+
+    runner = _runner(write_engine(tmp_path))
+    monkeypatch.setattr(core, "open_runner", lambda path, settings: (runner, "trt", []))
+    settings = core.BenchSettings(batches=(1, 4), target="orin-nano", timing=TimingConfig(
+        warmup_ms=0, warmup_iterations=1, min_iterations=5, duration_s=0.0))
+    results = core.benchmark_artifact(runner.path, settings, environment={})
+    assert [r["batch"] for r in results] == [1, 4]
+    for r in results:
+        assert r["gpu_compute_ms"]["median"] == 1.0 and r["h2d_ms"]["n"] == r["d2h_ms"]["n"] == r["iterations"] == 5
+    with pytest.raises(UserError, match="--cuda-graph: not available for the trt backend yet"):
+        core.benchmark_artifact(runner.path, dataclasses.replace(settings, cuda_graph=True), environment={})
 
 
 def test_batch_outside_the_profile_is_refused(session: Any) -> None:

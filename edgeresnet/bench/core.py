@@ -263,8 +263,13 @@ def _timing_step(runner: Any, backend: str, images: np.ndarray, settings: BenchS
         finally:
             step.close()
         return
-    if wants_device_timing and callable(custom):
-        yield custom(images, transfers=not settings.no_transfers, cuda_graph=settings.cuda_graph), []
+    if callable(custom) and (on_cuda or device.startswith("dla") or wants_device_timing):
+        step = custom(images, transfers=not settings.no_transfers, cuda_graph=settings.cuda_graph)
+        try:
+            yield step, []
+        finally:
+            if callable(getattr(step, "close", None)):
+                step.close()
         return
     if wants_device_timing:
         flag = "--no-transfers" if settings.no_transfers else "--cuda-graph"
@@ -272,9 +277,6 @@ def _timing_step(runner: Any, backend: str, images: np.ndarray, settings: BenchS
             raise UserError(f"{flag}: needs a CUDA device, but {runner.path.name} runs on {device}")
         raise UserError(f"{flag}: supported for the torch backend on CUDA (and trt runners with device timing); "
                         f"--backend {backend} times the host call only")
-    if callable(custom) and on_cuda:
-        yield custom(images, transfers=True, cuda_graph=False), []
-        return
     yield host_step(runner.infer, images), []
 
 

@@ -105,6 +105,15 @@ class TrtRunner(Runner):
         logits = outputs.get("logits", next(iter(outputs.values())))
         return np.asarray(logits, dtype=np.float32)
 
+    def benchmark_step(self, images: np.ndarray, *, transfers: bool = True, cuda_graph: bool = False) -> Any:
+        """The benchmark loop's hook: a step timed with CUDA events on the engine's stream (``TimedStep``)."""
+        if self.session is None:
+            raise RuntimeError("TrtRunner.benchmark_step outside its context manager (use `with runner:`)")
+        if cuda_graph:
+            raise UserError("--cuda-graph: not available for the trt backend yet (trtexec --useCudaGraph does it on "
+                            "the device); drop the flag")
+        return self.session.timed_step(np.asarray(images, dtype=np.float32), transfers=transfers)
+
     @property
     def input_shape(self) -> tuple[int | str, ...]:
         section = self.manifest.get("engine") or {}

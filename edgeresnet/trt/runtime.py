@@ -187,6 +187,7 @@ class EngineSession:
         self.outputs: list[str] = []
         self.dtypes: dict[str, Any] = {}
         self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
+        self.bound: Any = None  # the TimedStep whose shapes and addresses the context holds
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open(self) -> EngineSession:
@@ -250,6 +251,25 @@ class EngineSession:
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch: returns every output by name, copied back to the host."""
+        images, results = self._bind(images)
+        self.bound = None  # the context now holds this call's shapes, not a timed step's
+        stream = self.stream
+        self.backend.h2d_async(self.buffers[self.input_name][0], images, stream)
+        if not self.context.execute_async_v3(stream):
+            raise UserError(f"{self.source}: execute_async_v3 failed; see the TensorRT log")
+        for name, host in results.items():
+            self.backend.d2h_async(host, self.buffers[name][0], stream)
+        self.backend.stream_sync(stream)
+        return results
+
+    def timed_step(self, images: np.ndarray, transfers: bool = True) -> TimedStep:
+        """A benchmark step for this batch, timed on the stream with CUDA events (trtexec's H2D / GPU compute /
+        D2H split). Shapes, addresses and buffers are set once here, not per iteration; without ``transfers``
+        the input is copied to the device once and outputs stay there."""
+        return TimedStep(self, np.ascontiguousarray(images, dtype=self.dtypes[self.input_name]), transfers)
+
+    def _bind(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Check the batch against the engine, set its shape and every tensor address; host arrays for the outputs."""
         context = self.context
         if context is None:
             raise RuntimeError("EngineSession.infer called before open()")
@@ -266,19 +286,67 @@ class EngineSession:
             raise UserError(f"{self.source}: the engine takes batches of exactly {expected[0]}, got {batch}")
         if not context.set_input_shape(self.input_name, tuple(images.shape)):
             raise UserError(f"{self.source}: TensorRT rejected input shape {list(images.shape)}")
-        stream = self.stream
-        pointer = self._buffer(self.input_name, images.nbytes)
-        self.backend.h2d_async(pointer, images, stream)
-        context.set_tensor_address(self.input_name, pointer)
+        context.set_tensor_address(self.input_name, self._buffer(self.input_name, images.nbytes))
         results: dict[str, np.ndarray] = {}
         for name in self.outputs:
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             host = np.empty(shape, dtype=self.dtypes[name])
             results[name] = host
             context.set_tensor_address(name, self._buffer(name, host.nbytes))
-        if not context.execute_async_v3(stream):
-            raise UserError(f"{self.source}: execute_async_v3 failed; see the TensorRT log")
-        for name, host in results.items():
-            self.backend.d2h_async(host, self.buffers[name][0], stream)
-        self.backend.stream_sync(stream)
-        return results
+        return images, results
+
+
+class TimedStep:
+    """One timed inference per call, on the session's stream: events around the H2D copy, the enqueued engine
+    and the D2H copy, then a stream synchronize; returns the parts in ms (``h2d``, ``gpu_compute``, ``d2h``)
+    and ``enqueue``, the host time ``execute_async_v3`` took. The shapes and addresses bound at creation must
+    are (re)bound when another step or ``infer`` used the context last: once per switch, inside the warm-up
+    (several steps of one session are timed in turn by interleaved benchmarks), never per timed iteration."""
+
+    def __init__(self, session: EngineSession, images: np.ndarray, transfers: bool) -> None:
+        import time
+
+        self.session = session
+        self.images = images
+        self.outputs: dict[str, np.ndarray] = {}
+        self.transfers = transfers
+        self.clock = time.perf_counter_ns
+        self.events = [session.backend.event_create() for _ in range(4)]
+        self._bind()
+
+    def _bind(self) -> None:
+        session = self.session
+        _, self.outputs = session._bind(self.images)
+        session.backend.h2d_async(session.buffers[session.input_name][0], self.images, session.stream)  # for no-transfers
+        session.backend.stream_sync(session.stream)
+        session.bound = self
+
+    def __call__(self) -> dict[str, float]:
+        session, backend = self.session, self.session.backend
+        if session.bound is not self:
+            self._bind()
+        stream = session.stream
+        e0, e1, e2, e3 = self.events
+        if self.transfers:
+            backend.event_record(e0, stream)
+            backend.h2d_async(session.buffers[session.input_name][0], self.images, stream)
+        backend.event_record(e1, stream)
+        started = self.clock()
+        if not session.context.execute_async_v3(stream):
+            raise UserError(f"{session.source}: execute_async_v3 failed; see the TensorRT log")
+        enqueue_ms = (self.clock() - started) / 1e6
+        backend.event_record(e2, stream)
+        if self.transfers:
+            for name, host in self.outputs.items():
+                backend.d2h_async(host, session.buffers[name][0], stream)
+            backend.event_record(e3, stream)
+        backend.stream_sync(stream)
+        parts = {"gpu_compute": backend.event_elapsed_ms(e1, e2), "enqueue": enqueue_ms}
+        if self.transfers:
+            parts.update(h2d=backend.event_elapsed_ms(e0, e1), d2h=backend.event_elapsed_ms(e2, e3))
+        return parts
+
+    def close(self) -> None:
+        for event in self.events:
+            self.session.backend.event_destroy(event)
+        self.events = []
