@@ -299,9 +299,9 @@ class EngineSession:
 class TimedStep:
     """One timed inference per call, on the session's stream: events around the H2D copy, the enqueued engine
     and the D2H copy, then a stream synchronize; returns the parts in ms (``h2d``, ``gpu_compute``, ``d2h``)
-    and ``enqueue``, the host time ``execute_async_v3`` took. The shapes and addresses bound at creation must
-    are (re)bound when another step or ``infer`` used the context last: once per switch, inside the warm-up
-    (several steps of one session are timed in turn by interleaved benchmarks), never per timed iteration."""
+    and ``enqueue``, the host time ``execute_async_v3`` took. Shapes and addresses are bound at creation and
+    bound again only when another step or ``infer`` used the context last: once per switch, inside the warm-up
+    (interleaved benchmarks time several steps of one session in turn), never per timed iteration."""
 
     def __init__(self, session: EngineSession, images: np.ndarray, transfers: bool) -> None:
         import time
@@ -350,3 +350,5 @@ class TimedStep:
         for event in self.events:
             self.session.backend.event_destroy(event)
         self.events = []
+        if self.session.bound is self:
+            self.session.bound = None
