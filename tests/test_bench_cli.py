@@ -235,6 +235,21 @@ def test_round_timing_and_pooling_keep_the_budget_and_the_order():
     assert (pooled.warmup_iterations, pooled.warmup_ms, pooled.wall_s, pooled.stopped_by_cap) == (7, 14.0, 0.75, True)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_balanced_orders_put_every_model_in_every_position_and_after_every_other(n):
+    from edgeresnet.bench.core import balanced_orders
+
+    rows = balanced_orders(n)
+    assert all(sorted(row) == list(range(n)) for row in rows)
+    for position in range(n):
+        counts = [sum(row[position] == item for row in rows) for item in range(n)]
+        assert len(set(counts)) == 1  # every model equally often in every position
+    follows = [sum(1 for row in rows for a, b in zip(row, row[1:]) if (a, b) == (x, y))
+               for x in range(n) for y in range(n) if x != y]
+    assert len(set(follows)) <= 1  # every ordered pair of neighbours equally often
+    assert balanced_orders(2) == [[0, 1], [1, 0]]
+
+
 def test_interleaved_rounds_run_in_abba_order(assets, monkeypatch):
     """Which model the loop times when: A B, B A, A B (so no model always goes first)."""
     from edgeresnet.bench import core
@@ -274,10 +289,10 @@ def test_benchmark_rounds_split_one_file_per_model_and_delay_only_one(assets, tm
     for side in ("base", "head"):
         shutil.copyfile(assets["onnx"], tmp_path / f"{side}.onnx")
         shutil.copyfile(str(assets["onnx"]) + ".json", tmp_path / f"{side}.onnx.json")
-    monkeypatch.setenv("EDGERESNET_INJECT_DELAY_MS", "20")
+    monkeypatch.setenv("EDGERESNET_INJECT_DELAY_MS", "40")
     monkeypatch.setenv("EDGERESNET_INJECT_DELAY_ONLY", "head.onnx")
     out = tmp_path / "gate"
-    code, _, err = run(["benchmark", str(tmp_path / "base.onnx"), str(tmp_path / "head.onnx"), "--rounds", "2",
+    code, _, err = run(["benchmark", str(tmp_path / "base.onnx"), str(tmp_path / "head.onnx"), "--rounds", "4",
                         "--split", "--out", str(out), "--model-name", "m", "--target", "host-cpu",
                         "--duration", "0.1", "--min-iterations", "50", "--warmup-ms", "0", "--warmup-iterations", "1"],
                        capsys)
@@ -286,10 +301,10 @@ def test_benchmark_rounds_split_one_file_per_model_and_delay_only_one(assets, tm
     head = read_results(out / "head_ort_fp32_host-cpu.json")["results"]
     assert len(base) == len(head) == 1 and base[0]["model"] == head[0]["model"] == "m"
     assert base[0]["artifact"].endswith("base.onnx") and head[0]["artifact"].endswith("head.onnx")
-    assert base[0]["timing"]["rounds"] == head[0]["timing"]["rounds"] == 2 and base[0]["iterations"] >= 50
+    assert base[0]["timing"]["rounds"] == head[0]["timing"]["rounds"] == 4 and base[0]["iterations"] >= 50
     assert not any("INJECT_DELAY" in w for w in base[0]["warnings"])
     assert any("INJECT_DELAY" in w for w in head[0]["warnings"])
-    assert head[0]["latency_ms"]["median"] > base[0]["latency_ms"]["median"] + 10  # the 20 ms landed on head only
+    assert head[0]["latency_ms"]["median"] > base[0]["latency_ms"]["median"] + 20  # the 40 ms landed on head only
     code, stdout, err = run(["regress", "-b", str(out / "base_ort_fp32_host-cpu.json"),
                              "-c", str(out / "head_ort_fp32_host-cpu.json"), "--json", "-"], capsys)
     assert code == 1 and json.loads(stdout)["results"][0]["verdict"] == "regression"

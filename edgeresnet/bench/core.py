@@ -509,6 +509,22 @@ def pool_timings(parts: Sequence[Any]) -> Any:
                    stopped_by_cap=any(p.stopped_by_cap for p in parts))
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """A Williams design: orders of ``n`` items in which every item takes every position and follows every other
+    item equally often (``n`` orders for even ``n``, ``2n`` for odd ``n``). Two items give A B, B A (ABBA)."""
+    if n < 1:
+        return [[]]
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(x + shift) % n for x in first] for shift in range(n)]
+    return rows if n % 2 == 0 or n == 1 else rows + [row[::-1] for row in rows]
+
+
 def benchmark_interleaved(
     models: Sequence[str | Path],
     settings: Sequence[BenchSettings],
@@ -520,8 +536,9 @@ def benchmark_interleaved(
     progress: Callable[[str, int, float], None] | None = None,
     skipped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """All ``models`` open at once and timed in turn, ``rounds`` times, in ABBA order (A B C, C B A, A B C, ...)
-    so no model always runs first or last; each slot's samples pooled in time order. A load change on a shared
+    """All ``models`` open at once and timed in turn, ``rounds`` times, in the orders of ``balanced_orders`` (two
+    models: A B, B A, A B, ...) so no model always runs first, last or next to the same neighbour; each slot's
+    samples pooled in time order. A load change on a shared
     machine then hits every model alike instead of whichever ran last, which is what makes a baseline/current
     comparison on a noisy CI runner trustworthy (``benchmarks/gate_power.py``: 0 % A/A false alarms for
     interleaved ABBA recordings vs 20.8 % for separate back-to-back processes)."""
@@ -530,9 +547,9 @@ def benchmark_interleaved(
                                  skipped=skipped) for model, own in zip(models, settings, strict=True)]
         slots = [(art, own, slot) for art, own in zip(opened, settings) for slot in art.slots]
         parts: list[list[Any]] = [[] for _ in slots]
+        orders = balanced_orders(len(slots))
         for r in range(rounds):
-            order = range(len(slots)) if r % 2 == 0 else reversed(range(len(slots)))  # A B, B A, A B, ...
-            for i in order:
+            for i in orders[r % len(orders)]:
                 _art, own, slot = slots[i]
                 label = f"{slot.label} round {r + 1}/{rounds}"
                 parts[i].append(measure(slot.step, round_timing(own.timing, rounds, first=r == 0),

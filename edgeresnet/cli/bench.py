@@ -94,10 +94,10 @@ def register(app: typer.Typer) -> None:
         from_trtexec: list[Path] | None = typer.Option(
             None, "--from-trtexec", help="Import a trtexec log and/or its --exportTimes JSON instead of measuring."),
         seed: int = typer.Option(0, "--seed", help="Seed for noise inputs and the bootstrap."),
-        rounds: int = typer.Option(1, "--rounds", help="Time all MODELs interleaved in N rounds, ABBA order (A B, "
-                                   "B A, ...), each round a 1/N share of --duration and --min-iterations, samples "
-                                   "pooled: a load change then hits every model alike (baseline vs current on "
-                                   "shared CI machines; use an even N)."),
+        rounds: int = typer.Option(1, "--rounds", help="Time all MODELs interleaved in N rounds: A B, B A, ... "
+                                   "(more models: a balanced order), each round a 1/N share of --duration and "
+                                   "--min-iterations, samples pooled: a load change then hits every model alike "
+                                   "(baseline vs current on shared CI machines; use an even N)."),
         split: bool = typer.Option(False, "--split", help="With --out: one results file per MODEL, named after "
                                    "its file (e.g. base_*.json and head_*.json for 'edgeresnet regress')."),
         json_out: str | None = typer.Option(None, "--json", help="Write results JSON here ('-' = stdout)."),
