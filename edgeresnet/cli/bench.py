@@ -124,8 +124,6 @@ def register(app: typer.Typer) -> None:
             return
         if not models:
             raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
-        if rounds < 1:
-            raise UserError(f"--rounds {rounds}: must be a positive number of rounds")
         if split:
             if out is None:
                 raise UserError("--split: needs --out DIR, where one results file per MODEL goes")

@@ -118,10 +118,10 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCon
         return current()
     if not dist.is_available():
         raise UserError("torchrun: this PyTorch build has no torch.distributed; install a standard PyTorch wheel")
+    from edgeresnet.train.loop import resolve_device
+
     rank, world, local = ranks
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+    use_cuda = resolve_device(device).type == "cuda"
     if use_cuda:
         if local >= torch.cuda.device_count():
             raise UserError(f"torchrun: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) here; use "
@@ -283,6 +283,7 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
 
     from edgeresnet.config import recipe_to_yaml
     from edgeresnet.train.job import check_out_dir
+    from edgeresnet.train.loop import resolve_device
 
     torchrun_args(nproc, [])  # validates nproc
     if env_ranks() is not None:
@@ -290,9 +291,7 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
     check_out_dir(Path(out), resume=resume, overwrite=overwrite)
     if recipe.data != "digits" and not Path(recipe.data).is_dir():
         raise UserError(f"--data {recipe.data}: directory not found; pass 'digits' or an ImageFolder directory")
-    cuda = recipe.device in ("auto", "cuda") and torch.cuda.is_available()
-    if recipe.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+    cuda = resolve_device(recipe.device).type == "cuda"
     if cuda and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here; one process per GPU")
     check_sync_bn(recipe.sync_bn, "cuda" if cuda else "cpu", DistContext(0, nproc, 0, backend_for("cuda" if cuda

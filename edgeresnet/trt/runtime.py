@@ -317,8 +317,9 @@ class TimedStep:
     def _bind(self) -> None:
         session = self.session
         _, self.outputs = session._bind(self.images)
-        session.backend.h2d_async(session.buffers[session.input_name][0], self.images, session.stream)  # for no-transfers
-        session.backend.stream_sync(session.stream)
+        if not self.transfers:  # the timed loop will not copy it: put the input on the device now
+            session.backend.h2d_async(session.buffers[session.input_name][0], self.images, session.stream)
+            session.backend.stream_sync(session.stream)
         session.bound = self
 
     def __call__(self) -> dict[str, float]:
