@@ -29,6 +29,33 @@ def trim_splits(splits, per_class: dict[str, int]):
     return dataclasses.replace(splits, splits=trimmed)
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real CLI entry point in this process: (exit code, stdout, stderr)."""
+    from edgeresnet.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """Bad input: exit 2, exactly one ``error:`` line holding every fragment, no traceback."""
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture()
+def wide_terminal(monkeypatch):
+    """Rich wraps at 80 columns when not on a terminal; wide output keeps messages on one line for the asserts."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+
+
 @pytest.fixture(scope="module")
 def torch_single_thread():
     """One torch intra-op thread for a test or a whole module (``pytestmark = pytest.mark.usefixtures(...)``): on

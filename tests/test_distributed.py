@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 from edgeresnet.errors import UserError
 
@@ -88,37 +89,19 @@ def test_threads_per_process_shares_the_cores():
 # -- bad input: refused by the launcher in one line, before any process starts -----------------------------
 
 
-@pytest.fixture()
-def wide_terminal(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")
-
-
-def _cli(capsys, *args: str) -> tuple[int, str]:
-    from edgeresnet.cli.main import main
-
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    return int(exc.value.code or 0), capsys.readouterr().err
-
-
-def _one_line(code: int, err: str, fragment: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
-
-
 def test_nproc_refuses_bad_counts_and_cpu_sync_bn(capsys, tmp_path, wide_terminal):
-    code, err = _cli(capsys, "train", "--nproc", "0", "--out", tmp_path / "a")
-    _one_line(code, err, "--nproc 0: must be a positive number")
-    code, err = _cli(capsys, "train", "--nproc", "2", "--sync-bn", "--device", "cpu", "--out", tmp_path / "b")
-    _one_line(code, err, "--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only")
+    code, _, err = run_cli(capsys, "train", "--nproc", "0", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "--nproc 0: must be a positive number")
+    code, _, err = run_cli(capsys, "train", "--nproc", "2", "--sync-bn", "--device", "cpu", "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_nproc_under_torchrun_is_refused(capsys, tmp_path, monkeypatch, wide_terminal):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    code, err = _cli(capsys, "train", "--nproc", "2", "--out", tmp_path / "a")
-    _one_line(code, err, "--nproc: this process already runs under torchrun")
+    code, _, err = run_cli(capsys, "train", "--nproc", "2", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "--nproc: this process already runs under torchrun")
 
 
 # -- real 2-process gloo runs ---------------------------------------------------------------------------------

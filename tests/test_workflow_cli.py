@@ -14,34 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgeresnet.cli.main import main
+from conftest import assert_one_line_error, run_cli
 from edgeresnet.config import field_names, flag
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+pytestmark = pytest.mark.usefixtures("torch_single_thread", "wide_terminal")
 SMALL_TRAIN = ["--image-size", "16", "--batch-size", "8", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def wide_terminal(monkeypatch):
-    """Rich wraps at 80 columns when not on a terminal; wide output keeps messages on one line for the asserts."""
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("TERMINAL_WIDTH", "250")
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")
