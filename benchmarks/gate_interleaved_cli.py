@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gate_power import wilson  # noqa: E402
-from benchmarks.gate_selftest import MODEL_NAME, edgeresnet, make_onnx  # noqa: E402
+from benchmarks.gate_selftest import bench_sides, copy_sides, edgeresnet, make_onnx  # noqa: E402
 
 SLOWDOWN = 0.10
 
@@ -57,19 +57,10 @@ def trial(work: Path, copies: Path, rounds: int, duration: float, delay_ms: floa
           protocol: str = "interleaved") -> dict[str, str]:
     out = work / "results"
     shutil.rmtree(out, ignore_errors=True)
-    delay_env = {"EDGERESNET_INJECT_DELAY_MS": f"{delay_ms:.4f}", "EDGERESNET_INJECT_DELAY_ONLY": "slow.onnx"}
-    common = ["--backend", "ort", "--threads", "1", "--duration", f"{duration:g}", "--model-name", MODEL_NAME,
-              "--target", "host-cpu", "--split", "--out", str(out)]
-    if protocol == "interleaved":
-        edgeresnet("benchmark", *(str(copies / f"{side}.onnx") for side in ("base", "same", "slow")),
-                   "--rounds", str(rounds), *common, env=delay_env)
-    else:
-        for side in ("base", "same", "slow"):
-            edgeresnet("benchmark", str(copies / f"{side}.onnx"), *common, env=delay_env)
+    files = bench_sides(copies, out, rounds, duration, delay_ms, protocol)
     verdicts = {}
     for side in ("same", "slow"):
-        proc = edgeresnet("regress", "-b", str(out / "base_ort_fp32_host-cpu.json"),
-                          "-c", str(out / f"{side}_ort_fp32_host-cpu.json"), "--json", "-", expect=None)
+        proc = edgeresnet("regress", "-b", str(files["base"]), "-c", str(files[side]), "--json", "-", expect=None)
         if proc.returncode not in (0, 1):
             raise SystemExit(f"regress exited {proc.returncode}: {proc.stderr.strip()}")
         verdicts[side] = json.loads(proc.stdout)["results"][0]["verdict"]
@@ -103,11 +94,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-interleaved-") as tmp:
         work = Path(tmp)
         onnx = make_onnx(work)
-        copies = work / "copies"
-        copies.mkdir()
-        for side in ("base", "same", "slow"):
-            shutil.copyfile(onnx, copies / f"{side}.onnx")
-            shutil.copyfile(onnx.with_name(onnx.name + ".json"), copies / f"{side}.onnx.json")
+        copies = copy_sides(onnx, work / "copies")
         probe = work / "probe.json"
         edgeresnet("benchmark", str(onnx), "--backend", "ort", "--threads", "1", "--duration", "2", "--json",
                    str(probe))

@@ -180,21 +180,40 @@ def run_checks(work: Path, args: argparse.Namespace) -> None:
     check_interleaved(work, onnx, delay, args)
 
 
-def check_interleaved(work: Path, onnx: Path, delay: float, args: argparse.Namespace) -> None:
-    """base, same and slow copies timed interleaved in one process, one results file each (--split)."""
+SIDES = ("base", "same", "slow")
+
+
+def copy_sides(onnx: Path, directory: Path) -> Path:
+    """``base``, ``same`` and ``slow`` copies of one exported model (each with its manifest) in ``directory``."""
     import shutil
 
-    copies = work / "interleaved"
-    copies.mkdir(exist_ok=True)
-    for side in ("base", "same", "slow"):
-        shutil.copyfile(onnx, copies / f"{side}.onnx")
-        shutil.copyfile(onnx.with_name(onnx.name + ".json"), copies / f"{side}.onnx.json")
-    out = copies / "results"
-    edgeresnet("benchmark", *(str(copies / f"{side}.onnx") for side in ("base", "same", "slow")), "--backend", "ort",
-               "--threads", "1", "--rounds", "3", "--duration", f"{3 * args.duration:g}", "--model-name", MODEL_NAME,
-               "--target", "host-cpu", "--split", "--out", str(out),
-               env={INJECT_ENV: f"{delay:.3f}", INJECT_ONLY_ENV: "slow.onnx"})
-    files = {side: out / f"{side}_ort_fp32_host-cpu.json" for side in ("base", "same", "slow")}
+    directory.mkdir(parents=True, exist_ok=True)
+    for side in SIDES:
+        shutil.copyfile(onnx, directory / f"{side}.onnx")
+        shutil.copyfile(onnx.with_name(onnx.name + ".json"), directory / f"{side}.onnx.json")
+    return directory
+
+
+def bench_sides(copies: Path, out: Path, rounds: int, duration: float, delay_ms: float,
+                protocol: str = "interleaved") -> dict[str, Path]:
+    """Benchmark the three copies, ``slow`` alone delayed by ``delay_ms``: interleaved in one process
+    (``--rounds``) or one process each, back to back (``separate``); one results file per side."""
+    env = {INJECT_ENV: f"{delay_ms:.4f}", INJECT_ONLY_ENV: "slow.onnx"}
+    common = ["--backend", "ort", "--threads", "1", "--duration", f"{duration:g}", "--model-name", MODEL_NAME,
+              "--target", "host-cpu", "--split", "--out", str(out)]
+    if protocol == "interleaved":
+        edgeresnet("benchmark", *(str(copies / f"{side}.onnx") for side in SIDES), "--rounds", str(rounds), *common,
+                   env=env)
+    else:
+        for side in SIDES:
+            edgeresnet("benchmark", str(copies / f"{side}.onnx"), *common, env=env)
+    return {side: out / f"{side}_ort_fp32_host-cpu.json" for side in SIDES}
+
+
+def check_interleaved(work: Path, onnx: Path, delay: float, args: argparse.Namespace) -> None:
+    """base, same and slow copies timed interleaved in one process, one results file each (--split)."""
+    copies = copy_sides(onnx, work / "interleaved")
+    files = bench_sides(copies, copies / "results", 3, 3 * args.duration, delay)
     for side, path in files.items():
         result = json.loads(path.read_text())["results"][0]
         hooked = any(INJECT_ENV in w for w in result["warnings"])
