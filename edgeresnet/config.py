@@ -227,18 +227,17 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         if key not in known:
-            close = _closest(key, known)
-            hint = f" (did you mean {close!r}?)" if close else ""
-            raise UserError(f"--config {p}: unknown key {raw_key!r}{hint}; see 'edgeresnet train --help' for the keys")
+            raise UserError(f"--config {p}: unknown key {raw_key!r}{did_you_mean(key, known)}; see 'edgeresnet train --help' for the keys")
         values[key] = _coerce(key, value, hints[key], f"--config {p}")
     return values
 
 
-def _closest(key: str, known: tuple[str, ...]) -> str | None:
+def did_you_mean(key: str, known: tuple[str, ...]) -> str:
+    """`` (did you mean 'batch_size'?)`` for a near miss of a known name, else an empty string."""
     import difflib
 
     matches = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-    return matches[0] if matches else None
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 def merge_recipe(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,

@@ -106,7 +106,7 @@ def _num(value: Any, where: str, key: str) -> float:
 
 def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
     """Validate a search-space mapping; every problem is one line naming the parameter."""
-    from edgeresnet.config import TrainRecipe, _closest, field_names
+    from edgeresnet.config import TrainRecipe, did_you_mean, field_names
 
     if not isinstance(data, dict) or not data:
         raise UserError(f"{where}: expected a mapping of recipe fields to distributions, e.g. "
@@ -117,9 +117,7 @@ def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
     for raw_name, raw in data.items():
         name = str(raw_name).replace("-", "_")
         if name not in known:
-            close = _closest(name, known)
-            hint = f" (did you mean {close!r}?)" if close else ""
-            raise UserError(f"{where}: unknown parameter {raw_name!r}{hint}; parameters are TrainRecipe fields, "
+            raise UserError(f"{where}: unknown parameter {raw_name!r}{did_you_mean(name, known)}; parameters are TrainRecipe fields, "
                             "see 'edgeresnet train --help'")
         at = f"{where}: {raw_name}"
         if not isinstance(raw, dict):

@@ -84,13 +84,17 @@ def fake_quantize_weight(weight: torch.Tensor, frozen_scale: torch.Tensor | None
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, QMIN, QMAX)
 
 
-class QuantConv2d(nn.Conv2d):
-    """Conv2d with a fake-quantized input (per tensor) and weight (per output channel)."""
+class _FakeQuantized:
+    """What every fake-quantized layer carries: its input quantizer, the frozen weight scale, an on/off switch."""
 
     def _init_quant(self) -> None:
         self.input_quantizer = TensorQuantizer()
         self.register_buffer("weight_scale_frozen", torch.empty(0))
         self.quant_enabled = True
+
+
+class QuantConv2d(_FakeQuantized, nn.Conv2d):
+    """Conv2d with a fake-quantized input (per tensor) and weight (per output channel)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.quant_enabled:
@@ -99,13 +103,8 @@ class QuantConv2d(nn.Conv2d):
         return self._conv_forward(x, fake_quantize_weight(self.weight, self.weight_scale_frozen), self.bias)
 
 
-class QuantLinear(nn.Linear):
+class QuantLinear(_FakeQuantized, nn.Linear):
     """Linear with a fake-quantized input (per tensor) and weight (per output feature)."""
-
-    def _init_quant(self) -> None:
-        self.input_quantizer = TensorQuantizer()
-        self.register_buffer("weight_scale_frozen", torch.empty(0))
-        self.quant_enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.quant_enabled:
