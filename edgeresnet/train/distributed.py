@@ -17,11 +17,16 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgeresnet.errors import UserError
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+TIMEOUT_ENV = "EDGERESNET_DIST_TIMEOUT_S"  # how long a rank may wait in a collective for a silent peer
+DEFAULT_TIMEOUT_S = 300.0
+LAUNCHED_ENV = "EDGERESNET_NPROC_LAUNCHER"  # set by --nproc: its workers leave the one-line report to it
+LOST_PEER_EXIT = 3  # a worker that lost the process group because another rank died
 
 
 @dataclass(frozen=True)
@@ -106,14 +111,39 @@ def current() -> DistContext | None:
     return DistContext(dist.get_rank(), dist.get_world_size(), local, str(dist.get_backend()))
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext | None:
-    """Join torchrun's process group (once); ``None`` outside torchrun or with a single process."""
+def timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """The process group's timeout: ``EDGERESNET_DIST_TIMEOUT_S`` seconds, else 300.
+
+    PyTorch's defaults are 30 min for gloo and 10 min for NCCL (torch.distributed.init_process_group docs:
+    https://pytorch.org/docs/stable/distributed.html#torch.distributed.init_process_group), so a rank whose peer
+    froze or vanished on another node would wait that long in a collective; rank 0 writing a checkpoint is
+    the longest legitimate wait of a healthy run, well under 300 s.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be a positive number of seconds (default {DEFAULT_TIMEOUT_S:g})")
+    return value
+
+
+def init_distributed(device: str = "auto", timeout: float | None = None) -> DistContext | None:
+    """Join torchrun's process group (once); ``None`` outside torchrun or with a single process.
+
+    A collective that waits longer than ``timeout`` seconds (default ``timeout_s()``) fails instead of hanging.
+    """
     import torch
     import torch.distributed as dist
 
     ranks = env_ranks()
     if ranks is None or ranks[1] < 2:
         return None
+    seconds = timeout_s() if timeout is None else timeout
     if dist.is_available() and dist.is_initialized():
         return current()
     if not dist.is_available():
@@ -128,7 +158,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCon
                             f"--nproc-per-node {torch.cuda.device_count()} or fewer")
         torch.cuda.set_device(local)
     backend = backend_for("cuda" if use_cuda else "cpu")
-    options: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
+    options: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=seconds)}
     if use_cuda:
         options["device_id"] = torch.device("cuda", local)
     dist.init_process_group(**options)
@@ -140,6 +170,35 @@ def cleanup(ctx: DistContext | None) -> None:
 
     if ctx is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# what gloo's TCP transport and torch's store say when a peer is gone or silent (PyTorch 2.x messages of
+# gloo/transport/tcp/pair.cc and ProcessGroupGloo.cpp: "Connection closed by peer", "Connection reset by peer",
+# "Timed out waiting ... for recv operation"); NCCL's are raised as torch.distributed.DistError subclasses
+_PEER_LOSS_MARKERS = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out",
+                      "connection refused", "socket timeout", "transport endpoint")
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` is the process group failing (a rank died or stopped answering), not a bug of ours."""
+    import torch.distributed as dist
+
+    error_type = getattr(dist, "DistError", None)
+    if error_type is not None and isinstance(exc, error_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _PEER_LOSS_MARKERS)
+
+
+def lost_peer(ctx: DistContext, exc: BaseException) -> None:
+    """End this rank after the group broke: one line of its own, or (under ``--nproc``, whose launcher names
+    the rank that died) quietly with ``LOST_PEER_EXIT``."""
+    if os.environ.get(LAUNCHED_ENV):
+        raise SystemExit(LOST_PEER_EXIT)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    raise UserError(f"rank {ctx.rank}: the process group broke, another rank died or stopped answering ({first}); "
+                    "its node's log names it; continue with --resume from the last checkpoint",
+                    exit_code=LOST_PEER_EXIT)
 
 
 def barrier(ctx: DistContext | None) -> None:
@@ -276,19 +335,15 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
     The effective recipe travels as a temporary ``--config`` file. torchrun runs in this process (its own
     ``parse_args``/``run``), so a failed worker ends in one line and its exit code, not torchrun's traceback.
     """
-    import tempfile
-    from pathlib import Path
-
     import torch
 
-    from edgeresnet.config import recipe_to_yaml
-    from edgeresnet.train.job import check_out_dir
     from edgeresnet.train.loop import resolve_device
+    from edgeresnet.train.outlock import HELD_ENV, OutLock
 
     torchrun_args(nproc, [])  # validates nproc
     if env_ranks() is not None:
         raise UserError("--nproc: this process already runs under torchrun (WORLD_SIZE is set); drop --nproc")
-    check_out_dir(Path(out), resume=resume, overwrite=overwrite)
+    timeout_s()  # a bad EDGERESNET_DIST_TIMEOUT_S: one line here, not one per worker
     if recipe.data != "digits" and not Path(recipe.data).is_dir():
         raise UserError(f"--data {recipe.data}: directory not found; pass 'digits' or an ImageFolder directory")
     cuda = resolve_device(recipe.device).type == "cuda"
@@ -296,6 +351,28 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
         raise UserError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here; one process per GPU")
     check_sync_bn(recipe.sync_bn, "cuda" if cuda else "cpu", DistContext(0, nproc, 0, backend_for("cuda" if cuda
                                                                                                   else "cpu")))
+    with OutLock(Path(out)):  # held for the workers: rank 0 writes under the launcher's lock
+        saved = {key: os.environ.get(key) for key in (HELD_ENV, LAUNCHED_ENV)}
+        os.environ[HELD_ENV], os.environ[LAUNCHED_ENV] = str(os.getpid()), "1"
+        try:
+            return _launch_locked(recipe, nproc, out=Path(out), resume=resume, overwrite=overwrite,
+                                  progress=progress, json_out=json_out)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _launch_locked(recipe: Any, nproc: int, *, out: Any, resume: bool, overwrite: bool, progress: bool,
+                   json_out: str | None) -> int:
+    import tempfile
+
+    from edgeresnet.config import recipe_to_yaml
+    from edgeresnet.train.job import check_out_dir
+
+    check_out_dir(Path(out), resume=resume, overwrite=overwrite)  # under the lock: no run can start meanwhile
     fd, name = tempfile.mkstemp(prefix="edgeresnet-recipe-", suffix=".yaml")
     os.close(fd)
     try:
@@ -304,12 +381,12 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
         args += ["--resume"] if resume else []
         args += ["--overwrite"] if overwrite else []
         args += ["--json", json_out] if json_out is not None else []
-        return _run_torchrun(torchrun_args(nproc, args), nproc)
+        return _run_torchrun(torchrun_args(nproc, args), nproc, Path(out))
     finally:
         Path(name).unlink(missing_ok=True)
 
 
-def _run_torchrun(args: list[str], nproc: int) -> int:
+def _run_torchrun(args: list[str], nproc: int, out: Any = None) -> int:
     import logging
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -322,13 +399,51 @@ def _run_torchrun(args: list[str], nproc: int) -> int:
     try:
         run(parse_args(args))
     except ChildFailedError as exc:
-        # the workers that failed by themselves (exit code > 0); torchrun then stops the others (signals)
-        failed = sorted((rank, f.exitcode) for rank, f in exc.failures.items() if (f.exitcode or 0) > 0)
-        ranks = ", ".join(str(rank) for rank, _ in failed) or "?"
-        code = failed[0][1] if failed else 1
-        print(f"error: torchrun: worker rank(s) {ranks} exited with code {code}; see the message(s) above",
-              file=sys.stderr)
+        message, code = failure_report({rank: f.exitcode for rank, f in exc.failures.items()}, out)
+        print(f"error: {message}", file=sys.stderr)
         return code
     except Exception as exc:  # rendezvous or agent failures: one line, no traceback
         raise UserError(f"--nproc {nproc}: torchrun could not run the processes ({type(exc).__name__}: {exc})") from None
     return 0
+
+
+def failure_report(exitcodes: Mapping[int, int | None], out: Any = None) -> tuple[str, int]:
+    """The launcher's one line (and exit code) for failed workers, given each failed rank's exit code.
+
+    torchrun's agent (torch/distributed/elastic/multiprocessing/api.py, PyTorch 2.x) stops the surviving
+    workers with SIGTERM as soon as one fails and reports them too, a negative exit code being the signal
+    (``subprocess.Popen.returncode``). So: a rank that failed with its own error (code > 0) printed its message;
+    else a rank killed by another signal (SIGKILL of a preempted node, SIGSEGV, ...) is the one that died;
+    ranks ending by SIGTERM or having lost the group (``LOST_PEER_EXIT``) are the others.
+    """
+    import signal
+
+    own = sorted((r, c) for r, c in exitcodes.items() if c is not None and c > 0 and c != LOST_PEER_EXIT)
+    if own:
+        ranks = ", ".join(str(rank) for rank, _ in own)
+        return f"torchrun: worker rank(s) {ranks} exited with code {own[0][1]}; see the message(s) above", own[0][1]
+
+    def name(code: int) -> str:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+
+    died = sorted((r, c) for r, c in exitcodes.items() if c is not None and c < 0 and -c != signal.SIGTERM)
+    others = sorted(r for r in exitcodes if r not in dict(died))
+    if not died:
+        died = sorted((r, c) for r, c in exitcodes.items() if c is not None and c < 0)
+        others = sorted(r for r in exitcodes if r not in dict(died))
+    resume = ""
+    if out is not None:
+        from edgeresnet.train.state import last_good_epoch
+
+        epoch = last_good_epoch(Path(out))
+        resume = (f"; continue from {Path(out) / 'last.pt'} (epoch {epoch}) with --resume" if epoch is not None
+                  else "; no checkpoint was written yet, start again")
+    if died:
+        what = ", ".join(f"rank {rank} ({name(code)})" for rank, code in died)
+        stopped = f"; rank(s) {', '.join(map(str, others))} were stopped" if others else ""
+        return f"torchrun: worker {what} died{stopped}{resume}", 1
+    ranks = ", ".join(str(rank) for rank in sorted(exitcodes))
+    return f"torchrun: worker rank(s) {ranks} lost the process group{resume}", 1

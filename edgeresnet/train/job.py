@@ -99,11 +99,24 @@ def run_training(recipe: TrainRecipe, out: Path, *, resume: bool = False, overwr
 
     Under torchrun (``WORLD_SIZE`` >= 2) the checks run on every rank before the process group forms, so no
     rank writes before all have agreed the output directory is usable; the group is left on return.
+    The writing process (rank 0) holds ``OUT/.lock`` for the whole run, so a second run on ``out`` is refused.
     """
+    from edgeresnet.train.outlock import OutLock
+
+    ranks = distributed.env_ranks()
+    if ranks is not None and ranks[0] != 0:  # rank 0 alone writes, so it alone locks --out
+        return _run_locked(recipe, Path(out), resume, overwrite, progress, console, callbacks)
+    with OutLock(Path(out)):
+        return _run_locked(recipe, Path(out), resume, overwrite, progress, console, callbacks)
+
+
+def _run_locked(recipe: TrainRecipe, out: Path, resume: bool, overwrite: bool, progress: bool, console: Any,
+                callbacks: tuple[Any, ...]) -> TrainRun:
     from edgeresnet.artifacts import write_text_atomic
     from edgeresnet.models import ModelSpec, build_model, import_weights
+    from edgeresnet.train.state import disk_full_error, is_disk_full
 
-    out = check_out_dir(Path(out), resume=resume, overwrite=overwrite)
+    out = check_out_dir(out, resume=resume, overwrite=overwrite)
     splits, notes = load_splits(recipe)
     ctx = distributed.init_distributed(recipe.device)
     try:
@@ -120,12 +133,22 @@ def run_training(recipe: TrainRecipe, out: Path, *, resume: bool = False, overwr
             model = build_model(spec)
         if ctx is None or ctx.is_main:
             make_out_dir(out)
-            write_text_atomic(out / RECIPE_FILE, recipe_to_yaml(recipe, "effective training recipe; repeat with "
-                                                                        "'edgeresnet train --config recipe.yaml'"))
+            try:
+                write_text_atomic(out / RECIPE_FILE, recipe_to_yaml(recipe, "effective training recipe; repeat with "
+                                                                            "'edgeresnet train --config recipe.yaml'"))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(out, exc) from None
+                raise
         inputs = {"init": recipe.init} if recipe.init and Path(recipe.init).is_file() else None
-        result = fit(model, splits, recipe, out, progress=progress, spec=spec, resume=resume, callbacks=callbacks,
-                     console=console, inputs=inputs)
-        distributed.barrier(ctx)  # rank 0's last checkpoint is on disk before any rank reports or exits
+        try:
+            result = fit(model, splits, recipe, out, progress=progress, spec=spec, resume=resume,
+                         callbacks=callbacks, console=console, inputs=inputs)
+            distributed.barrier(ctx)  # rank 0's last checkpoint is on disk before any rank reports or exits
+        except Exception as exc:
+            if ctx is not None and not isinstance(exc, UserError) and distributed.is_peer_loss(exc):
+                distributed.lost_peer(ctx, exc)  # one line (or, under --nproc, the launcher's line), no traceback
+            raise
     finally:
         distributed.cleanup(ctx)
     result.outputs[RECIPE_FILE] = str(out / RECIPE_FILE)

@@ -25,7 +25,7 @@ from edgeresnet.config import STRUCTURAL, TrainRecipe, flag
 from edgeresnet.errors import UserError
 from edgeresnet.train import distributed, logs, optim
 from edgeresnet.train.schedule import lr_factor
-from edgeresnet.train.state import capture_rng, restore_rng, save_checkpoint
+from edgeresnet.train.state import capture_rng, disk_full_error, is_disk_full, restore_rng, save_checkpoint
 
 BEST, LAST = "best.pt", "last.pt"
 
@@ -189,100 +189,105 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
         if state.get("stopped") in ("early_stop",):
             start_epoch = recipe.epochs  # an early-stopped run does not restart by itself
 
-    writes = out is not None and main
-    tb = logs.TensorBoardLog(out / "tensorboard", start_epoch) if writes else None
-    bar = _EpochBar(progress and main, recipe.epochs, console)
-    stopped = "completed" if start_epoch < recipe.epochs else "already_complete"
-    lr_now = optimizer.param_groups[0]["lr"]
-    try:
-        for epoch in range(start_epoch, recipe.epochs):
-            epoch_start = time.perf_counter()
-            if sampler is not None:
-                sampler.set_epoch(epoch)  # a new deal of the shares every epoch, the same on every rank
-            model.train()
-            if recipe.freeze_backbone:
-                optim.set_frozen_bn_eval(model)
-            seen, loss_sum, correct = 0, 0.0, 0
-            optimizer.zero_grad(set_to_none=True)
-            bar.start(epoch + 1, steps_per_epoch)
-            pending = 0
-            for index, (images, labels) in enumerate(train_loader):
-                if pending == 0:
-                    lr_now = optim.set_lr(optimizer, lr_factor(global_step, steps_per_epoch, recipe))
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                steps_now = pending + 1 == recipe.accumulate or index == micro_batches - 1
-                # DDP all-reduces gradients on the micro-batch that steps; the others accumulate locally
-                sync = net.no_sync() if ctx is not None and not steps_now else contextlib.nullcontext()
-                with sync:
-                    with _autocast(device, amp_dtype):
-                        logits = net(images)
-                        loss = loss_fn(logits, labels, images) if loss_fn is not None else criterion(logits, labels)
-                    if not _all_finite(loss.detach(), ctx):
-                        raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, "
-                                        f"step {global_step + 1}; lower --lr or use --precision fp32")
-                    total = loss
-                    if recipe.l1 > 0:
-                        total = total + recipe.l1 * optim.l1_penalty(model)
-                    scaler.scale(total / recipe.accumulate).backward()
-                pending += 1
-                batch = labels.shape[0]
-                seen += batch
-                loss_sum += float(loss.detach()) * batch
-                correct += int((logits.detach().argmax(1) == labels).sum())
-                if steps_now:
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    pending = 0
-                    global_step += 1
-                    bar.step(loss_sum / seen, 100.0 * correct / seen, lr_now)
-                    if recipe.max_steps is not None and global_step >= recipe.max_steps:
-                        stopped = "max_steps"
-                        break
-            loss_sum, correct, seen = distributed.all_reduce_sums([loss_sum, correct, seen], ctx)
-            distributed.sync_buffers(model, ctx)  # every rank scores its shard with rank 0's BN statistics
-            val_loss, val_acc = _validate(model, val_loader, device, amp_dtype, ctx)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                      "train_acc": 100.0 * correct / max(seen, 1),
-                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now, "steps": global_step,
-                      "seconds": round(time.perf_counter() - epoch_start, 3), "best": False}
-            value = val_acc if recipe.monitor == "val_acc" else val_loss
-            improved = _is_better(value, best_value, recipe.monitor, recipe.min_delta)
-            if improved:
-                best_value, since_best = value, 0
-                best = {"epoch": epoch + 1, "val_acc": val_acc, "val_loss": val_loss}
-                record["best"] = True
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-            history.append(record)
-            if recipe.early_stop and since_best >= recipe.early_stop and epoch + 1 < recipe.epochs:
-                stopped = "early_stop"
-            metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": record["train_loss"],
-                       "train_acc": record["train_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
-            if writes:
+    try:  # a full disk anywhere in the run's writes (checkpoints, CSV, TensorBoard, curves): one line
+        writes = out is not None and main
+        tb = logs.TensorBoardLog(out / "tensorboard", start_epoch) if writes else None
+        bar = _EpochBar(progress and main, recipe.epochs, console)
+        stopped = "completed" if start_epoch < recipe.epochs else "already_complete"
+        lr_now = optimizer.param_groups[0]["lr"]
+        try:
+            for epoch in range(start_epoch, recipe.epochs):
+                epoch_start = time.perf_counter()
+                if sampler is not None:
+                    sampler.set_epoch(epoch)  # a new deal of the shares every epoch, the same on every rank
+                model.train()
+                if recipe.freeze_backbone:
+                    optim.set_frozen_bn_eval(model)
+                seen, loss_sum, correct = 0, 0.0, 0
+                optimizer.zero_grad(set_to_none=True)
+                bar.start(epoch + 1, steps_per_epoch)
+                pending = 0
+                for index, (images, labels) in enumerate(train_loader):
+                    if pending == 0:
+                        lr_now = optim.set_lr(optimizer, lr_factor(global_step, steps_per_epoch, recipe))
+                    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                    steps_now = pending + 1 == recipe.accumulate or index == micro_batches - 1
+                    # DDP all-reduces gradients on the micro-batch that steps; the others accumulate locally
+                    sync = net.no_sync() if ctx is not None and not steps_now else contextlib.nullcontext()
+                    with sync:
+                        with _autocast(device, amp_dtype):
+                            logits = net(images)
+                            loss = loss_fn(logits, labels, images) if loss_fn is not None else criterion(logits, labels)
+                        if not _all_finite(loss.detach(), ctx):
+                            raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, "
+                                            f"step {global_step + 1}; lower --lr or use --precision fp32")
+                        total = loss
+                        if recipe.l1 > 0:
+                            total = total + recipe.l1 * optim.l1_penalty(model)
+                        scaler.scale(total / recipe.accumulate).backward()
+                    pending += 1
+                    batch = labels.shape[0]
+                    seen += batch
+                    loss_sum += float(loss.detach()) * batch
+                    correct += int((logits.detach().argmax(1) == labels).sum())
+                    if steps_now:
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                        pending = 0
+                        global_step += 1
+                        bar.step(loss_sum / seen, 100.0 * correct / seen, lr_now)
+                        if recipe.max_steps is not None and global_step >= recipe.max_steps:
+                            stopped = "max_steps"
+                            break
+                loss_sum, correct, seen = distributed.all_reduce_sums([loss_sum, correct, seen], ctx)
+                distributed.sync_buffers(model, ctx)  # every rank scores its shard with rank 0's BN statistics
+                val_loss, val_acc = _validate(model, val_loader, device, amp_dtype, ctx)
+                record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                          "train_acc": 100.0 * correct / max(seen, 1),
+                          "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now, "steps": global_step,
+                          "seconds": round(time.perf_counter() - epoch_start, 3), "best": False}
+                value = val_acc if recipe.monitor == "val_acc" else val_loss
+                improved = _is_better(value, best_value, recipe.monitor, recipe.min_delta)
                 if improved:
-                    save_checkpoint(out / BEST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
-                                    metrics=metrics, role="best", inputs=inputs)
-                train_state = {"optimizer": optimizer.state_dict(),
-                               "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                               "global_step": global_step, "history": history, "best": best, "best_value": best_value,
-                               "since_best": since_best, "rng": capture_rng(generator), "stopped": stopped}
-                save_checkpoint(out / LAST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
-                                metrics=metrics, role="last", train_state=train_state, inputs=inputs)
-                logs.write_metrics_csv(history, out / "metrics.csv")
-                if tb is not None:
-                    tb.add(record)
-                logs.plot_curves(history, out / "curves.png", title=f"{spec.arch} on {recipe.data}")
-            bar.finish(record)
-            for callback in callbacks if main else ():
-                callback(record)
-            if stopped in ("early_stop", "max_steps"):
-                break
-    finally:
-        bar.close()
-        if tb is not None:
-            tb.close()
+                    best_value, since_best = value, 0
+                    best = {"epoch": epoch + 1, "val_acc": val_acc, "val_loss": val_loss}
+                    record["best"] = True
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                else:
+                    since_best += 1
+                history.append(record)
+                if recipe.early_stop and since_best >= recipe.early_stop and epoch + 1 < recipe.epochs:
+                    stopped = "early_stop"
+                metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": record["train_loss"],
+                           "train_acc": record["train_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
+                if writes:
+                    if improved:
+                        save_checkpoint(out / BEST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
+                                        metrics=metrics, role="best", inputs=inputs)
+                    train_state = {"optimizer": optimizer.state_dict(),
+                                   "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                                   "global_step": global_step, "history": history, "best": best, "best_value": best_value,
+                                   "since_best": since_best, "rng": capture_rng(generator), "stopped": stopped}
+                    save_checkpoint(out / LAST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
+                                    metrics=metrics, role="last", train_state=train_state, inputs=inputs)
+                    logs.write_metrics_csv(history, out / "metrics.csv")
+                    if tb is not None:
+                        tb.add(record)
+                    logs.plot_curves(history, out / "curves.png", title=f"{spec.arch} on {recipe.data}")
+                bar.finish(record)
+                for callback in callbacks if main else ():
+                    callback(record)
+                if stopped in ("early_stop", "max_steps"):
+                    break
+        finally:
+            bar.close()
+            if tb is not None:
+                tb.close()
+    except OSError as exc:
+        if out is not None and is_disk_full(exc):
+            raise disk_full_error(out, exc) from None
+        raise
 
     if recipe.sync_bn:
         distributed.revert_sync_batchnorm(model)  # plain BatchNorm again: runs, exports and saves like any model

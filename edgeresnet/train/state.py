@@ -7,33 +7,144 @@ containers, so it loads with ``weights_only=True`` and a resumed run continues e
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
 import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeresnet.artifacts import atomic_output, build_manifest, write_manifest
+from edgeresnet.artifacts import _json_default, build_manifest, manifest_path
 from edgeresnet.models import make_checkpoint
+
+# Out of room: ENOSPC (disk full), EDQUOT (quota), EFBIG (file-size limit) -- POSIX errno values
+# (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/errno.h.html).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # the temporaries beside OUT's files: '.<name>.XXXX.tmp'
 
 
 def save_checkpoint(path: Path, model: Any, spec: Any, preprocess: dict[str, Any], *, recipe: dict[str, Any],
                     epoch: int, metrics: dict[str, Any], role: str, train_state: dict[str, Any] | None = None,
                     inputs: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` atomically (temporary name, then rename) and its manifest."""
-    import torch
+    """Write ``path`` and its manifest durably and atomically, as a pair.
 
+    Both go to temporaries beside their names, are flushed and fsync'ed, and only then renamed over the
+    old pair (then the directory is fsync'ed), so a crash, a kill or a full disk at any point before the
+    renames leaves the previous checkpoint and its manifest untouched and loadable, and the partial
+    temporaries are removed. A full disk raises ``OSError`` with its real errno (see ``_durable_temp``).
+    """
     extra: dict[str, Any] = {"epoch": epoch, "metrics": metrics, "recipe": recipe, "role": role}
     if train_state is not None:
         extra["train_state"] = train_state
     checkpoint = make_checkpoint(model, spec, preprocess, **extra)
-    with atomic_output(path) as tmp:
-        torch.save(checkpoint, tmp)
-    manifest = build_manifest("checkpoint", path, command="train", inputs=inputs or {}, settings=recipe,
-                              extra={"preprocess": preprocess, "model": spec.to_dict(), "metrics": metrics,
-                                     "epoch": epoch, "role": role})
-    write_manifest(path, manifest)
+    side = manifest_path(path)
+    with _durable_temp(path) as tmp, _durable_temp(side) as side_tmp:
+        _torch_save(checkpoint, tmp)
+        manifest = build_manifest("checkpoint", tmp, command="train", inputs=inputs or {}, settings=recipe,
+                                  extra={"preprocess": preprocess, "model": spec.to_dict(), "metrics": metrics,
+                                         "epoch": epoch, "role": role})
+        manifest["file"] = Path(path).name  # hashed under its temporary name, renamed below
+        _write_synced(side_tmp, (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode("utf-8"))
+        os.replace(tmp, path)
+        os.replace(side_tmp, side)
+    _fsync_dir(Path(path).parent)
     return path
+
+
+@contextlib.contextmanager
+def _durable_temp(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary beside ``path`` (same file system, so the rename is atomic), removed unless renamed."""
+    target = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are read like any file
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _RecordingWriter:
+    """A file wrapper that keeps the ``OSError`` of a failed write.
+
+    ``torch.save`` reports a failed write of its zip container as ``RuntimeError('[enforce fail at
+    inline_container.cc] ... unexpected pos')`` and drops the errno (measured with PyTorch 2.14 on a full
+    tmpfs, to a path and to a file object alike); writing through this wrapper keeps the real error.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    with open(path, "wb") as handle:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the renames durable: POSIX fsync(2) on the directory (not possible on Windows, skipped there)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def remove_stale_temporaries(out: Path) -> list[str]:
+    """Delete the '.<name>.XXXX.tmp' partial files a killed run left in ``out`` (call with ``out`` locked)."""
+    removed = []
+    if out.is_dir():
+        for tmp in out.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp.name)
+    return sorted(removed)
 
 
 def capture_rng(loader_generator: Any) -> dict[str, Any]:
@@ -69,3 +180,27 @@ def _as_tuple(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_as_tuple(v) for v in value)
     return value
+
+
+def last_good_epoch(out: Path) -> int | None:
+    """The epoch of ``out/last.pt`` from its manifest (cheap: the checkpoint itself is not loaded)."""
+    from edgeresnet.artifacts import read_manifest
+
+    try:
+        manifest = read_manifest(Path(out) / "last.pt")
+    except Exception:  # an unreadable manifest: report no epoch rather than fail the error message itself
+        return None
+    epoch = manifest.get("epoch") if manifest else None
+    return epoch if isinstance(epoch, int) else None
+
+
+def disk_full_error(out: Path, exc: OSError) -> Exception:
+    """One line for a full disk: which directory, the OS's words, what survived and how to go on."""
+    from edgeresnet.errors import UserError
+
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    epoch = last_good_epoch(out)
+    kept = (f"the last good checkpoint {Path(out) / 'last.pt'} (epoch {epoch}) is intact; free space, then continue "
+            "with --resume") if epoch is not None else "no checkpoint was completed; free space and start again"
+    return UserError(f"--out {out}: {reason} (errno {errno.errorcode.get(exc.errno or 0, exc.errno)}) while "
+                     f"writing the run's files; {kept}")
