@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -284,9 +285,15 @@ def pycuda_install(args: argparse.Namespace, timeout_s: float) -> Result:
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
                "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check", "--target", str(target),
                "pycuda"]
+    env = dict(os.environ)
+    if shutil.which("nvcc") is None:  # pycuda's setup.py takes CUDA_ROOT from the nvcc on PATH
+        for folder in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+            if folder and Path(folder, "bin", "nvcc").is_file():
+                env["PATH"] = os.pathsep.join([str(Path(folder, "bin")), env.get("PATH", "")])
+                break
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return Result("pycuda-install", SKIP, f"pip did not finish within {timeout_s:.0f} s", time.perf_counter() - started)
     seconds = time.perf_counter() - started
@@ -314,7 +321,7 @@ class StandInTrt:
     __version__ = "10.3.0"
 
     def __init__(self, copy2d: Callable[..., None], alloc: Callable[[int], int], free: Callable[[int], None], *,
-                 channels: int = 3, size: int = 64, classes: int = 10, profile: tuple[int, int, int] = (1, 8, 64),
+                 channels: int = 3, size: int = 128, classes: int = 10, profile: tuple[int, int, int] = (1, 8, 64),
                  repeats: int = 4) -> None:
         import numpy as np
 
@@ -597,7 +604,8 @@ def check_torch_cuda_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[
             f"{data['graph']['gpu_compute']:.3f} ms"), data
 
 
-def check_torch_benchmark(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+def run_torch_benchmark(device: str, batches: tuple[int, ...] = (1, 16)) -> tuple[str, dict[str, Any]]:
+    """``benchmark_artifact`` on a freshly saved checkpoint, as ``edgeresnet benchmark model.pt`` runs it."""
     import torch
 
     from edgeresnet.bench.core import BenchSettings, benchmark_artifact
@@ -610,17 +618,25 @@ def check_torch_benchmark(_: dict[str, Any], args: argparse.Namespace) -> tuple[
     with tempfile.TemporaryDirectory(prefix="gpu_check_bench_") as tmp:
         path = save_checkpoint(Path(tmp) / "model.pt", model, spec, preprocess, recipe={}, epoch=0, metrics={},
                                role="best")
-        settings = BenchSettings(backend="torch", batches=(1, 16), timing=_short_timing(), device="cuda")
+        settings = BenchSettings(backend="torch", batches=batches, timing=_short_timing(), device=device)
         records = benchmark_artifact(path, settings, accuracy=False, environment={})
-    _check([r["batch"] for r in records] == [1, 16], f"batches {[r['batch'] for r in records]}")
+    _check([r["batch"] for r in records] == list(batches), f"batches {[r['batch'] for r in records]}")
     parts = []
     for record in records:
-        _check(str(record["device"]).startswith("cuda"), f"ran on {record['device']}")
-        for key in ("gpu_compute_ms", "h2d_ms", "d2h_ms"):
-            _check(record[key] is not None and record[key]["median"] > 0, f"batch {record['batch']}: {key} {record[key]}")
-        parts.append(f"batch {record['batch']} latency median {record['latency_ms']['median']:.3f} ms, gpu_compute "
-                     f"{record['gpu_compute_ms']['median']:.3f} ms, {record['throughput_ips']:.0f} img/s")
+        _check(str(record["device"]).startswith(device), f"ran on {record['device']}, not {device}")
+        _check(record["latency_ms"]["median"] > 0, f"batch {record['batch']}: latency {record['latency_ms']}")
+        if device.startswith("cuda"):  # CUDA events only on the device; the CPU path has host latency alone
+            for key in ("gpu_compute_ms", "h2d_ms", "d2h_ms"):
+                _check(record[key] is not None and record[key]["median"] > 0,
+                       f"batch {record['batch']}: {key} {record[key]}")
+        gpu = f", gpu_compute {record['gpu_compute_ms']['median']:.3f} ms" if record["gpu_compute_ms"] else ""
+        parts.append(f"batch {record['batch']} latency median {record['latency_ms']['median']:.3f} ms{gpu}, "
+                     f"{record['throughput_ips']:.0f} img/s")
     return "; ".join(parts), {"records": records}
+
+
+def check_torch_benchmark(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    return run_torch_benchmark("cuda")
 
 
 # -- training under autocast ----------------------------------------------------------------------------------------

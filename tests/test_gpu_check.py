@@ -166,3 +166,11 @@ def test_pycuda_install_skips_with_pips_reason(tmp_path: Path) -> None:
     args = gpu_check.parse_args(["--wheels", str(wheels), "--site", str(tmp_path / "site")])
     result = gpu_check.pycuda_install(args, 120)
     assert result.status == "SKIP" and result.detail.startswith("pip exited "), result.detail
+
+
+def test_benchmark_path_of_the_torch_check_on_the_cpu() -> None:
+    """The same ``benchmark_artifact`` call the CUDA check makes; here host latency only, no event timings."""
+    detail, data = gpu_check.run_torch_benchmark("cpu", batches=(1,))
+    (record,) = data["records"]
+    assert record["device"] == "cpu" and record["iterations"] >= 20 and record["gpu_compute_ms"] is None
+    assert detail.startswith("batch 1 latency median ")
