@@ -12,8 +12,8 @@ running; the parent itself imports neither torch nor CUDA):
   copies are the backend's own, so everything but TensorRT's own execute call is real.
 * ``trt-runner``: ``TrtRunner.load`` (edgeresnet/runners/trt_runner.py) on a plan-tagged file whose manifest names
   this GPU, with the real GPU probe and backend choice, then ``infer`` and ``benchmark_step`` under ``measure``.
-* ``torch-cuda-step``: ``TorchCudaStep`` (edgeresnet/bench/timing.py) with and without transfers and with CUDA-graph
-  replay, timed by ``measure``.
+* ``torch-cuda-step`` / ``torch-cuda-graph``: ``TorchCudaStep`` (edgeresnet/bench/timing.py) with and without
+  transfers, and with CUDA-graph capture and replay, timed by ``measure``.
 * ``torch-benchmark``: ``bench.core.benchmark_artifact`` on a checkpoint through ``TorchRunner`` on CUDA.
 * ``train-fp16`` / ``train-bf16``: optimizer steps through ``train.loop.fit`` under autocast (fp16 with the
   GradScaler; bf16 without).
@@ -567,7 +567,8 @@ def _small_model(classes: int = 10) -> tuple[Any, Any]:
     return build_model(spec).eval(), spec
 
 
-def check_torch_cuda_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+def _torch_steps(variants: tuple[tuple[str, dict[str, Any]], ...]) -> dict[str, Any]:
+    """``TorchCudaStep`` of a small ResNet-18 for each variant, timed by ``measure``; outputs checked against eager."""
     import numpy as np
     import torch
 
@@ -580,9 +581,11 @@ def check_torch_cuda_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[
     with torch.inference_mode():
         reference = model(torch.from_numpy(images).cuda()).float().cpu().numpy()
     data: dict[str, Any] = {}
-    for label, options in (("transfers", {}), ("device", {"transfers": False}), ("graph", {"cuda_graph": True})):
+    for label, options in variants:
         step = TorchCudaStep(model, images, "cuda", **options)
         try:
+            if options.get("cuda_graph"):
+                _check(step.graph is not None, f"CUDA graph not captured: {step.graph_error}")
             with torch.inference_mode():
                 timings = measure(step, _short_timing())
         finally:
@@ -593,15 +596,26 @@ def check_torch_cuda_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[
         if options.get("transfers", True):
             _check(medians["h2d"] > 0 and medians["d2h"] > 0, f"{label}: transfers timed {medians}")
             got = step.host_out.float().numpy()
-            _check(bool(np.allclose(got, reference, rtol=1e-3, atol=1e-3)),
+            # loose: cuDNN may pick another (TF32) algorithm on the side stream; a wrong batch is off by O(1)
+            _check(bool(np.allclose(got, reference, rtol=1e-2, atol=1e-2)),
                    f"{label}: timed outputs differ from the model's by {float(np.abs(got - reference).max())}")
-        if label == "graph":
-            _check(step.graph is not None, f"CUDA graph not captured: {step.graph_error}")
         data[label] = {"iterations": timings.iterations, "latency_ms": _median(timings.latency_ms), **medians}
-    return ("ResNet-18 batch 32 @32px gpu_compute median: eager "
-            f"{data['transfers']['gpu_compute']:.3f} ms (h2d {data['transfers']['h2d']:.3f}, d2h "
-            f"{data['transfers']['d2h']:.3f}), device-resident {data['device']['gpu_compute']:.3f} ms, graph replay "
-            f"{data['graph']['gpu_compute']:.3f} ms"), data
+    return data
+
+
+def check_torch_cuda_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    data = _torch_steps((("transfers", {}), ("device", {"transfers": False})))
+    eager, device = data["transfers"], data["device"]
+    return (f"ResNet-18 batch 32 @32px, medians: gpu_compute {eager['gpu_compute']:.3f} ms (h2d {eager['h2d']:.3f}, "
+            f"d2h {eager['d2h']:.3f}, enqueue {eager['enqueue']:.3f}), device-resident gpu_compute "
+            f"{device['gpu_compute']:.3f} ms"), data
+
+
+def check_torch_cuda_graph(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    data = _torch_steps((("graph", {"cuda_graph": True}),))
+    graph = data["graph"]
+    return (f"ResNet-18 batch 32 @32px graph replay, medians: gpu_compute {graph['gpu_compute']:.3f} ms, enqueue "
+            f"{graph['enqueue']:.3f} ms"), data
 
 
 def run_torch_benchmark(device: str, batches: tuple[int, ...] = (1, 16)) -> tuple[str, dict[str, Any]]:
@@ -661,7 +675,7 @@ def _splits(image_size: int) -> Any:
         return DataSplits("random", names, splits, preset_for("digits", image_size, names), digits_augment())
 
 
-def run_training(precision: str, device: str, steps: int = 6, batch_size: int = 64,
+def run_training(precision: str, device: str, steps: int = 8, batch_size: int = 64,
                  splits: Any = None) -> tuple[str, dict[str, Any]]:
     """``fit`` for a few optimizer steps under autocast, watching the GradScaler and the conv output dtype."""
     import math
@@ -676,7 +690,7 @@ def run_training(precision: str, device: str, steps: int = 6, batch_size: int = 
     seed_everything(0)
     spec = ModelSpec("resnet18", splits.num_classes)
     model = build_model(spec)
-    before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     dtypes: list[Any] = []
     hook = model.conv1.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype) if model.training else None)
     scalers: list[Any] = []
@@ -711,8 +725,8 @@ def run_training(precision: str, device: str, steps: int = 6, batch_size: int = 
     _check(bool(dtypes) and all(d == want for d in dtypes), f"conv1 ran in {sorted(set(map(str, dtypes)))}, not {want}")
     _check(len(scalers) == 1, f"{len(scalers)} GradScalers made")
     scaler = scalers[0]
-    changed = sum(not torch.equal(before[k], v) for k, v in result.model.state_dict().items() if k in before)
-    _check(changed > 0, "no weight changed")
+    changed = sum(not torch.equal(before[name], p.detach()) for name, p in result.model.named_parameters())
+    _check(changed > 0, "no parameter changed: every optimizer step was skipped")
     _check(next(result.model.parameters()).device.type == "cpu", "the trained model is not back on the CPU")
     data = {"steps": result.steps, "train_loss": record["train_loss"], "val_loss": record["val_loss"],
             "val_acc": record["val_acc"], "scaler_enabled": scaler.is_enabled(), "scaler_steps": scaler.steps,
@@ -748,12 +762,14 @@ CHECKS: tuple[Check, ...] = (
     Check("trt-timed-step", check_trt_timed_step, ("cudart",)),
     Check("trt-runner", check_trt_runner, ("cudart",)),
     Check("torch-cuda-step", check_torch_cuda_step, ("torch_cuda",)),
+    Check("torch-cuda-graph", check_torch_cuda_graph, ("torch_cuda",)),
     Check("torch-benchmark", check_torch_benchmark, ("torch_cuda",)),
     Check("train-fp16", check_train_fp16, ("torch_cuda",), 240.0),
     Check("train-bf16", check_train_bf16, ("torch_cuda",), 240.0),
     Check("pycuda-memory", check_pycuda, ("cudart", "pycuda")),
 )
-NAMES = ("probe", "cuda-python-memory", "trt-timed-step", "trt-runner", "torch-cuda-step", "torch-benchmark",
+NAMES = ("probe", "cuda-python-memory", "trt-timed-step", "trt-runner", "torch-cuda-step", "torch-cuda-graph",
+         "torch-benchmark",
          "train-fp16", "train-bf16", "pycuda-install", "pycuda-memory")
 _REASONS = {"cudart": "cudart_reason", "torch_cuda": "torch_reason"}
 
