@@ -55,6 +55,14 @@ class Skip(Exception):
     """Raised by a check that cannot run here; its message is the reason."""
 
 
+class CheckFailed(AssertionError):
+    """A failure that still carries the check's data (the probe's facts are needed even when it fails)."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.data = data
+
+
 @dataclass
 class Result:
     name: str
@@ -163,7 +171,7 @@ def probe(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, A
     except Exception as exc:
         facts["cudart_reason"] = f"edgeresnet.trt.cuda_mem does not import ({_one_line(exc, 120)})"
     if broken:
-        raise AssertionError(f"{len(broken)} module(s) do not import: {'; '.join(broken)}")
+        raise CheckFailed(f"{len(broken)} module(s) do not import: {'; '.join(broken)}", facts)
     gpu = facts.get("torch_device") or ("no CUDA for torch: " + facts.get("torch_reason", "?"))
     detail = (f"Python {facts['python']}, torch {facts.get('torch', '-')} (CUDA {facts.get('torch_cuda_build')}), "
               f"{gpu}; cuda-python: {facts.get('cudart_reason')}; "
@@ -785,7 +793,7 @@ def run_child(name: str, facts: dict[str, Any], args: argparse.Namespace) -> Res
         return Result(name, SKIP, str(exc), time.perf_counter() - started)
     except BaseException as exc:  # every failure becomes this check's FAIL line, never the script's crash
         return Result(name, FAIL, f"{type(exc).__name__}: {_one_line(exc, 400)}", time.perf_counter() - started,
-                      traceback=traceback.format_exc())
+                      getattr(exc, "data", None), traceback=traceback.format_exc())
 
 
 def spawn(name: str, facts: dict[str, Any], args: argparse.Namespace, timeout_s: float) -> Result:
@@ -824,7 +832,7 @@ def unmet(check_needs: tuple[str, ...], facts: dict[str, Any], require_gpu: bool
             continue
         if need == "pycuda":
             return Result("", SKIP, "pycuda is not importable (pycuda-install did not install it)")
-        reason = facts.get(_REASONS.get(need, ""), "not found")
+        reason = facts.get(_REASONS.get(need, ""), "the probe found out nothing (see its line)")
         label = "CUDA for torch" if need == "torch_cuda" else "CUDA device for cuda-python"
         return Result("", FAIL if require_gpu else SKIP, f"no {label}: {reason}")
     return None

@@ -174,3 +174,15 @@ def test_benchmark_path_of_the_torch_check_on_the_cpu() -> None:
     (record,) = data["records"]
     assert record["device"] == "cpu" and record["iterations"] >= 20 and record["gpu_compute_ms"] is None
     assert detail.startswith("batch 1 latency median ")
+
+
+def test_a_failing_probe_still_hands_its_facts_to_the_other_checks(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("raise ImportError('numpy is broken here')\n")
+    done = run_script("--only", "probe,trt-runner", "--site", str(site))
+    assert done.returncode == 1
+    found = lines(done.stdout)
+    assert found["probe"][0] == "FAIL" and "do not import: edgeresnet.data (ImportError: numpy is broken" in found[
+        "probe"][1]
+    assert found["trt-runner"] == ("SKIP", "no CUDA device for cuda-python: CUDA_VISIBLE_DEVICES=-1 hides every GPU")
