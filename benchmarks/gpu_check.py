@@ -182,28 +182,23 @@ def probe(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, A
 # -- cuda-python / pycuda device memory -----------------------------------------------------------------------------
 
 
-def _host_buffer(backend: Any, shape: tuple[int, ...], dtype: Any) -> tuple[Any, str]:
-    """A pinned host array from the backend when it offers one, else a pageable numpy array."""
-    import numpy as np
-
-    for name in ("pinned_empty", "host_empty", "alloc_host", "host_alloc", "pinned_array"):
-        method = getattr(backend, name, None)
-        if callable(method):
-            try:
-                return method(shape, dtype), f"pinned ({type(backend).__name__}.{name})"
-            except TypeError:
-                continue
-    return np.empty(shape, dtype=dtype), "pageable"
-
-
 def _memory_checks(backend: Any) -> tuple[str, dict[str, Any]]:
+    """The DeviceBackend contract on the real device: probe, current device, buffers, pinned host arrays, stream,
+    events, copies, and a refused allocation as a one-line UserError."""
     import numpy as np
 
     from edgeresnet.errors import UserError
 
+    data: dict[str, Any] = {}
+    if callable(getattr(backend, "device_count", None)):  # the probe through this very backend
+        count, reason = backend.device_count()
+        _check(count > 0, f"device_count() found none: {reason}")
+        data["device_count"] = [count, reason]
+    if callable(getattr(backend, "use_device", None)):
+        backend.use_device(0)  # cudaSetDevice / a context on Device(0), before any buffer
     info = backend.gpu_info(0)
     _check(bool(info.name) and info.compute_capability >= (5, 0) and info.total_memory > 0, f"odd GPU info {info}")
-    data: dict[str, Any] = {"gpu": info.name, "cc": info.cc_string, "total_memory": info.total_memory}
+    data.update(gpu=info.name, cc=info.cc_string, total_memory=info.total_memory)
     stream = backend.stream_create()
     _check(stream != 0, "stream_create returned the default stream 0")
     events = [backend.event_create() for _ in range(3)]
@@ -217,36 +212,49 @@ def _memory_checks(backend: Any) -> tuple[str, dict[str, Any]]:
         _check(bool(np.array_equal(back, small)), "pageable H2D -> D2H round trip changed the data")
     finally:
         backend.free(pointer)
-    # 64 MiB each way, timed with events: pageable numpy first, then the backend's pinned buffers if it has them
-    nbytes = 64 << 20
+    # 64 MiB each way, timed with events: pageable numpy arrays, then the backend's page-locked ones (host_empty)
+    nbytes, shape = 64 << 20, ((64 << 20) // 4,)
     rng = np.random.default_rng(0)
+    pinned = callable(getattr(backend, "host_empty", None))
+    if not pinned:
+        data["pinned"] = "the backend offers no pinned host buffers (no host_empty)"
     pointer = backend.alloc(nbytes)
     try:
-        for label, (host, kind) in (("pageable", (np.empty(nbytes // 4, dtype=np.float32), "pageable")),
-                                    ("pinned", _host_buffer(backend, (nbytes // 4,), np.float32))):
-            if label == "pinned" and kind == "pageable":
-                data["pinned"] = "the backend offers no pinned host buffers"
-                continue
-            host[...] = rng.standard_normal(host.shape, dtype=np.float32)
-            out = np.zeros_like(host) if kind == "pageable" else _host_buffer(backend, host.shape, np.float32)[0]
-            backend.event_record(events[0], stream)
-            backend.h2d_async(pointer, host, stream)
-            backend.event_record(events[1], stream)
-            backend.d2h_async(out, pointer, stream)
-            backend.event_record(events[2], stream)
-            backend.stream_sync(stream)
-            h2d, d2h = backend.event_elapsed_ms(events[0], events[1]), backend.event_elapsed_ms(events[1], events[2])
-            _check(bool(np.array_equal(np.asarray(out), np.asarray(host))), f"{kind} 64 MiB round trip changed the data")
-            _check(h2d > 0 and d2h > 0, f"{kind} copies timed {h2d} / {d2h} ms")
-            data[label] = {"kind": kind, "h2d_ms": h2d, "d2h_ms": d2h, "h2d_GBps": nbytes / h2d / 1e6,
-                           "d2h_GBps": nbytes / d2h / 1e6}
+        for label in ("pageable", "pinned") if pinned else ("pageable",):
+            if label == "pinned":
+                host, out = backend.host_empty(shape, np.float32), backend.host_empty(shape, np.float32)
+                _check(isinstance(host, np.ndarray) and host.shape == shape and host.dtype == np.float32,
+                       f"host_empty gave {type(host).__name__} {getattr(host, 'shape', '?')}")
+            else:
+                host, out = np.empty(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+            try:
+                host[...] = rng.standard_normal(shape, dtype=np.float32)
+                out[...] = 0
+                backend.event_record(events[0], stream)
+                backend.h2d_async(pointer, host, stream)
+                backend.event_record(events[1], stream)
+                backend.d2h_async(out, pointer, stream)
+                backend.event_record(events[2], stream)
+                backend.stream_sync(stream)
+                h2d = backend.event_elapsed_ms(events[0], events[1])
+                d2h = backend.event_elapsed_ms(events[1], events[2])
+                _check(bool(np.array_equal(out, host)), f"{label} 64 MiB round trip changed the data")
+                _check(h2d > 0 and d2h > 0, f"{label} copies timed {h2d} / {d2h} ms")
+            finally:
+                if label == "pinned" and callable(getattr(backend, "host_free", None)):
+                    backend.host_free(host)
+                    backend.host_free(out)
+            data[label] = {"h2d_ms": h2d, "d2h_ms": d2h, "h2d_GBps": nbytes / h2d / 1e6, "d2h_GBps": nbytes / d2h / 1e6}
     finally:
         backend.free(pointer)
     try:
-        huge = backend.alloc(1 << 50)  # 1 PiB: cudaMalloc refuses with an error code, not a crash
+        huge = backend.alloc(1 << 50)  # 1 PiB: the driver refuses with an error code, not a crash
     except UserError as exc:
         _check("\n" not in str(exc), "the allocation error is not one line")
         data["alloc_error"] = str(exc)
+    except Exception as exc:
+        raise AssertionError(f"{type(backend).__name__}.alloc(1 PiB) let {type(exc).__module__}.{type(exc).__name__} "
+                             f"({_one_line(exc, 120)}) through instead of a one-line UserError") from exc
     else:
         backend.free(huge)
         raise AssertionError("a 1 PiB allocation succeeded")
@@ -260,23 +268,35 @@ def _memory_checks(backend: Any) -> tuple[str, dict[str, Any]]:
             parts.append(f"{label} 64 MiB H2D {d['h2d_GBps']:.1f} GB/s D2H {d['d2h_GBps']:.1f} GB/s")
         elif label in data:
             parts.append(str(data[label]))
-    parts.append("1 PiB cudaMalloc refused in one line")
+    parts.append(f"1 PiB alloc refused: {_one_line(data['alloc_error'], 100)}")
     return "; ".join(parts), data
 
 
-def check_cuda_python(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import CudaPythonBackend, get_backend
+def _backend(name: str) -> Any:
+    """The backend as the runners get it: ``select_backend`` (probe through itself, device made current) where
+    cuda_mem has it, else ``get_backend``."""
+    from edgeresnet.trt import cuda_mem
 
-    backend = get_backend("cuda-python")
-    _check(isinstance(backend, CudaPythonBackend), f"get_backend('cuda-python') gave {type(backend).__name__}")
+    if callable(getattr(cuda_mem, "select_backend", None)):
+        backend, reason = cuda_mem.select_backend(name, 0)
+        _check(backend is not None, f"select_backend({name!r}) found no device: {reason}")
+        return backend
+    return cuda_mem.get_backend(name)
+
+
+def check_cuda_python(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    from edgeresnet.trt.cuda_mem import CudaPythonBackend
+
+    backend = _backend("cuda-python")
+    _check(isinstance(backend, CudaPythonBackend), f"the cuda-python backend is a {type(backend).__name__}")
     return _memory_checks(backend)
 
 
 def check_pycuda(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import PycudaBackend, get_backend
+    from edgeresnet.trt.cuda_mem import PycudaBackend
 
-    backend = get_backend("pycuda")
-    _check(isinstance(backend, PycudaBackend), f"get_backend('pycuda') gave {type(backend).__name__}")
+    backend = _backend("pycuda")
+    _check(isinstance(backend, PycudaBackend), f"the pycuda backend is a {type(backend).__name__}")
     import pycuda
 
     detail, data = _memory_checks(backend)
@@ -473,10 +493,11 @@ def run_timed_session(trt: StandInTrt, backend: Any, *, batches: tuple[int, ...]
                 step = session.timed_step(images, transfers=transfers)
                 try:
                     timings = measure(step, _short_timing(min_iterations))
+                    outputs = {name: np.array(host) for name, host in step.outputs.items()}  # close() frees them
                 finally:
                     step.close()
                 if transfers:
-                    _check(bool(np.array_equal(step.outputs["logits"], _expected_logits(images, trt.classes))),
+                    _check(bool(np.array_equal(outputs["logits"], _expected_logits(images, trt.classes))),
                            f"timed step batch {batch}: outputs differ from the input's rows")
                 needed = {"gpu_compute", "enqueue"} | ({"h2d", "d2h"} if transfers else set())
                 _check(set(timings.components) == needed, f"components {sorted(timings.components)}")
@@ -496,9 +517,7 @@ def run_timed_session(trt: StandInTrt, backend: Any, *, batches: tuple[int, ...]
 
 
 def check_trt_timed_step(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import get_backend
-
-    backend = get_backend("cuda-python")
+    backend = _backend("cuda-python")
     detail, data = run_timed_session(stand_in_for_cuda_python(), backend)
     large, small = data["b64_device"]["gpu_compute"], data["b1_device"]["gpu_compute"]
     _check(large > small, f"gpu_compute does not grow with the work: batch 64 {large} ms <= batch 1 {small} ms")
@@ -557,9 +576,7 @@ def run_trt_runner(trt: StandInTrt, folder: Path, gpu_name: str, cc: str, device
 
 
 def check_trt_runner(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import get_backend
-
-    info = get_backend("cuda-python").gpu_info(0)
+    info = _backend("cuda-python").gpu_info(0)
     with tempfile.TemporaryDirectory(prefix="gpu_check_trt_") as tmp:
         # device_backend=None: TrtRunner.load probes the GPU and picks the backend itself, as in production
         return run_trt_runner(stand_in_for_cuda_python(), Path(tmp), info.name, info.cc_string)
