@@ -116,6 +116,7 @@ def test_killed_rank_ends_the_run_in_one_line_and_resume_completes(folder, tmp_p
             launcher.kill()
             launcher.wait()
     err = log.read_text()
+    print(f"kill -9 of rank 1 -> launcher exit: {stopped_after:.2f} s; {err.strip()}")
     assert code != 0
     assert stopped_after < STOP_BOUND_S, f"the run took {stopped_after:.1f} s to stop"
     assert not _alive(workers[0]), "rank 0 outlived the run"
@@ -147,8 +148,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX SIGSTOP")
-def test_a_silent_rank_is_given_up_on_after_the_group_timeout(folder, tmp_path):
-    """Plain torchrun environment on two processes (no agent to kill anyone): rank 1 frozen, rank 0 must not hang."""
+@pytest.mark.parametrize("sig", ["SIGSTOP", "SIGKILL"])
+def test_a_silent_or_dead_rank_is_given_up_on(folder, tmp_path, sig):
+    """torchrun's environment on two processes without its agent (a node's view of a multi-node job: nobody kills
+    the survivors): rank 1 frozen (SIGSTOP) or gone (SIGKILL); rank 0 must end in one line, at the latest after
+    the group timeout, not hang for PyTorch's default 30 min."""
     out = tmp_path / "run"
     port = str(_free_port())
     procs = []
@@ -158,7 +162,7 @@ def test_a_silent_rank_is_given_up_on_after_the_group_timeout(folder, tmp_path):
                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port, EDGERESNET_DIST_TIMEOUT_S="8"))
     try:
         _wait_for(lambda: (out / "last.pt.json").exists(), 300, "the first checkpoint", procs[0])
-        os.kill(procs[1].pid, signal.SIGSTOP)
+        os.kill(procs[1].pid, getattr(signal, sig))
         frozen = time.monotonic()
         code = procs[0].wait(timeout=120)
         waited = time.monotonic() - frozen
@@ -168,6 +172,7 @@ def test_a_silent_rank_is_given_up_on_after_the_group_timeout(folder, tmp_path):
                 proc.kill()
                 proc.wait()
     err = (tmp_path / "rank0.txt").read_text()
+    print(f"{sig} of rank 1 -> rank 0 exit: {waited:.2f} s (group timeout 8 s); {err.strip()}")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 3, err
     assert waited < 8 + 30, f"rank 0 waited {waited:.1f} s for a group timeout of 8 s"
@@ -289,6 +294,12 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(folder, small_di
     assert sha256_file(out / "last.pt") == before == read_manifest(out / "last.pt")["sha256"]
     assert _last_epoch(out) == 1
     assert not list(out.glob("*.tmp")) and not (out / ".lock").exists()
+
+    filler.unlink()
+    filler = _fill(small_disk, leave=0)  # not even the lock file's few bytes fit
+    code, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--epochs", "3", "--no-progress")
+    assert_one_line_error(code, err, f"--out {out}: cannot write the lock file", "No space left on device")
+    assert not (out / ".lock").exists() and _last_epoch(out) == 1
 
     filler.unlink()
     code, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--epochs", "3", "--no-progress")

@@ -195,7 +195,10 @@ def lost_peer(ctx: DistContext, exc: BaseException) -> None:
     the rank that died) quietly with ``LOST_PEER_EXIT``."""
     if os.environ.get(LAUNCHED_ENV):
         raise SystemExit(LOST_PEER_EXIT)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    import re
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]  # gloo prefixes its source location: '[.../pair.cc:534] '
     raise UserError(f"rank {ctx.rank}: the process group broke, another rank died or stopped answering ({first}); "
                     "its node's log names it; continue with --resume from the last checkpoint",
                     exit_code=LOST_PEER_EXIT)

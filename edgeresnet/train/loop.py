@@ -219,8 +219,8 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                             logits = net(images)
                             loss = loss_fn(logits, labels, images) if loss_fn is not None else criterion(logits, labels)
                         if not _all_finite(loss.detach(), ctx):
-                            raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, "
-                                            f"step {global_step + 1}; lower --lr or use --precision fp32")
+                            raise UserError(f"training diverged: loss is {float(loss.detach()):.4g} at epoch "
+                                            f"{epoch + 1}, step {global_step + 1}; lower --lr or use --precision fp32")
                         total = loss
                         if recipe.l1 > 0:
                             total = total + recipe.l1 * optim.l1_penalty(model)
@@ -260,14 +260,16 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                 if recipe.early_stop and since_best >= recipe.early_stop and epoch + 1 < recipe.epochs:
                     stopped = "early_stop"
                 metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": record["train_loss"],
-                           "train_acc": record["train_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
+                           "train_acc": record["train_acc"], "best_val_acc": best["val_acc"],
+                           "best_epoch": best["epoch"]}
                 if writes:
                     if improved:
                         save_checkpoint(out / BEST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
                                         metrics=metrics, role="best", inputs=inputs)
                     train_state = {"optimizer": optimizer.state_dict(),
                                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                                   "global_step": global_step, "history": history, "best": best, "best_value": best_value,
+                                   "global_step": global_step, "history": history, "best": best,
+                                   "best_value": best_value,
                                    "since_best": since_best, "rng": capture_rng(generator), "stopped": stopped}
                     save_checkpoint(out / LAST, model, spec, preprocess, recipe=recipe_dict, epoch=epoch + 1,
                                     metrics=metrics, role="last", train_state=train_state, inputs=inputs)

@@ -78,7 +78,12 @@ class OutLock:
             raise UserError(f"{self.option} {self.out}: cannot create the directory ({exc.strerror}); choose "
                             "another path") from exc
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                self._undo_created()
+                raise UserError(f"{self.option} {self.out}: cannot create the lock file {self.path} ({exc.strerror}); "
+                                "choose a writable directory with free space") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -98,9 +103,14 @@ class OutLock:
             os.close(fd)
         self.fd = fd
         previous = _read_holder(self.path)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        removed = remove_stale_temporaries(self.out)
+        removed = remove_stale_temporaries(self.out)  # first: they may be what filled the disk
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:  # a full disk refuses even these few bytes
+            self.release()
+            raise UserError(f"{self.option} {self.out}: cannot write the lock file {self.path} ({exc.strerror}); "
+                            "free space or choose another directory") from None
         if previous and previous != str(os.getpid()):
             state = "still running but not holding it" if _pid_alive(previous) else "gone"
             extra = f"; removed its partial files {', '.join(removed)}" if removed else ""
