@@ -11,11 +11,29 @@ Behaviour is scripted: ``parser_errors`` (list of dicts) makes ``parse_from_file
 what ``deserialize_cuda_engine`` does; ``builder_fails`` makes ``Builder(logger)`` raise the nullptr
 TypeError of a machine without a CUDA driver (``runtime_fails`` the same for ``Runtime``). ``FakeMemory`` stands in for device memory so the runtime
 can run end to end: the fake execution context computes ``logits = mean_hw(x) @ weights``.
+
+The builder is as unkind as the real one where our code depends on it:
+
+* an INT8 build with ``config.int8_calibrator`` drives the calibrator through the callbacks the real
+  pybind11 trampoline (``python/src/infer/pyInt8.cpp``, TensorRT 8.5+) wraps in ``try/catch``: an exception
+  raised in ``get_batch`` (or any other callback) is printed to stderr and read as "no more batches" /
+  "no cache"; a cache whose ``TRT-<version>-<Algorithm>`` header is not this release's and this
+  calibrator's is skipped ("trt will skip the file if it is incompatible",
+  https://github.com/NVIDIA/TensorRT/issues/1378), and calibrating on zero batches fails the build with
+  TensorRT's "no scaling factors" error;
+* ``set_timing_cache`` returns False for a cache written by another release ("A failure will be reported if
+  the CUDA device property in the provided cache is different", pyCoreDoc.h), ``get_timing_cache`` returns
+  None when none is set, and ``create_timing_cache`` of bytes that are not a timing cache logs the
+  real "Magic tag does not match" error and returns None;
+* a plan built with ``VERSION_COMPATIBLE`` deserializes only when ``runtime.engine_host_code_allowed`` is
+  True (NvInferRuntime.h ``setEngineHostCodeAllowed``: "Set whether the runtime is allowed to deserialize
+  engines with host executable code", default false).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -32,6 +50,36 @@ def api_names() -> list[str]:
 
 def load_api(name: str) -> dict[str, Any]:
     return json.loads((API_DIR / f"trt-{name}.json").read_text(encoding="utf-8"))
+
+
+TIMING_CACHE_MAGIC = b"fake-timing-cache "  # the fake's stand-in for the real binary header (magic + version)
+NO_SCALING_FACTORS = ("4: [standardEngineBuilder.cpp::initCalibrationParams::1460] Error Code 4: Internal Error "
+                      "(Calibration failure occurred with no scaling factors detected. This could be due to no int8 "
+                      "calibrator or insufficient custom scales for network layers. Please see int8 sample to setup "
+                      "calibration correctly.)")
+
+
+def fake_timing_cache(version: str, payload: bytes = b"") -> bytes:
+    """What ``ITimingCache.serialize()`` of the fake release ``version`` (its ``__version__``) returns."""
+    return TIMING_CACHE_MAGIC + version.encode() + b"\n" + payload
+
+
+def version_code(version: str) -> int:
+    """``NV_TENSORRT_VERSION`` as NvInferVersion.h defines it: major*1000+minor*100+patch up to 8.x,
+    major*10000+minor*100+patch from 10.0 (e.g. 8601 for 8.6.1, 100300 for 10.3.0)."""
+    parts = [int(p) for p in version.split("post")[0].split(".")[:3] if p.isdigit()] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def _trampoline(what: str, fn: Any, fallback: Any, *args: Any) -> Any:
+    """pyInt8.cpp: ``catch (std::exception const& e) { std::cerr << "[ERROR] Exception caught in get_batch(): "
+    << e.what() ...}`` then the neutral value; pybind11 turns every Python exception into error_already_set."""
+    try:
+        return fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - the real trampoline catches everything
+        print(f"[ERROR] Exception caught in {what}(): {exc}", file=sys.stderr)
+        return fallback
 
 
 def _fmt(value: Any) -> str:
@@ -146,6 +194,27 @@ class FakeMemory:
         del self.buffers[ptr]
         self.log.append("free")
 
+    def device_count(self) -> tuple[int, str]:
+        return 1, "1 CUDA device(s) (fake)"
+
+    def use_device(self, device: int) -> None:
+        self.log.append(f"use_device({device})")
+
+    def host_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Stands in for pinned memory: a host array this fake remembers until ``host_free``."""
+        array = np.empty(shape, dtype=dtype)
+        self.pinned = getattr(self, "pinned", {})
+        self.pinned[id(array)] = array
+        self.log.append(f"host_alloc({array.nbytes})")
+        return array
+
+    def host_free(self, array: Any) -> None:
+        del self.pinned[id(array)]
+        self.log.append("host_free")
+
+    def is_pinned(self, array: Any) -> bool:
+        return id(array) in getattr(self, "pinned", {})
+
     def h2d_async(self, dst: int, host: Any, stream: int) -> None:
         assert stream != 0, "work must not go to the default stream"
         data = np.ascontiguousarray(host).tobytes()
@@ -197,9 +266,21 @@ class FakeEngineSpec:
     """What the fake engine computes: input (N,C,H,W) float32 -> logits = mean over H,W @ weights (C,K)."""
 
     def __init__(self, channels: int = 3, size: int = 8, classes: int = 4, profile: tuple[int, int, int] = (1, 4, 8),
-                 seed: int = 0) -> None:
+                 seed: int = 0, static_batch: int | None = None, io_dtype: str = "FLOAT") -> None:
+        """``static_batch`` N: the input is (N, C, H, W), not -1 (a profile is then N..N); ``io_dtype`` the
+        DataType member of both I/O tensors (e.g. "BF16", "FP8")."""
         self.channels, self.size, self.classes, self.profile = channels, size, classes, profile
+        self.static_batch, self.io_dtype = static_batch, io_dtype
+        if static_batch is not None:
+            self.profile = (static_batch, static_batch, static_batch)
         self.weights = np.random.default_rng(seed).normal(size=(channels, classes)).astype(np.float32)
+
+    def numpy_dtype(self) -> Any:
+        if self.io_dtype == "BF16":
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype({"FLOAT": np.float32, "HALF": np.float16}[self.io_dtype])
 
     def reference(self, images: np.ndarray) -> np.ndarray:
         return images.mean(axis=(2, 3)) @ self.weights
@@ -226,6 +307,8 @@ class FakeTrt(types.ModuleType):
         }
         self._enums = {name: FakeEnum(name, values) for name, values in data["enum_values"].items()}
         self._classes = self._make_classes()
+        self._version_compatible_plans: set[bytes] = set()
+        self.calibration_batches = 0  # batches the last calibration consumed
 
     # -- recording ------------------------------------------------------------------------------
     def _record(self, line: str) -> None:
@@ -255,8 +338,13 @@ class FakeTrt(types.ModuleType):
         return function
 
     def _fn_nptype(self, dtype: Any) -> Any:
-        return {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
-                "INT64": np.int64, "UINT8": np.uint8}[dtype.name]
+        # The real mapping and error (TensorRT 10.3 python/packaging/bindings_wheel/tensorrt/__init__.py): BF16,
+        # FP8, INT4 and the other types without a numpy equivalent raise TypeError.
+        mapping = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
+                   "INT64": np.int64, "UINT8": np.uint8}
+        if dtype.name in mapping:
+            return mapping[dtype.name]
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
 
     def _make_classes(self) -> dict[str, Any]:
         trt = self
@@ -311,16 +399,37 @@ class FakeTrt(types.ModuleType):
                 state["profiles"] += 1
                 return state["profiles"] - 1
 
+            flags: set[str] = set()
+
+            def set_flag(flag: Any) -> None:
+                flags.add(flag.name)
+
+            def create_timing_cache(blob: Any) -> Any:
+                data = bytes(blob)
+                if data and not data.startswith(TIMING_CACHE_MAGIC):
+                    trt.log(logger, "ERROR", "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon::36] Error Code 1: "
+                                             "Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
+                                             "failed.Magic tag does not match)")
+                    return None
+                version, _, payload = data[len(TIMING_CACHE_MAGIC):].partition(b"\n")
+                written_by = version.decode() if data else trt.__version__
+                return FakeObject(trt, "ITimingCache", "timing_cache", written_by=written_by,
+                                  serialize=lambda: fake_timing_cache(trt.__version__, payload))
+
             config = FakeObject(trt, "IBuilderConfig", "config",
-                                add_optimization_profile=add_optimization_profile,
-                                create_timing_cache=lambda blob: FakeObject(
-                                    trt, "ITimingCache", "timing_cache", serialize=lambda: b"cache:" + bytes(blob)),
+                                add_optimization_profile=add_optimization_profile, set_flag=set_flag,
+                                create_timing_cache=create_timing_cache,
                                 set_compute_capability=lambda member, index: True)
+            config._state["_flags"] = flags
 
             def get_timing_cache() -> Any:
-                return config._state.get("_timing_cache")
+                return config._state.get("_timing_cache")  # None when no cache is set (pyCoreDoc.h)
 
             def set_timing_cache(cache: Any, ignore: bool) -> bool:
+                if cache._state["written_by"] != trt.__version__ and not ignore:
+                    trt.log(logger, "ERROR", "IBuilderConfig::setTimingCache: Error Code 3: API Usage Error (timing "
+                                             "cache was created by another TensorRT or device; it will not be used)")
+                    return False
                 config._state["_timing_cache"] = cache
                 return True
 
@@ -331,13 +440,48 @@ class FakeTrt(types.ModuleType):
         def build_serialized_network(network: Any, config: Any) -> Any:
             for severity, msg in self.options["build_messages"]:
                 self.log(logger, severity, msg)
+            flags = config._state.get("_flags", set())
+            calibrator = config._state.get("int8_calibrator")
+            if calibrator is not None and "INT8" in flags and not self._calibrate(logger, calibrator):
+                self.log(logger, "ERROR", NO_SCALING_FACTORS)
+                return None
             result = self.options["build_result"]
+            if result is not None and "VERSION_COMPATIBLE" in flags:
+                self._version_compatible_plans.add(bytes(result))
             return None if result is None else memoryview(result)
 
         return FakeObject(self, "Builder", "builder", create_network=create_network,
                           create_builder_config=create_builder_config,
                           create_optimization_profile=lambda: FakeObject(self, "IOptimizationProfile", "profile"),
                           build_serialized_network=build_serialized_network)
+
+    def _calibrate(self, logger: Any, calibrator: Any) -> bool:
+        """What the builder does with an implicit-INT8 calibrator; False = no scales (the build fails)."""
+        self.calibration_batches = 0
+        _trampoline("get_batch_size", calibrator.get_batch_size, -1)
+        raw = _trampoline("read_calibration_cache", calibrator.read_calibration_cache, None)
+        if raw is not None:
+            raw = _trampoline("read_calibration_cache", lambda: bytes(memoryview(raw)), None)  # py::buffer cast
+        minmax = self._classes.get("IInt8MinMaxCalibrator")
+        algorithm = "MinMaxCalibration" if minmax is not None and isinstance(calibrator, minmax) else "EntropyCalibration2"
+        header = f"TRT-{version_code(self.__version__)}-{algorithm}"
+        if raw:
+            if raw.decode("utf-8", "replace").splitlines()[0].strip() == header:
+                return True  # scales from the cache; no calibration
+            self.log(logger, "WARNING", f"Calibration cache header does not match {header}; the cache is ignored "
+                                        "and the network is calibrated")
+        while self.calibration_batches < 100000:
+            pointers = _trampoline("get_batch", calibrator.get_batch, None, ["input"])
+            if pointers is None or len(pointers) == 0:
+                break
+            if _trampoline("get_batch", lambda: [int(p) for p in pointers], None) is None:  # vector<size_t> cast
+                break
+            self.calibration_batches += 1
+        if self.calibration_batches == 0:
+            return False
+        _trampoline("write_calibration_cache", calibrator.write_calibration_cache, None,
+                    memoryview(f"{header}\ninput: 3c010a14\n".encode()))
+        return True
 
     def _new_parser(self, network: Any, logger: Any) -> Any:
         trt = self
@@ -369,17 +513,23 @@ class FakeTrt(types.ModuleType):
         def deserialize_cuda_engine(data: Any) -> Any:
             for severity, msg in self.options["deserialize_messages"]:
                 self.log(logger, severity, msg)
+            if bytes(data) in self._version_compatible_plans and not runtime._state.get("engine_host_code_allowed"):
+                self.log(logger, "ERROR", "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (the plan "
+                                          "has an embedded lean runtime but engine host code is not allowed)")
+                return None
             spec = self.options["engine"]
             return None if spec is None else self._new_engine(spec)
 
-        return FakeObject(self, "Runtime", "runtime", deserialize_cuda_engine=deserialize_cuda_engine)
+        runtime = FakeObject(self, "Runtime", "runtime", deserialize_cuda_engine=deserialize_cuda_engine)
+        return runtime
 
     def _new_engine(self, spec: FakeEngineSpec) -> Any:
         modes = self._enums["TensorIOMode"].__members__
-        dtype = self._enums["DataType"].__members__["FLOAT"]
+        dtype = self._enums["DataType"].__members__[spec.io_dtype]
         lo, opt, hi = spec.profile
         names = ["input", "logits"]
-        static = {"input": (-1, spec.channels, spec.size, spec.size), "logits": (-1, spec.classes)}
+        first = -1 if spec.static_batch is None else spec.static_batch
+        static = {"input": (first, spec.channels, spec.size, spec.size), "logits": (first, spec.classes)}
 
         def create_execution_context() -> Any:
             shapes = dict(static)
@@ -400,9 +550,10 @@ class FakeTrt(types.ModuleType):
             def execute_async_v3(stream: int) -> bool:
                 memory = self.options["memory"]
                 x_shape = shapes["input"]
-                raw = bytes(memory.buffers[addresses["input"]][: int(np.prod(x_shape)) * 4])
-                x = np.frombuffer(raw, dtype=np.float32).reshape(x_shape)
-                y = np.ascontiguousarray(spec.reference(x), dtype=np.float32).tobytes()
+                io = spec.numpy_dtype()
+                raw = bytes(memory.buffers[addresses["input"]][: int(np.prod(x_shape)) * io.itemsize])
+                x = np.frombuffer(raw, dtype=io).reshape(x_shape).astype(np.float32)
+                y = np.ascontiguousarray(spec.reference(x).astype(io)).tobytes()
                 memory.buffers[addresses["logits"]][: len(y)] = y
                 return True
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_trt import FakeMemory, FakeTrt
+from fake_trt import NO_SCALING_FACTORS, FakeEngineSpec, FakeMemory, FakeTrt, fake_timing_cache
 
 from edgeresnet.errors import UserError
 from edgeresnet.trt import adapter
@@ -29,9 +29,10 @@ def onnx_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def _build(api: str, spec: BuildSpec, features: TrtFeatures, device: DeviceCaps, **fake: object) -> FakeTrt:
+def _build(api: str, spec: BuildSpec, features: TrtFeatures, device: DeviceCaps, backend: object = None,
+           **fake: object) -> FakeTrt:
     trt = FakeTrt(api, **fake)  # type: ignore[arg-type]
-    adapter.build_engine(trt, plan_build(spec, features, device))
+    adapter.build_engine(trt, plan_build(spec, features, device), backend=backend)
     return trt
 
 
@@ -68,16 +69,16 @@ def test_trt86_weakly_typed_int8_with_calibrator_cache(onnx_file: str, tmp_path:
         "IBuilderConfig.get_timing_cache()",
         "ITimingCache.serialize()",
     ]
-    assert timing.read_bytes() == b"cache:"  # written back after the build
+    assert timing.read_bytes() == fake_timing_cache("8.6.1")  # written back after the build
 
 
 def test_timing_cache_is_read_back_on_the_next_build(onnx_file: str, tmp_path: Path) -> None:
     timing = tmp_path / "timing.cache"
-    timing.write_bytes(b"previous")
+    timing.write_bytes(fake_timing_cache("10.3.0", b"previous"))
     spec = BuildSpec(onnx=onnx_file, precision="fp16", input_shape=(1, 3, 32, 32), timing_cache=str(timing))
     trt = _build("10.3", spec, TrtFeatures.for_version("10.3"), A100)
-    assert "IBuilderConfig.create_timing_cache(<8 bytes>)" in trt.calls
-    assert timing.read_bytes() == b"cache:previous"
+    assert "IBuilderConfig.create_timing_cache(<33 bytes>)" in trt.calls
+    assert timing.read_bytes() == fake_timing_cache("10.3.0", b"previous")
 
 
 def test_trt10_weakly_typed_fp16(onnx_file: str) -> None:
@@ -197,7 +198,7 @@ def test_dla_on_without_fallback_uses_direct_io(onnx_file: str) -> None:
 def test_dla_int8_with_entropy_calibrator_on_86(onnx_file: str, tmp_path: Path) -> None:
     """JetPack 6.0 DP shipped TensorRT 8.6: DLA INT8 needs the entropy calibrator (per-tensor scales)."""
     cache = tmp_path / "calib.cache"
-    cache.write_bytes(b"TRT-8601-EntropyCalibration2\n")
+    cache.write_bytes(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
     features = TrtFeatures.for_version("8.6", platform="jetson", board="agx-orin")
     spec = BuildSpec(onnx=onnx_file, precision="int8", input_shape=(1, 3, 224, 224), dla_core=0,
                      calib_cache=str(cache), calib_cache_exists=True)
@@ -362,8 +363,12 @@ def test_calibrator_step_with_data_builds_batches(onnx_file: str, tmp_path: Path
     np.save(tmp_path / "calib.npy", np.zeros((8, 3, 32, 32), dtype=np.float32))
     spec = BuildSpec(onnx=onnx_file, precision="int8", input_shape=(1, 3, 32, 32), calib_data=str(tmp_path / "calib.npy"),
                      calib_cache=str(tmp_path / "new.cache"), calibrator="minmax")
-    trt = _build("10.3", spec, TrtFeatures.for_version("10.3"), A100)
+    memory = FakeMemory()
+    trt = _build("10.3", spec, TrtFeatures.for_version("10.3"), A100, backend=memory)
     assert "IBuilderConfig.int8_calibrator = calibrator<IInt8MinMaxCalibrator>" in trt.calls
+    assert trt.calibration_batches == 8  # batch size 1 (static shape), 8 images
+    assert (tmp_path / "new.cache").read_text().startswith("TRT-100300-MinMaxCalibration\n")
+    assert memory.buffers == {}  # the device buffer is freed once the build returns
 
 
 def test_trt_version_and_flavor() -> None:
@@ -399,3 +404,203 @@ def test_inspect_engine_returns_the_inspector_json() -> None:
     info = adapter.inspect_engine(trt, engine)
     assert info["Layers"][0]["LayerType"] == "Reduce"
     assert "EngineInspector.get_engine_information(LayerInformationFormat.JSON)" in trt.calls
+
+
+# -- calibration errors must not vanish inside TensorRT (its trampoline swallows them) ----------------
+
+
+def _int8_plan(onnx: str, api: str = "10.3", **spec: object) -> BuildPlan:
+    base = dict(onnx=onnx, precision="int8", input_shape=(1, 3, 32, 32))
+    base.update(spec)
+    return plan_build(BuildSpec(**base), TrtFeatures.for_version(api), A100)  # type: ignore[arg-type]
+
+
+def test_fake_builder_swallows_calibrator_exceptions_like_the_real_trampoline(onnx_file: str, capfd) -> None:
+    """pyInt8.cpp: get_batch exceptions are printed to stderr and read as "no more batches"; calibrating on
+    nothing fails the build with the generic "no scaling factors" error. The fake must not be kinder."""
+    trt = FakeTrt("10.3")
+    logger = adapter.make_logger(trt)
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.INT8)
+
+    class Raising(trt.IInt8EntropyCalibrator2):
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            raise FileNotFoundError("calib/ is missing")
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, data):
+            raise AssertionError("never reached")
+
+    config.int8_calibrator = Raising()
+    assert builder.build_serialized_network(builder.create_network(0), config) is None
+    assert "[ERROR] Exception caught in get_batch(): calib/ is missing" in capfd.readouterr().err
+    assert logger.errors() == [NO_SCALING_FACTORS]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: str(d / "missing"), r"--calib-data .*missing: no such folder"),
+    (lambda d: (d / "empty").mkdir() or str(d / "empty"), r"--calib-data .*empty: the folder has no images"),
+    (lambda d: np.save(d / "small.npy", np.zeros((4, 3, 8, 8), np.float32)) or str(d / "small.npy"),
+     r"images are \[3, 8, 8\], the engine input is \[3, 32, 32\]"),
+    (lambda d: np.save(d / "gray.npy", np.zeros((4, 1, 32, 32), np.float32)) or str(d / "gray.npy"),
+     r"images are \[1, 32, 32\], the engine input is \[3, 32, 32\]"),
+])
+def test_calibration_data_is_checked_before_any_tensorrt_object(onnx_file: str, tmp_path: Path, make, message) -> None:
+    data = make(tmp_path)
+    trt = FakeTrt("10.3")
+    with pytest.raises(UserError, match=message):
+        adapter.build_engine(trt, _int8_plan(onnx_file, calib_data=data), backend=FakeMemory())
+    assert not [c for c in trt.calls if c.startswith("trt.Builder")]  # refused before the build started
+
+
+def test_calibration_batches_validates_eagerly(tmp_path: Path) -> None:
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(UserError, match=r"images are \[3, 8, 8\]"):
+        adapter.calibration_batches(str(tmp_path / "calib.npy"), [1, 3, 16, 16], 1, 4)  # no list(): no iteration
+
+
+class _BrokenCopy(FakeMemory):
+    def h2d_async(self, dst: int, host, stream: int) -> None:
+        raise RuntimeError("cudaErrorIllegalAddress")
+
+
+def test_an_error_raised_while_calibrating_is_reraised_after_the_build(onnx_file: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 32, 32), np.float32))
+    trt = FakeTrt("10.3")
+    with pytest.raises(UserError) as info:
+        adapter.build_engine(trt, _int8_plan(onnx_file, calib_data=str(tmp_path / "calib.npy")), backend=_BrokenCopy())
+    assert str(info.value) == ("calibration failed at batch 1 (RuntimeError: cudaErrorIllegalAddress); "
+                               "check --calib-data and the CUDA setup")
+    assert "Builder.build_serialized_network(network, config)" in trt.calls  # raised once the build returned
+
+
+def test_the_device_context_exists_before_the_builder(onnx_file: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """pycuda.autoinit (inside get_backend) must create the CUDA context before any TensorRT builder."""
+    from edgeresnet.trt import cuda_mem
+
+    np.save(tmp_path / "calib.npy", np.zeros((2, 3, 32, 32), np.float32))
+    trt = FakeTrt("10.3")
+    monkeypatch.setattr(cuda_mem, "get_backend", lambda name="auto": trt.calls.append("get_backend") or FakeMemory())
+    adapter.build_engine(trt, _int8_plan(onnx_file, calib_data=str(tmp_path / "calib.npy")))
+    assert trt.calls.index("get_backend") < trt.calls.index("trt.Builder(logger)")
+    assert trt.calibration_batches == 2
+
+
+# -- calibration caches: the header names the TensorRT that reads it ---------------------------------
+
+
+def _cache(tmp_path: Path, header: str) -> Path:
+    path = tmp_path / "calib.cache"
+    path.write_text(f"{header}\ninput: 3c010a14\nlogits: 3d8f5c29\n")
+    return path
+
+
+def test_a_cache_for_another_release_is_rewritten_for_the_installed_one(onnx_file: str, tmp_path: Path) -> None:
+    """A cache written for 10.3 (JetPack 6) used on 10.13: TensorRT skips a foreign header and, with no
+    batches, would calibrate on nothing. The header is rewritten; the scales are used as they are."""
+    cache = _cache(tmp_path, "TRT-100300-EntropyCalibration2")
+    trt = FakeTrt("10.13")
+    logger = adapter.make_logger(trt)
+    data = adapter.build_engine(trt, _int8_plan(onnx_file, "10.13", calib_cache=str(cache), calib_cache_exists=True),
+                                logger)
+    assert data == b"ftrt-fake-plan" and trt.calibration_batches == 0
+    assert cache.read_text().startswith("TRT-100300-")  # the user's file is not touched
+
+
+def test_a_cache_for_another_calibrator_without_data_is_refused(onnx_file: str, tmp_path: Path) -> None:
+    cache = _cache(tmp_path, "TRT-100300-MinMaxCalibration")
+    trt = FakeTrt("10.3")
+    with pytest.raises(UserError) as info:
+        adapter.build_engine(trt, _int8_plan(onnx_file, calib_cache=str(cache), calib_cache_exists=True))
+    assert str(info.value) == (f"--calib-cache {cache}: written by the MinMaxCalibration calibrator, this build uses "
+                               "entropy2 (EntropyCalibration2) and TensorRT would ignore it; add --calib-data to "
+                               "recalibrate, or pass a cache made for entropy2")
+    assert trt.calls == ["trt.ILogger.__init__"]  # refused before the builder exists
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hello\n", r"first line is 'hello', not a TRT-<version>-<Calibrator> header"),
+    ("TRT-100300-EntropyCalibration2\ninput 3c010a14\n", r"line 2 'input 3c010a14' is not 'tensor: <8 hex digits>'"),
+    ("TRT-100300-EntropyCalibration2\n", r"the cache has a header but no tensor scales"),
+])
+def test_a_file_that_is_not_a_calibration_cache_is_refused(onnx_file: str, tmp_path: Path, text: str,
+                                                            message: str) -> None:
+    cache = tmp_path / "calib.cache"
+    cache.write_text(text)
+    trt = FakeTrt("10.3")
+    with pytest.raises(UserError, match=rf"^--calib-cache {cache}: {message}"):
+        adapter.build_engine(trt, _int8_plan(onnx_file, calib_cache=str(cache), calib_cache_exists=True))
+    assert trt.calls == ["trt.ILogger.__init__"]
+
+
+# -- timing caches: a rejected one is a warning, never a lost engine -----------------------------------
+
+
+def test_a_foreign_timing_cache_is_rejected_and_the_engine_still_built(onnx_file: str, tmp_path: Path) -> None:
+    timing = tmp_path / "timing.cache"
+    foreign = fake_timing_cache("10.13.3.9", b"other GPU")
+    timing.write_bytes(foreign)
+    spec = BuildSpec(onnx=onnx_file, precision="fp16", input_shape=(1, 3, 32, 32), timing_cache=str(timing))
+    trt = FakeTrt("10.3")
+    logger = adapter.make_logger(trt, "WARNING")
+    data = adapter.build_engine(trt, plan_build(spec, TrtFeatures.for_version("10.3"), A100), logger)
+    assert data == b"ftrt-fake-plan"
+    assert "IBuilderConfig.get_timing_cache()" not in trt.calls  # nothing attached, nothing saved
+    assert timing.read_bytes() == foreign  # left as it was
+    assert ("WARNING", f"--timing-cache {timing}: TensorRT 10.3.0 rejected it (written by another GPU or TensorRT); "
+                       "built without it and left the file unchanged (delete it to start a new one)") in logger.messages
+
+
+def test_fake_timing_cache_api_is_as_strict_as_the_real_one() -> None:
+    trt = FakeTrt("10.3")
+    logger = adapter.make_logger(trt)
+    config = trt.Builder(logger).create_builder_config()
+    assert config.get_timing_cache() is None  # "or None if no timing cache is set"
+    assert config.set_timing_cache(config.create_timing_cache(fake_timing_cache("8.6.1")), False) is False
+    assert config.get_timing_cache() is None
+    assert config.create_timing_cache(b"not a cache") is None and "Magic tag does not match" in logger.errors()[-1]
+
+
+def test_timing_cache_save_failure_is_a_warning(onnx_file: str, tmp_path: Path) -> None:
+    timing = tmp_path / "timing.cache"
+    spec = BuildSpec(onnx=onnx_file, precision="fp16", input_shape=(1, 3, 32, 32), timing_cache=str(timing))
+    trt = FakeTrt("10.3")
+    state = adapter.run_build(trt, plan_build(spec, TrtFeatures.for_version("10.3"), A100))
+    state.config._state["_timing_cache"] = None  # TensorRT handed back no cache
+    assert state.save_timing_cache() == f"--timing-cache {timing}: TensorRT 10.3.0 kept no timing cache; not saved"
+    assert state.serialized == b"ftrt-fake-plan" and not timing.exists()
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"ftrt" + bytes(60), "is a TensorRT engine"),
+    (b"TRT-100300-EntropyCalibration2\ninput: 3c010a14\n", "is an INT8 calibration cache"),
+    (b"\x93NUMPY\x01\x00", "is a numpy array"),
+    (b"{\"engine\": 1}\n", "is a text file"),
+])
+def test_a_timing_cache_that_is_something_else_is_refused(tmp_path: Path, content: bytes, what: str) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=rf"^--timing-cache {path}: {what}"):
+        adapter.check_timing_cache_file(path)
+    path.write_bytes(fake_timing_cache("10.3.0", bytes(range(256))))
+    adapter.check_timing_cache_file(path)  # a binary cache passes
+
+
+# -- version-compatible plans need engine host code allowed to deserialize --------------------------------
+
+
+def test_version_compatible_plan_loads_only_with_host_code_allowed(onnx_file: str) -> None:
+    spec = BuildSpec(onnx=onnx_file, precision="fp32", input_shape=(1, 3, 32, 32), version_compatible=True)
+    trt = FakeTrt("10.3", engine=FakeEngineSpec())
+    data = adapter.build_engine(trt, plan_build(spec, TrtFeatures.for_version("10.3"), A100))
+    with pytest.raises(EngineLoadError):
+        adapter.deserialize_engine(trt, data)
+    assert adapter.deserialize_engine(trt, data, host_code_allowed=True) is not None
+    assert "Runtime.engine_host_code_allowed = True" in trt.calls

@@ -212,14 +212,19 @@ def _resolve_timing_cache(path: str | None, device: Any, features: Any) -> str |
     if path is None:
         return None
     p = Path(path)
+    from edgeresnet.trt.adapter import check_timing_cache_file
+
     if p.is_dir() or path.endswith(("/", "\\")):
         if not p.exists():
             raise UserError(f"--timing-cache {path}: directory does not exist; create it or give a file path")
         key = timing_cache_key(device.name, device.compute_capability, format_version(features.version))
-        return str(p / f"timing-{key}.cache")
-    if not p.parent.exists():
-        raise UserError(f"--timing-cache {path}: directory {p.parent} does not exist")
-    return str(p)
+        resolved = p / f"timing-{key}.cache"
+    else:
+        if not p.parent.exists():
+            raise UserError(f"--timing-cache {path}: directory {p.parent} does not exist")
+        resolved = p
+    check_timing_cache_file(resolved)
+    return str(resolved)
 
 
 def _device_caps(target: Any, environment: dict[str, Any] | None, console: Any) -> Any:
@@ -326,6 +331,10 @@ def build(
     profile = parse_batch(batch)
     if calib_cache is not None and calib_cache.is_dir():
         raise UserError(f"--calib-cache {calib_cache}: is a directory, expected a calibration cache file")
+    if calib_cache is not None and calib_cache.is_file():
+        from edgeresnet.compress.calibration import read_trt_cache
+
+        read_trt_cache(calib_cache)  # a file that is not a TRT-<version>-<Algorithm> cache is refused here
     info = inspect_onnx(onnx)
     preprocess = _preprocess_contract(info, required=deploy_configs)
     base = name or onnx.stem
@@ -444,22 +453,30 @@ def _build_engine(trt: Any, plan: Any, target: Any, info: Any, out: Path, base: 
                   rebuild: str, preprocess: Any, console: Any) -> dict[str, Any]:
     """Build with the adapter, write the engine atomically, then its manifest (and layer info if a GPU is here)."""
     from edgeresnet.artifacts import atomic_output, write_json_atomic, write_manifest
-    from edgeresnet.trt.adapter import build_engine, make_logger, trt_label
+    from edgeresnet.trt.adapter import make_logger, run_build, trt_label
     from edgeresnet.trt.engine_manifest import build_engine_manifest
 
     logger = make_logger(trt, "WARNING")
     with console.status(f"building {base}.engine with {trt_label(trt)} ..."):
-        data = build_engine(trt, plan, logger)
+        state = run_build(trt, plan, logger)
+    data = state.serialized
     engine_path = out / f"{base}.engine"
-    with atomic_output(engine_path) as tmp:
+    with atomic_output(engine_path) as tmp:  # the engine first: no cache problem after this can lose it
         tmp.write_bytes(data)
+    cache_problem = state.save_timing_cache()
+    for note in state.notes:
+        console.print(f"note: {note}", highlight=False)
+    for warning in state.warnings + ([cache_problem] if cache_problem else []):
+        console.print(f"warning: {warning}", style="yellow", highlight=False)
     files: dict[str, str] = {"engine": str(engine_path)}
     layers = None
     if environment.get("gpu") and plan.features.flavor == "tensorrt":
         try:
             from edgeresnet.trt.adapter import deserialize_engine, inspect_engine
 
-            engine = deserialize_engine(trt, data, dla_core=plan.dla_core, source=str(engine_path))
+            # a --version-compatible plan embeds a lean runtime: it loads only with engine host code allowed
+            engine = deserialize_engine(trt, data, dla_core=plan.dla_core, source=str(engine_path),
+                                        host_code_allowed=bool(plan.spec.version_compatible))
             layers = inspect_engine(trt, engine)
             files["layers"] = str(write_json_atomic(out / f"{base}.layers.json", layers))
         except Exception as exc:  # the engine is built; layer info is a bonus

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -378,19 +379,73 @@ def trt_cache_text(table: CalibrationTable, version: tuple[int, int, int] = DEFA
     return "\n".join(lines) + "\n"
 
 
-def parse_trt_cache(text: str) -> tuple[str, dict[str, float]]:
+#: calibrator class -> the algorithm name TensorRT writes in the cache header (IInt8Calibrator.getAlgorithm:
+#: kENTROPY_CALIBRATION_2 / kMINMAX_CALIBRATION; header as TensorRT 8.6/10.x write it, e.g. TRT-8601-EntropyCalibration2)
+CACHE_ALGORITHMS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
+_HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z][A-Za-z0-9]*)$")
+_SCALE_RE = re.compile(r"^(.+):\s*([0-9a-fA-F]{8})$")
+
+
+@dataclass(frozen=True)
+class TrtCache:
+    """A TensorRT calibration cache as read from disk: header fields and per-tensor scales."""
+
+    version_code: int  # NV_TENSORRT_VERSION of the TensorRT the header names
+    algorithm: str  # "EntropyCalibration2", "MinMaxCalibration", ...
+    scales: dict[str, float]
+    lines: tuple[str, ...]  # the scale lines as written (kept verbatim when the header is rewritten)
+
+    @property
+    def header(self) -> str:
+        return f"TRT-{self.version_code}-{self.algorithm}"
+
+    def text(self, version_code: int | None = None) -> str:
+        """The cache text, with the header naming ``version_code`` when given (scales unchanged)."""
+        code = self.version_code if version_code is None else int(version_code)
+        return "\n".join([f"TRT-{code}-{self.algorithm}", *self.lines]) + "\n"
+
+
+def parse_trt_cache(text: str, where: str = "calibration cache") -> tuple[str, dict[str, float]]:
     """The header and the per-tensor scales of a TensorRT calibration cache."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("TRT-"):
-        raise UserError("calibration cache: first line is not a TRT-<version>-<Calibrator> header")
-    scales = {}
-    for line in lines[1:]:
-        name, _, value = line.rpartition(":")
-        try:
-            scales[name.strip()] = struct.unpack(">f", bytes.fromhex(value.strip()))[0]
-        except ValueError as exc:
-            raise UserError(f"calibration cache: line {line!r} is not 'tensor: hex-float'") from exc
-    return lines[0], scales
+    cache = parse_trt_cache_text(text, where)
+    return cache.header, cache.scales
+
+
+def parse_trt_cache_text(text: str, where: str = "calibration cache") -> TrtCache:
+    """A ``TRT-<digits>-<Algorithm>`` header line, then ``tensor: <8 hex digits>`` lines (big-endian float32)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    header = _HEADER_RE.match(lines[0]) if lines else None
+    if header is None:
+        first = repr(lines[0][:40]) if lines else "nothing"
+        raise UserError(f"{where}: first line is {first}, not a TRT-<version>-<Calibrator> header; "
+                        "pass a calibration cache written by edgeresnet calibrate or TensorRT")
+    scales: dict[str, float] = {}
+    for number, line in enumerate(lines[1:], 2):
+        match = _SCALE_RE.match(line)
+        if match is None:
+            raise UserError(f"{where}: line {number} {line[:60]!r} is not 'tensor: <8 hex digits>'; "
+                            "the file is not a TensorRT calibration cache or is damaged, recreate it")
+        scales[match.group(1).strip()] = struct.unpack(">f", bytes.fromhex(match.group(2)))[0]
+    if not scales:
+        raise UserError(f"{where}: the cache has a header but no tensor scales; recreate it with edgeresnet calibrate")
+    return TrtCache(int(header.group(1)), header.group(2), scales, tuple(lines[1:]))
+
+
+def read_trt_cache(path: str | Path, option: str = "--calib-cache") -> TrtCache:
+    """Read and validate a calibration cache file; every problem is one line naming ``option`` and the file."""
+    p = Path(path)
+    where = f"{option} {p}"
+    if not p.is_file():
+        raise UserError(f"{where}: file not found; make it with edgeresnet calibrate or add --calib-data")
+    raw = p.read_bytes()
+    if b"\0" in raw[:4096]:
+        raise UserError(f"{where}: binary file, not a TensorRT calibration cache (a text file starting TRT-<version>-); "
+                        "did you pass an engine or a timing cache?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not UTF-8 text, not a TensorRT calibration cache") from None
+    return parse_trt_cache_text(text, where)
 
 
 def load_cached_table(cache: Path, key: dict[str, Any]) -> CalibrationTable | None:

@@ -369,6 +369,8 @@ class _Build:
         self.timing_cache_path: Path | None = None
         self.serialized: bytes | None = None
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # problems that do not stop the build (a rejected cache, ...)
+        self.calibration: CalibrationInput | None = None  # checked before any TensorRT object exists
 
     @property
     def onnx(self) -> str:
@@ -447,14 +449,15 @@ class _Build:
         self.profile = profile
 
     def step_calibrator(self, kind: str, cache: str | None = None, data: str | None = None, input: str = "input",  # noqa: A002
-                   batch_size: int = 1, shape: list[int] | None = None, max_images: int = 512,
-                   calibration_profile: bool = False, cache_exists: bool = False, **_: Any) -> None:
+                        batch_size: int = 1, calibration_profile: bool = False, **_: Any) -> None:
         config = self.config
-        batches = None
-        if data is not None and not (cache and Path(cache).is_file()):
-            batches = calibration_batches(data, list(shape or []), int(batch_size), int(max_images))
-        self.calibrator = make_calibrator(self.trt, kind, cache=cache, batches=batches, batch_size=int(batch_size),
-                                          input_name=input)
+        prepared = self.calibration
+        if prepared is None:  # build_engine prepares it; a caller driving the steps itself gets the same checks
+            step = self.plan.find("calibrator")
+            prepared = self.calibration = prepare_calibration(self.trt, step.args if step else {})
+        self.calibrator = make_calibrator(self.trt, kind, cache=cache, batches=prepared.batches,
+                                          batch_size=int(batch_size), input_name=input, backend=prepared.backend,
+                                          cache_bytes=prepared.cache_bytes, use_cache_file=False)
         config.int8_calibrator = self.calibrator
         if calibration_profile and self.profile is not None:
             config.set_calibration_profile(self.profile)
@@ -469,10 +472,16 @@ class _Build:
             target = target / f"{key or 'timing'}.cache"
         blob = target.read_bytes() if target.is_file() else b""
         timing_cache = config.create_timing_cache(blob)
-        if timing_cache is None:
-            raise UserError(f"--timing-cache {target}: {trt_label(self.trt)} cannot read it (another GPU or TensorRT?); "
-                            "delete it or pass another path")
-        config.set_timing_cache(timing_cache, bool(ignore_mismatch))
+        if timing_cache is None:  # TensorRT logs "Magic tag does not match": the bytes are no timing cache
+            raise UserError(f"--timing-cache {target}: {trt_label(self.trt)} cannot read it as a timing cache "
+                            "(not one, or damaged); delete it or pass another path")
+        # pyCoreDoc.h set_timing_cache: "A failure will be reported if the CUDA device property in the provided
+        # cache is different from current environment"; ":returns: A `BOOL` indicating whether the operation is
+        # done successfully". False = not attached: build without it, keep the file, never save over it.
+        if config.set_timing_cache(timing_cache, bool(ignore_mismatch)) is False:
+            self.warnings.append(f"--timing-cache {target}: {trt_label(self.trt)} rejected it (written by another GPU "
+                                 "or TensorRT); built without it and left the file unchanged (delete it to start a new one)")
+            return
         self.timing_cache, self.timing_cache_path = timing_cache, target
 
     def step_profiling_verbosity(self, level: str = "DETAILED", **_: Any) -> None:
@@ -494,17 +503,78 @@ class _Build:
         finally:
             if self.calibrator is not None:  # calibration is over: free its device buffer
                 self.calibrator.release()
+        if self.calibrator is not None:
+            # TensorRT swallows what the calibrator raises (pyInt8.cpp prints it and reads "no more batches"),
+            # so it is raised here, once the build returns, instead of TensorRT's generic "no scaling factors".
+            self.calibrator.raise_failure()
+            if self.calibrator.write_failure:
+                self.warnings.append(self.calibrator.write_failure)
         if serialized is None:
             raise self.fail("engine build failed")
         self.serialized = bytes(memoryview(serialized))
         if not self.serialized:
             raise self.fail("engine build returned an empty plan")
-        if self.timing_cache_path is not None:
-            from edgeresnet.artifacts import atomic_output
 
+    def save_timing_cache(self) -> str | None:
+        """Write the timing cache back after the engine is safe on disk; a failure is a warning, never an error
+        (pyCoreDoc.h get_timing_cache: "or `None` if no timing cache is set")."""
+        if self.timing_cache_path is None:
+            return None
+        from edgeresnet.artifacts import atomic_output
+
+        target = self.timing_cache_path
+        try:
+            config = self.config
             timing_cache = config.get_timing_cache()
-            with atomic_output(self.timing_cache_path, "--timing-cache") as tmp:
-                tmp.write_bytes(bytes(memoryview(timing_cache.serialize())))
+            if timing_cache is None:
+                return f"--timing-cache {target}: {trt_label(self.trt)} kept no timing cache; not saved"
+            blob = bytes(memoryview(timing_cache.serialize()))
+            with atomic_output(target, "--timing-cache") as tmp:
+                tmp.write_bytes(blob)
+        except Exception as exc:  # noqa: BLE001 - the engine is built; the cache is a bonus
+            return f"--timing-cache {target}: not saved ({' '.join(str(exc).split())[:160] or exc.__class__.__name__})"
+        return None
+
+
+def check_timing_cache_file(path: str | Path, option: str = "--timing-cache") -> None:
+    """Refuse, before the build, a ``--timing-cache`` file that is recognisably something else.
+
+    TensorRT's timing-cache layout is not documented (it checks a magic tag: "Serialization assertion
+    magicTagRead == kMAGIC_TAG failed"), so a cache cannot be proven valid here; what is refused is a file that
+    is clearly another artifact: a TensorRT plan (tag ``ftrt``/``vtrt``, see planfile.py), a calibration cache or
+    other text (a timing cache is binary), numpy/zip files (``.npy``, ``.npz``, ``.pt``) and ONNX protobuf.
+    A missing or empty file starts a new cache."""
+    from edgeresnet.trt.planfile import parse_plan_header
+
+    p = Path(path)
+    if not p.exists():
+        return
+    if not p.is_file():
+        raise UserError(f"{option} {p}: not a file; pass a timing cache file or a directory for keyed caches")
+    with p.open("rb") as handle:
+        head = handle.read(4096)
+    if not head:
+        return
+    what = None
+    if parse_plan_header(head, size=p.stat().st_size).is_plan:
+        what = "a TensorRT engine"
+    elif head.startswith(b"TRT-"):
+        what = "an INT8 calibration cache (pass it as --calib-cache)"
+    elif head.startswith(b"\x93NUMPY"):
+        what = "a numpy array"
+    elif head.startswith(b"PK\x03\x04"):
+        what = "a zip archive (.npz or a PyTorch checkpoint)"
+    elif len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
+        what = "an ONNX model"  # ModelProto: field 1 ir_version (varint), then producer/domain/graph fields
+    elif b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            what = "a text file"
+        except UnicodeDecodeError:
+            pass
+    if what:
+        raise UserError(f"{option} {p}: is {what}, not a TensorRT timing cache; pass the timing cache path "
+                        "(a new one is created when the file does not exist)")
 
 
 def check_plan_matches(trt: Any, plan: Any) -> None:
@@ -519,14 +589,22 @@ def check_plan_matches(trt: Any, plan: Any) -> None:
         )
 
 
-def build_engine(trt: Any, plan: Any, logger: Any = None) -> bytes:
-    """Apply ``plan`` (a ``BuildPlan``) to the injected TensorRT module; return the serialized engine bytes.
+def run_build(trt: Any, plan: Any, logger: Any = None, *, backend: Any = None) -> _Build:
+    """Apply ``plan`` (a ``BuildPlan``) to the injected TensorRT module and return the build's state:
+    ``.serialized`` (the engine bytes), ``.warnings`` and ``.save_timing_cache()``, which the caller runs once
+    the engine is written, so that no cache problem can lose a built engine.
 
-    Parser errors name the ONNX and the first failing node; a None from ``build_serialized_network``
-    becomes a one-line UserError with the logged reason. Everything logged is in ``logger.messages``."""
+    Calibration inputs are checked first, before any TensorRT object exists. Parser errors name the ONNX and
+    the first failing node; a None from ``build_serialized_network`` becomes a one-line UserError with the
+    logged reason. Everything logged is in ``logger.messages``."""
     check_plan_matches(trt, plan)
     logger = logger if logger is not None else make_logger(trt)
     state = _Build(trt, plan, logger)
+    step = plan.find("calibrator")
+    if step is not None:
+        state.calibration = prepare_calibration(trt, step.args, backend=backend)
+        state.notes.extend(state.calibration.notes)
+        state.warnings.extend(state.calibration.warnings)
     for step in plan.steps:
         handler = getattr(state, "step_" + step.op, None)
         if handler is None:
@@ -534,7 +612,19 @@ def build_engine(trt: Any, plan: Any, logger: Any = None) -> bytes:
         handler(**step.args)
     if state.serialized is None:
         raise ValueError("the build plan has no 'build' step")
-    return state.serialized
+    return state
+
+
+def build_engine(trt: Any, plan: Any, logger: Any = None, *, backend: Any = None) -> bytes:
+    """``run_build`` for callers that keep the bytes themselves: the timing cache is saved before returning
+    and its problems, like every other warning, are appended to ``logger.messages`` as WARNING."""
+    logger = logger if logger is not None else make_logger(trt)
+    state = run_build(trt, plan, logger, backend=backend)
+    problem = state.save_timing_cache()
+    messages = getattr(logger, "messages", None)
+    if isinstance(messages, list):
+        messages.extend(("WARNING", w) for w in state.warnings + ([problem] if problem else []))
+    return state.serialized  # type: ignore[return-value]
 
 
 # -- INT8 calibration (weakly typed, TensorRT < 11) ----------------------------------------------
@@ -542,41 +632,129 @@ def build_engine(trt: Any, plan: Any, logger: Any = None) -> bytes:
 
 def calibration_batches(data: str, shape: list[int], batch_size: int, max_images: int) -> Iterator[Any]:
     """Preprocessed NCHW float32 batches for calibration from ``.npy``/``.npz`` images or a data spec
-    (``digits`` or an ImageFolder, read with ``edgeresnet.data.load_data`` at the engine's image size)."""
+    (``digits`` or an ImageFolder, read with ``edgeresnet.data.load_data`` at the engine's image size).
+
+    Everything is checked here, eagerly (file or folder exists, has images, image shape matches the network
+    input); only the iterator it returns is lazy. A problem found inside ``get_batch`` would reach TensorRT,
+    which swallows it (pyInt8.cpp) and fails with its generic "no scaling factors" error."""
     import numpy as np
 
     path = Path(data)
+    where = f"--calib-data {data}"
     if path.suffix in (".npy", ".npz"):
         if not path.is_file():
-            raise UserError(f"--calib-data {data}: file not found; check the path")
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            key = "images" if "images" in loaded.files else loaded.files[0]
-            images = loaded[key]
-        else:
-            images = loaded
+            raise UserError(f"{where}: file not found; check the path")
+        try:
+            loaded = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix == ".npy" else None)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                if not loaded.files:
+                    raise UserError(f"{where}: the .npz holds no arrays; save the images as 'images'")
+                key = "images" if "images" in loaded.files else loaded.files[0]
+                images = loaded[key]
+            else:
+                images = loaded
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{where}: not a readable numpy file ({' '.join(str(exc).split())[:120]})") from exc
     else:
+        from edgeresnet.compress.calibration import IMAGE_SUFFIXES
         from edgeresnet.data import load_data
 
+        if data != "digits":
+            if not path.is_dir():
+                raise UserError(f"{where}: no such folder (or .npy/.npz file); pass 'digits', an ImageFolder "
+                                "directory or a .npy/.npz of preprocessed NCHW images")
+            if not any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.rglob("*")):
+                raise UserError(f"{where}: the folder has no images ({', '.join(IMAGE_SUFFIXES[:4])} ...); "
+                                "add calibration images in class sub-folders")
         size = int(shape[-1]) if shape else 224
-        images, _ = load_data(data, size).arrays("train", limit=max_images)
-    images = np.ascontiguousarray(np.asarray(images, dtype=np.float32)[:max_images])
+        try:
+            images, _ = load_data(data, size).arrays("train", limit=max_images)
+        except UserError as exc:
+            raise UserError(f"{where}: {str(exc).split(': ', 1)[-1]}") from exc
+        except ValueError as exc:  # np.stack of an empty split
+            raise UserError(f"{where}: no calibration images could be read from the train split") from exc
+    if getattr(images, "ndim", 0) != 4:
+        raise UserError(f"{where}: images are {list(getattr(images, 'shape', []))}, expected N x C x H x W "
+                        f"({list(shape[1:]) if shape else 'C x H x W'}); prepare them at the model's image size")
     if shape and tuple(images.shape[1:]) != tuple(shape[1:]):
-        raise UserError(f"--calib-data {data}: images are {list(images.shape[1:])}, the engine input is {list(shape[1:])}; "
+        raise UserError(f"{where}: images are {list(images.shape[1:])}, the engine input is {list(shape[1:])}; "
                         "prepare them at the model's image size")
-    if len(images) < batch_size:
-        raise UserError(f"--calib-data {data}: {len(images)} images, fewer than one batch of {batch_size}")
-    for start in range(0, len(images) - batch_size + 1, batch_size):
-        yield np.ascontiguousarray(images[start:start + batch_size])
+    count = min(len(images), int(max_images))
+    if count < batch_size:
+        raise UserError(f"{where}: {count} images, fewer than one batch of {batch_size}")
+
+    def batches() -> Iterator[Any]:
+        for start in range(0, count - batch_size + 1, batch_size):
+            yield np.ascontiguousarray(np.asarray(images[start:start + batch_size], dtype=np.float32))
+
+    return batches()
+
+
+class CalibrationInput:
+    """What the calibrator will serve, decided before the build: cache bytes or batches (+ device backend)."""
+
+    def __init__(self, cache_bytes: bytes | None = None, batches: Iterator[Any] | None = None, backend: Any = None,
+                 notes: list[str] | None = None, warnings: list[str] | None = None) -> None:
+        self.cache_bytes, self.batches, self.backend = cache_bytes, batches, backend
+        self.notes = notes or []
+        self.warnings = warnings or []
+
+
+def prepare_calibration(trt: Any, args: dict[str, Any], backend: Any = None) -> CalibrationInput:
+    """Check the calibration cache and data of a ``calibrator`` step before any TensorRT object exists.
+
+    A cache is used when its algorithm is this calibrator's; a header naming another TensorRT release is
+    rewritten for the installed one (TensorRT skips a cache whose header is not its own: "trt will skip the
+    file if it is incompatible", https://github.com/NVIDIA/TensorRT/issues/1378 -- and with a cache we pass
+    no batches, so it would calibrate on nothing). A cache that cannot be used needs ``--calib-data``.
+    Calibrating needs device memory: the backend is created here, first (pycuda's ``import pycuda.autoinit``
+    makes the CUDA context, as NVIDIA's samples do before creating the builder)."""
+    from edgeresnet.compress.calibration import CACHE_ALGORITHMS, read_trt_cache, trt_version_code
+
+    kind = str(args.get("kind", "entropy2"))
+    cache, data = args.get("cache"), args.get("data")
+    algorithm = CACHE_ALGORITHMS.get(kind)
+    if algorithm is None:
+        raise UserError(f"calibrator {kind!r}: choose one of {', '.join(CACHE_ALGORITHMS)}")
+    result = CalibrationInput()
+    if cache and Path(cache).is_file():
+        table = read_trt_cache(cache)
+        want = trt_version_code(trt_version(trt))
+        if table.algorithm == algorithm:
+            if table.version_code != want:
+                result.notes.append(f"--calib-cache {cache}: header {table.header} rewritten as TRT-{want}-{algorithm} "
+                                    f"for {trt_label(trt)} (scales unchanged)")
+            result.cache_bytes = table.text(want).encode("utf-8")
+            return result
+        if data is None:
+            raise UserError(f"--calib-cache {cache}: written by the {table.algorithm} calibrator, this build uses "
+                            f"{kind} ({algorithm}) and TensorRT would ignore it; add --calib-data to recalibrate, or "
+                            f"pass a cache made for {kind}")
+        result.warnings.append(f"--calib-cache {cache}: made by {table.algorithm}, not {algorithm}; recalibrating "
+                               f"from --calib-data {data} and replacing it")
+    elif data is None:
+        raise UserError(f"--calib-cache {cache}: file not found; make it with edgeresnet calibrate or add --calib-data")
+    shape = list(args.get("shape") or [])
+    result.batches = calibration_batches(str(data), shape, int(args.get("batch_size", 1)),
+                                         int(args.get("max_images", 512)))
+    if backend is None:
+        from edgeresnet.trt.cuda_mem import get_backend
+
+        backend = get_backend()
+    result.backend = backend
+    return result
 
 
 def make_calibrator(trt: Any, kind: str = "entropy2", *, cache: str | None = None,
                     batches: Iterable[Any] | None = None, batch_size: int = 1, input_name: str = "input",
-                    backend: Any = None) -> Any:
+                    backend: Any = None, cache_bytes: bytes | None = None, use_cache_file: bool = True) -> Any:
     """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) subclass instance made from ``trt``.
 
-    It reads the calibration cache when the file exists (then TensorRT skips calibration), otherwise
-    copies ``batches`` to the device one by one and writes the cache TensorRT produces."""
+    It serves ``cache_bytes`` (or the cache file when ``use_cache_file`` and it exists; then TensorRT skips
+    calibration), otherwise copies ``batches`` to the device one by one, and writes the cache TensorRT
+    produces. TensorRT's trampoline catches and prints whatever a callback raises (pyInt8.cpp), so every
+    callback keeps its exception instead: ``raise_failure()`` raises it after the build, and a failed cache
+    write is ``write_failure`` (a warning: the engine itself is fine)."""
     base = {"entropy2": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}.get(kind)
     if base is None:
         raise UserError(f"calibrator {kind!r}: choose entropy2 or minmax")
@@ -590,11 +768,22 @@ def make_calibrator(trt: Any, kind: str = "entropy2", *, cache: str | None = Non
             self.device_ptr: int | None = None
             self.stream: int | None = None
             self.served = 0
+            self.failure: BaseException | None = None
+            self.write_failure: str | None = None
 
         def get_batch_size(self) -> int:
             return int(batch_size)
 
         def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.failure is not None:
+                return None
+            try:
+                return self._next_batch(names)
+            except BaseException as exc:  # noqa: BLE001 - TensorRT would swallow it; raise_failure() re-raises
+                self.failure = exc
+                return None
+
+        def _next_batch(self, names: list[str]) -> list[int] | None:
             batch = next(self.batches, None)
             if batch is None:
                 return None
@@ -611,22 +800,44 @@ def make_calibrator(trt: Any, kind: str = "entropy2", *, cache: str | None = Non
             return [int(self.device_ptr) for _ in names]
 
         def read_calibration_cache(self) -> bytes | None:
-            if self.cache_path is not None and self.cache_path.is_file():
-                return self.cache_path.read_bytes()
+            try:
+                if cache_bytes is not None:
+                    return cache_bytes
+                if use_cache_file and self.cache_path is not None and self.cache_path.is_file():
+                    return self.cache_path.read_bytes()
+            except BaseException as exc:  # noqa: BLE001
+                self.failure = exc
             return None
 
         def write_calibration_cache(self, data: Any) -> None:
             if self.cache_path is None:
                 return
-            from edgeresnet.artifacts import atomic_output
+            try:
+                from edgeresnet.artifacts import atomic_output
 
-            with atomic_output(self.cache_path, "--calib-cache") as tmp:
-                tmp.write_bytes(bytes(memoryview(data)))
+                with atomic_output(self.cache_path, "--calib-cache") as tmp:
+                    tmp.write_bytes(bytes(memoryview(data)))
+            except Exception as exc:  # noqa: BLE001 - the engine is fine; the caller warns
+                self.write_failure = (f"--calib-cache {self.cache_path}: not written "
+                                      f"({' '.join(str(exc).split())[:160] or exc.__class__.__name__})")
+
+        def raise_failure(self) -> None:
+            exc = self.failure
+            if exc is None:
+                return
+            if isinstance(exc, (UserError, KeyboardInterrupt, SystemExit)):
+                raise exc
+            detail = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+            raise UserError(f"calibration failed at batch {self.served + 1} ({exc.__class__.__name__}: {detail}); "
+                            "check --calib-data and the CUDA setup") from exc
 
         def release(self) -> None:
             if self.backend is not None and self.device_ptr is not None:
                 self.backend.free(self.device_ptr)
                 self.device_ptr = None
+            if self.backend is not None and self.stream is not None:
+                self.backend.stream_destroy(self.stream)
+                self.stream = None
 
     calibrator = Calibrator()
     calibrator.input_name = input_name
@@ -647,7 +858,9 @@ def deserialize_engine(trt: Any, data: bytes, logger: Any = None, *, dla_core: i
         raise classify_failure(logger, source, rebuild) from exc
     if dla_core is not None:
         runtime.DLA_core = int(dla_core)
-    if host_code_allowed:  # version-compatible plans embed a lean runtime (§1.9)
+    if host_code_allowed and hasattr(runtime, "engine_host_code_allowed"):
+        # a version-compatible plan embeds a lean runtime; NvInferRuntime.h setEngineHostCodeAllowed: "Set whether
+        # the runtime is allowed to deserialize engines with host executable code" (default false, TensorRT >= 8.6)
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
