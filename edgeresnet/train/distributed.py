@@ -114,8 +114,8 @@ def current() -> DistContext | None:
 def timeout_s(environ: Mapping[str, str] | None = None) -> float:
     """The process group's timeout: ``EDGERESNET_DIST_TIMEOUT_S`` seconds, else 300.
 
-    PyTorch's defaults are 30 min for gloo and 10 min for NCCL (torch.distributed.init_process_group docs:
-    https://pytorch.org/docs/stable/distributed.html#torch.distributed.init_process_group), so a rank whose peer
+    PyTorch's defaults are 30 min for gloo and 10 min for NCCL (torch/distributed/constants.py,
+    ``default_pg_timeout`` and ``default_pg_nccl_timeout``, PyTorch 2.14), so a rank whose peer
     froze or vanished on another node would wait that long in a collective; rank 0 writing a checkpoint is
     the longest legitimate wait of a healthy run, well under 300 s.
     """
