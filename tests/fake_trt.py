@@ -52,7 +52,7 @@ def load_api(name: str) -> dict[str, Any]:
     return json.loads((API_DIR / f"trt-{name}.json").read_text(encoding="utf-8"))
 
 
-TIMING_CACHE_MAGIC = b"fake-timing-cache "  # the fake's stand-in for the real binary header (magic + version)
+TIMING_CACHE_MAGIC = b"\x00\x01fake-timing-cache "  # stand-in for the real binary header (magic + version)
 NO_SCALING_FACTORS = ("4: [standardEngineBuilder.cpp::initCalibrationParams::1460] Error Code 4: Internal Error "
                       "(Calibration failure occurred with no scaling factors detected. This could be due to no int8 "
                       "calibrator or insufficient custom scales for network layers. Please see int8 sample to setup "

@@ -238,3 +238,111 @@ def test_real_build_with_tensorrt_rtx(tmp_path, capsys):
     result = json.loads((tmp_path / "build.json").read_text())
     assert result["built"] is True and result["files"]["engine"] == str(engine)
     assert (out / "triton" / "m" / "config.pbtxt").exists()
+
+
+# -- files given to build are checked for what their option says -------------------------------------
+
+
+def test_calib_cache_that_is_not_a_cache_is_refused(tmp_path, capsys):
+    from conftest import assert_one_line_error
+
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    bogus = tmp_path / "calib.cache"
+    bogus.write_text("hello\n")
+    code, _, err = run(["build", str(onnx), "--target", "agx-orin", "--precision", "int8", "--calib-cache", str(bogus),
+                        "--dry-run", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, f"--calib-cache {bogus}: first line is 'hello', not a TRT-<version>-<Calibrator>")
+    bogus.write_bytes(b"ftrt" + bytes(100))
+    code, _, err = run(["build", str(onnx), "--target", "agx-orin", "--precision", "int8", "--calib-cache", str(bogus),
+                        "--dry-run", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, f"--calib-cache {bogus}: binary file, not a TensorRT calibration cache")
+
+
+def test_timing_cache_that_is_not_a_timing_cache_is_refused(tmp_path, capsys, calib_cache):
+    from conftest import assert_one_line_error
+
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    code, _, err = run(["build", str(onnx), "--target", "agx-orin", "--precision", "fp16", "--timing-cache",
+                        str(calib_cache), "--dry-run", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, f"--timing-cache {calib_cache}: is an INT8 calibration cache",
+                          "not a TensorRT timing cache")
+
+
+def test_desktop_trt11_has_no_calibrators(tmp_path, capsys, calib_cache):
+    """Desktop targets plan for the newest TensorRT (11.x), which removed IInt8Calibrator: point to Q/DQ."""
+    from conftest import assert_one_line_error
+
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    code, _, err = run(["build", str(onnx), "--target", "desktop-ampere", "--precision", "int8", "--calib-cache",
+                        str(calib_cache), "--dry-run", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "removed implicit INT8 calibration", "edgeresnet calibrate")
+
+
+# -- the build command over the recording fake (real TensorRT cannot be installed here) -------------------
+
+
+@pytest.fixture()
+def fake_gpu_build(monkeypatch):
+    """``edgeresnet build`` with FakeTrt as the installed TensorRT and an SM 8.6 GPU reported present."""
+    from fake_trt import FakeEngineSpec, FakeTrt
+
+    from edgeresnet.trt import adapter, engine_manifest
+
+    trt = FakeTrt("10.3", engine=FakeEngineSpec())
+    real_env = engine_manifest.collect_environment
+
+    def environment(trt_module=None, target=None):
+        env = real_env(None, target)
+        env["tensorrt"] = trt.__version__
+        env["gpu"] = {"name": "NVIDIA RTX A6000", "compute_capability": "8.6"}
+        return env
+
+    monkeypatch.setattr(adapter, "load_trt", lambda builder="auto": trt)
+    monkeypatch.setattr(engine_manifest, "collect_environment", environment)
+    return trt
+
+
+def test_build_keeps_the_engine_when_the_timing_cache_is_rejected(tmp_path, capsys, fake_gpu_build, wide_terminal):
+    """A timing cache from another TensorRT: set_timing_cache returns False, get_timing_cache is None.
+    The engine is built and written, the cache is a warning and stays as it was; the version-compatible
+    engine's layer report deserializes with engine_host_code_allowed."""
+    from fake_trt import fake_timing_cache
+
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(fake_timing_cache("10.13.3.9", b"from another machine"))
+    out = tmp_path / "o"
+    code, stdout, err = run(["build", str(onnx), "--target", "desktop-ampere", "--precision", "fp32",
+                             "--typing", "weak", "--version-compatible", "--timing-cache", str(timing),
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    flat = " ".join(stdout.split())
+    assert (out / "m.engine").read_bytes() == b"ftrt-fake-plan"
+    assert f"warning: --timing-cache {timing}: TensorRT 10.3.0 rejected it" in flat
+    assert timing.read_bytes() == fake_timing_cache("10.13.3.9", b"from another machine")
+    assert "no layer report" not in flat
+    assert (out / "m.layers.json").is_file()
+    assert "Runtime.engine_host_code_allowed = True" in fake_gpu_build.calls
+
+
+def test_build_with_missing_calibration_data_is_one_line(tmp_path, capsys, fake_gpu_build):
+    from conftest import assert_one_line_error
+
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    out = tmp_path / "o"
+    code, _, err = run(["build", str(onnx), "--target", "desktop-ampere", "--trt-version", "10.3", "--precision",
+                        "int8", "--typing", "weak", "--calib-data", str(tmp_path / "calib"), "--out", str(out)], capsys)
+    assert_one_line_error(code, err, f"--calib-data {tmp_path / 'calib'}: no such folder")
+    assert not (out / "m.engine").exists()
+    assert not [c for c in fake_gpu_build.calls if c.startswith("trt.Builder")]
+
+
+def test_layer_report_of_a_version_compatible_build(tmp_path, capsys, fake_gpu_build, wide_terminal):
+    """The fake, like TensorRT, refuses a version-compatible plan unless engine_host_code_allowed is set."""
+    onnx = make_classifier_onnx(tmp_path / "m.onnx", opset=13)
+    out = tmp_path / "o"
+    code, stdout, err = run(["build", str(onnx), "--target", "desktop-ampere", "--precision", "fp32",
+                             "--typing", "weak", "--version-compatible", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "no layer report" not in " ".join(stdout.split())
+    assert json.loads((out / "m.layers.json").read_text())["Layers"][0]["LayerType"] == "Reduce"
