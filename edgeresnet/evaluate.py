@@ -11,11 +11,14 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeresnet.errors import UserError
+
+if TYPE_CHECKING:
+    from edgeresnet.runners.base import Runner
 
 
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -75,12 +78,14 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float | None:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def runner_logits(runner: Any, images: np.ndarray, batch_size: int = 64,
+def runner_logits(runner: Runner, images: np.ndarray, batch_size: int = 64,
                   on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Logits of ``images`` through ``runner`` in batches it accepts (a static batch gets padded chunks)."""
+    """Logits of ``images`` through ``runner`` in batches its ``batch_range`` accepts: ``--batch-size`` clamped
+    into the range, a chunk below the minimum (the last one of a static batch-N model) padded up to it."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be a positive integer")
-    lo, hi = getattr(runner, "batch_range", None) or (1, None)
+    limits = runner.batch_range
+    lo, hi = limits if limits is not None else (1, None)
     size = max(lo, min(batch_size, hi)) if hi else max(lo, batch_size)
     outputs = []
     for start in range(0, len(images), size):
@@ -151,17 +156,23 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
 # -- a model file on a data split -----------------------------------------------------------------
 
 
-def load_model_runner(path: str | Path, backend: str | None = None, device: str | None = None) -> Any:
-    """The runner for a checkpoint, ONNX file or engine (``runners.load_runner`` picks by file type)."""
-    from edgeresnet.runners import load_runner
+def load_model_runner(path: str | Path, backend: str | None = None, device: str | None = None,
+                      cuda_backend: str = "auto") -> Any:
+    """The runner for a checkpoint, ONNX file or engine (``runners.load_runner`` picks by file type);
+    ``cuda_backend`` (auto | cuda-python | pycuda) reaches the TensorRT runner only."""
+    from edgeresnet.runners import backend_for_path, load_runner
+    from edgeresnet.trt.cuda_mem import check_backend_name
 
-    options = {"device": device} if device else {}
+    check_backend_name(cuda_backend)
+    options: dict[str, Any] = {"device": device} if device else {}
+    if (backend or backend_for_path(path)) == "trt":
+        options["cuda_backend"] = cuda_backend
     return load_runner(path, backend=backend, **options)
 
 
 def evaluate_model_file(path: str | Path, data: str | None = None, split: str = "test", *, batch_size: int = 64,
                         limit: int | None = None, split_seed: int | None = None, backend: str | None = None,
-                        device: str | None = None,
+                        device: str | None = None, cuda_backend: str = "auto",
                         on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Evaluate a model file on a split of its data set, preprocessed exactly as the model's contract says.
 
@@ -177,7 +188,7 @@ def evaluate_model_file(path: str | Path, data: str | None = None, split: str = 
         raise UserError(f"--split {split}: choose train, val or test")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be a positive number of images")
-    runner = load_model_runner(model_path, backend, device)
+    runner = load_model_runner(model_path, backend, device, cuda_backend)
     preprocess = getattr(runner, "preprocess", None) or preprocess_of(model_path)
     recorded = _recorded_settings(model_path)
     data = data or data_spec_of(model_path) or "digits"

@@ -4,6 +4,7 @@ device memory, classified load failures, and the runner's refusals before anythi
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import struct
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
+from fake_cuda import FakeCudart, FakePycudaDriver
 from fake_trt import FakeEngineSpec, FakeMemory, FakeTrt
 
 from edgeresnet.artifacts import build_manifest, write_manifest
@@ -158,9 +161,11 @@ def test_timed_step_records_events_around_each_part_on_the_session_stream(sessio
     assert [e.split("(")[0] for e in memory.log] == ["record", "h2d", "record", "record", "d2h", "record", "sync"]
     assert parts["h2d"] == parts["gpu_compute"] == parts["d2h"] == 1.0 and parts["enqueue"] >= 0.0  # fake: 1 ms/event
     np.testing.assert_allclose(step.outputs["logits"], spec.reference(images), rtol=1e-5, atol=1e-6)
+    # the timed loop copies from and to pinned host buffers (trtexec / common_runtime.py), released on close
+    assert memory.is_pinned(step.images) and all(memory.is_pinned(a) for a in step.outputs.values())
     memory.log.clear()
     step.close()
-    assert memory.log == ["event_destroy"] * 4
+    assert memory.log == ["event_destroy"] * 4 + ["host_free"] * 2 and memory.pinned == {}
 
 
 def test_timed_step_without_transfers_keeps_data_on_the_device(session: Any) -> None:
@@ -371,3 +376,340 @@ def test_cuda_python_roundtrip_on_a_gpu() -> None:
     backend.free(pointer)
     info = backend.gpu_info()
     assert info.compute_capability >= (5, 0) and info.name
+
+
+# -- the CUDA binding that runs the engine: probe, device, pinned memory --------------------------------
+
+
+def _no_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as on a JetPack image without cuda-python: both import paths fail."""
+    import sys
+
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def _with_pycuda(monkeypatch: pytest.MonkeyPatch, driver: FakePycudaDriver) -> None:
+    import sys
+    import types
+
+    package = types.ModuleType("pycuda")
+    package.driver = driver  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycuda", package)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+
+
+def _with_cudart(monkeypatch: pytest.MonkeyPatch, cudart: FakeCudart) -> None:
+    monkeypatch.setattr(cuda_mem, "_import_cudart", lambda: cudart)
+
+
+def test_fake_cudart_answers_like_the_real_one_here() -> None:
+    """The fake's error tuples have the real shape: this machine has cuda-python and no driver."""
+    real = pytest.importorskip("cuda.bindings.runtime")
+    assert real.cudaGetDeviceCount()[0] == FakeCudart(driver=0).cudaGetDeviceCount()[0]
+    assert real.cudaGetDeviceCount()[1] is FakeCudart(driver=0).cudaGetDeviceCount()[1] is None
+    assert type(real.cudaSetDevice(0)) is type(FakeCudart(driver=0).cudaSetDevice(0)) is tuple
+    assert real.cudaDriverGetVersion() == FakeCudart(driver=0).cudaDriverGetVersion()
+
+
+def test_pycuda_only_machine_runs_an_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cuda-python, pycuda present: the probe goes through pycuda, and its context exists before TensorRT."""
+    _no_cuda_python(monkeypatch)
+    spec = FakeEngineSpec()
+    trt = FakeTrt("10.3", engine=spec)
+    driver = FakePycudaDriver(calls=trt.calls)
+    trt.options["memory"] = driver
+    _with_pycuda(monkeypatch, driver)
+    runner = TrtRunner.load(write_engine(tmp_path), trt_module=trt)
+    images = np.random.default_rng(4).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    with runner:
+        np.testing.assert_allclose(runner.infer(images), spec.reference(images), rtol=1e-5, atol=1e-6)
+    assert runner.describe()["cuda_backend"] == "pycuda" and runner.gpu.name == "NVIDIA Fake GPU 0"
+    assert trt.calls.index("pycuda.Device(0).make_context()") < trt.calls.index("trt.Runtime(logger)")
+
+
+def test_explicit_cuda_backend_and_device_for_pycuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trt = FakeTrt("10.3", engine=FakeEngineSpec())
+    driver = FakePycudaDriver(devices=2, calls=trt.calls)
+    trt.options["memory"] = driver
+    _with_pycuda(monkeypatch, driver)
+    _with_cudart(monkeypatch, FakeCudart(devices=2, calls=trt.calls))  # present, but not the one asked for
+    runner = TrtRunner.load(write_engine(tmp_path), trt_module=trt, cuda_backend="pycuda", device="cuda:1")
+    with runner:
+        runner.infer(np.zeros((1, 3, 8, 8), np.float32))
+    assert runner.device == "cuda:1" and runner.describe()["cuda_backend"] == "pycuda"
+    assert "pycuda.Device(1).make_context()" in trt.calls and not [c for c in trt.calls if c.startswith("cudaSet")]
+    assert [c for c in trt.calls if c.startswith("pycuda.mem_alloc")][0].endswith("on 1")
+
+
+def test_cuda_python_13_on_a_cuda_12_driver_says_which_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error 35 from cuda-python 13 under a CUDA 12.6 driver: the pin that fixes it, not "no GPU"."""
+    _with_cudart(monkeypatch, FakeCudart(driver=12060, runtime=13050))
+    count, reason = cuda_mem.probe_gpu()
+    assert count == 0
+    assert re.search(r"error 35: cuda-python \S+ \(CUDA runtime 13\.5\) needs driver >= 580\.65\.06; this driver "
+                     r"supports CUDA 12\.6: install cuda-python<13 \(pip install 'edgeresnet\[trt-cu12\]'\)", reason)
+    with pytest.raises(cuda_mem.CudaError, match=r"^CUDA cudaMalloc failed: error 35 \(cuda-python .* install "
+                                                 r"cuda-python<13"):
+        cuda_mem.CudaPythonBackend(FakeCudart(driver=12060, runtime=13050)).alloc(16)
+    _with_cudart(monkeypatch, FakeCudart(driver=0, runtime=13050))
+    assert "no NVIDIA driver is loaded" in cuda_mem.probe_gpu()[1]
+
+
+def test_auto_falls_back_to_pycuda_when_cuda_python_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_cudart(monkeypatch, FakeCudart(driver=12060, runtime=13050))
+    _with_pycuda(monkeypatch, FakePycudaDriver())
+    backend, reason = cuda_mem.select_backend("auto", 0)
+    assert isinstance(backend, cuda_mem.PycudaBackend) and reason == "1 CUDA device(s) (pycuda)"
+    backend, reason = cuda_mem.select_backend("cuda-python", 0)
+    assert backend is None and "install cuda-python<13" in reason
+
+
+def test_engine_refused_in_one_line_when_the_driver_is_too_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_cuda_python(monkeypatch)
+    _with_cudart(monkeypatch, FakeCudart(driver=12060, runtime=13050))
+    monkeypatch.setitem(__import__("sys").modules, "pycuda", None)
+    with pytest.raises(UserError) as info:
+        TrtRunner.load(write_engine(tmp_path), trt_module=FakeTrt("10.3"))
+    text = str(info.value)
+    assert "none is usable here (no usable CUDA device: error 35: cuda-python" in text and "\n" not in text
+    assert "install cuda-python<13" in text
+
+
+@pytest.mark.parametrize("value, index", [(None, 0), ("cuda", 0), ("cuda:0", 0), ("cuda:2", 2), ("1", 1), (3, 3),
+                                          ("GPU:1", 1)])
+def test_device_is_parsed_once_into_an_int(value: Any, index: int) -> None:
+    assert cuda_mem.parse_device(value) == index
+
+
+@pytest.mark.parametrize("value, fragment", [("cpu", "TensorRT engines run on a CUDA GPU"), ("cuda:x", "unknown device"),
+                                             ("-1", "unknown device"), ("tpu", "unknown device")])
+def test_bad_device_is_one_line(value: str, fragment: str) -> None:
+    with pytest.raises(UserError, match=fragment):
+        cuda_mem.parse_device(value)
+
+
+def test_device_n_is_made_current_before_the_engine_is_deserialized(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--device cuda:1: cudaSetDevice(1) before trt.Runtime, the compatibility check reads GPU 1, memory on 1."""
+    trt = FakeTrt("10.3", engine=FakeEngineSpec())
+    cudart = FakeCudart(devices=2, calls=trt.calls)
+    trt.options["memory"] = cudart
+    _with_cudart(monkeypatch, cudart)
+    runner = TrtRunner.load(write_engine(tmp_path), trt_module=trt, device="cuda:1")
+    assert runner.gpu.name == "NVIDIA Fake GPU 1" and runner.device == "cuda:1"
+    with runner:
+        runner.infer(np.zeros((2, 3, 8, 8), np.float32))
+    assert trt.calls.index("cudaSetDevice(1)") < trt.calls.index("trt.Runtime(logger)")
+    assert all(c.endswith(" on 1") for c in trt.calls if c.startswith("cudaMalloc("))
+    with pytest.raises(UserError, match=r"--device 2: cuda-python sees 2 CUDA device\(s\), numbered 0\.\.1"):
+        TrtRunner.load(write_engine(tmp_path), trt_module=trt, device=2)
+
+
+def test_cuda_python_timed_loop_uses_pinned_host_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = FakeEngineSpec()
+    cudart = FakeCudart()
+    trt = FakeTrt("10.3", engine=spec, memory=cudart)
+    backend = cuda_mem.CudaPythonBackend(cudart)
+    sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
+    images = np.random.default_rng(5).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    sess.infer(images)  # not timed: pageable is fine
+    assert [c for c in cudart.calls if c.startswith(("H2D", "D2H"))] == ["H2D(1536, pinned=False)",
+                                                                        "D2H(32, pinned=False)"]
+    cudart.calls.clear()
+    step = sess.timed_step(images)
+    step()
+    assert [c for c in cudart.calls if c.startswith(("H2D", "D2H"))] == ["H2D(1536, pinned=True)",
+                                                                        "D2H(32, pinned=True)"]
+    np.testing.assert_allclose(step.outputs["logits"], spec.reference(images), rtol=1e-5, atol=1e-6)
+    assert cudart.calls.count("cudaMallocHost(1536)") == 1 and len(cudart.pinned) == 2
+    step.close()
+    assert cudart.pinned == {} and cudart.calls.count("cudaFreeHost") == 2
+    sess.close()
+
+
+def test_pycuda_timed_loop_uses_page_locked_arrays() -> None:
+    spec = FakeEngineSpec()
+    driver = FakePycudaDriver()
+    trt = FakeTrt("10.3", engine=spec, memory=driver)
+    backend = cuda_mem.PycudaBackend(driver)
+    backend.use_device(0)
+    sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
+    images = np.ones((4, 3, 8, 8), np.float32)
+    step = sess.timed_step(images)
+    step()
+    assert type(step.images.base).__name__ == "HostAllocation"
+    assert all(type(a.base).__name__ == "HostAllocation" for a in step.outputs.values())
+    np.testing.assert_allclose(step.outputs["logits"], spec.reference(images), rtol=1e-5, atol=1e-6)
+    step.close()
+    assert driver.calls.count("pycuda.HostAllocation.free()") == 2 and all(b.freed for b in driver.pinned)
+
+
+# -- I/O data types numpy does not have ---------------------------------------------------------------
+
+
+def test_bf16_io_runs_through_ml_dtypes() -> None:
+    pytest.importorskip("ml_dtypes")
+    spec = FakeEngineSpec(io_dtype="BF16")
+    memory = FakeMemory()
+    sess = EngineSession(FakeTrt("10.3", engine=spec, memory=memory), b"plan", memory, source="m.engine").open()
+    assert str(sess.dtypes["input"]) == "bfloat16"
+    images = np.random.default_rng(6).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    out = np.asarray(sess.infer(images)["logits"], dtype=np.float32)
+    np.testing.assert_allclose(out, spec.reference(images), rtol=0.05, atol=0.05)
+
+
+def test_bf16_without_ml_dtypes_and_fp8_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    def open_with(dtype: str) -> None:
+        memory = FakeMemory()
+        EngineSession(FakeTrt("10.3", engine=FakeEngineSpec(io_dtype=dtype), memory=memory), b"plan", memory,
+                      source="m.engine", rebuild="edgeresnet build m.onnx --target t").open()
+
+    with pytest.raises(UserError) as info:
+        open_with("FP8")
+    assert str(info.value) == ("m.engine: tensor 'input' is FP8, which has no numpy type; rebuild the engine with FP32 "
+                               "inputs and outputs (export the ONNX model with float32 I/O): edgeresnet build m.onnx "
+                               "--target t")
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(UserError, match=r"tensor 'input' is BF16, which numpy cannot hold without ml_dtypes; pip "
+                                        r"install ml_dtypes, or rebuild"):
+        open_with("BF16")
+
+
+def test_fake_nptype_raises_like_the_real_one() -> None:
+    trt = FakeTrt("10.3")
+    assert trt.nptype(trt.DataType.FLOAT) is np.float32
+    for name in ("BF16", "FP8", "INT4"):
+        with pytest.raises(TypeError, match="Could not resolve TensorRT datatype"):
+            trt.nptype(getattr(trt.DataType, name))
+
+
+# -- one batch-range contract: evaluate and benchmark ---------------------------------------------------
+
+
+def _engine_runner(tmp_path: Path, spec: FakeEngineSpec) -> TrtRunner:
+    memory = FakeMemory()
+    trt = FakeTrt("10.3", engine=spec, memory=memory)
+    return TrtRunner.load(write_engine(tmp_path), trt_module=trt, device_backend=memory)
+
+
+def test_evaluate_a_batch_1_engine_with_the_default_batch_size(tmp_path: Path) -> None:
+    from edgeresnet.evaluate import evaluate_runner
+
+    spec = FakeEngineSpec(profile=(1, 1, 1))
+    runner = _engine_runner(tmp_path, spec)
+    images = np.random.default_rng(7).normal(size=(5, 3, 8, 8)).astype(np.float32)
+    labels = spec.reference(images).argmax(axis=1)
+    metrics = evaluate_runner(runner, images, labels, batch_size=64)
+    assert metrics["n"] == 5 and metrics["top1"] == 100.0
+
+
+def test_evaluate_pads_the_last_chunk_of_a_static_batch_engine(tmp_path: Path) -> None:
+    from edgeresnet.evaluate import runner_logits
+
+    spec = FakeEngineSpec(static_batch=4)
+    runner = _engine_runner(tmp_path, spec)
+    images = np.random.default_rng(8).normal(size=(10, 3, 8, 8)).astype(np.float32)
+    with runner:
+        assert runner.batch_range == (4, 4) and runner.static_batch == 4
+        logits = runner_logits(runner, images, batch_size=64)
+    np.testing.assert_allclose(logits, spec.reference(images), rtol=1e-5, atol=1e-6)
+
+
+def test_trt_runner_batch_range_before_and_after_activation(tmp_path: Path) -> None:
+    runner = _engine_runner(tmp_path, FakeEngineSpec(profile=(1, 4, 8)))
+    assert runner.batch_range == (1, 8)  # from the manifest's profile
+    with runner:
+        assert runner.batch_range == (1, 8) and runner.static_batch is None  # from the engine
+
+
+def test_benchmark_skips_batches_outside_the_engine_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeresnet.bench import core
+    from edgeresnet.bench.timing import TimingConfig
+
+    runner = _engine_runner(tmp_path, FakeEngineSpec(profile=(1, 2, 4)))
+    monkeypatch.setattr(core, "open_runner", lambda path, settings: (runner, "trt", []))
+    settings = core.BenchSettings(batches=(1, 4, 16), target="orin-nano", timing=TimingConfig(
+        warmup_ms=0, warmup_iterations=1, min_iterations=2, duration_s=0.0))
+    skipped: list[str] = []
+    results = core.benchmark_artifact(runner.path, settings, environment={}, skipped=skipped)
+    assert [r["batch"] for r in results] == [1, 4]
+    assert skipped == ["model.engine: batch 16 is outside the batch range it was made for; skipped"]
+
+
+def test_every_runner_declares_the_batch_range() -> None:
+    import importlib
+
+    from edgeresnet.runners.base import BACKENDS, Runner
+
+    for target in BACKENDS.values():
+        module, name = target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert issubclass(cls, Runner) and isinstance(cls.__dict__.get("batch_range"), property), name
+
+    class Forgetful(Runner):
+        def infer(self, images: np.ndarray) -> np.ndarray:
+            return images
+
+    with pytest.raises(TypeError, match="batch_range"):
+        Forgetful(Path("x.pt"))  # type: ignore[abstract]
+
+
+# -- the CLI: --cuda-backend and --device on evaluate and benchmark ------------------------------------
+
+
+def _digits_engine(tmp_path: Path, spec: FakeEngineSpec) -> Path:
+    from edgeresnet.data.presets import preset_for
+
+    path = tmp_path / "digits.engine"
+    data = plan_bytes()
+    path.write_bytes(data)
+    extra = manifest(size=len(data))
+    extra.pop("size_bytes")
+    extra.pop("kind")
+    extra["engine"]["profiles"] = [{"input": "input", "min": [spec.profile[0], 3, 8, 8],
+                                    "opt": [spec.profile[1], 3, 8, 8], "max": [spec.profile[2], 3, 8, 8]}]
+    extra["preprocess"] = preset_for("digits", 8, tuple(str(i) for i in range(10))).to_dict()
+    write_manifest(path, build_manifest("tensorrt-engine", path, command="build", extra=extra))
+    return path
+
+
+def test_cli_evaluate_engine_on_gpu_1_with_the_default_batch_size(tmp_path: Path, capsys: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    pytest.importorskip("torchvision")  # imported for real first: torch._dynamo probes find_spec("tensorrt")
+    spec = FakeEngineSpec(classes=10, profile=(1, 1, 1))
+    trt = FakeTrt("10.3", engine=spec)
+    cudart = FakeCudart(devices=2, calls=trt.calls)
+    trt.options["memory"] = cudart
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _with_cudart(monkeypatch, cudart)
+    path = _digits_engine(tmp_path, spec)
+    code, out, err = run_cli(capsys, "evaluate", path, "--limit", "6", "--no-plot", "--device", "cuda:1",
+                             "--cuda-backend", "cuda-python", "--json", str(tmp_path / "m.json"))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n"] == 6 and metrics["runner"]["device"] == "cuda:1"
+    assert metrics["runner"]["cuda_backend"] == "cuda-python"
+    assert trt.calls.index("cudaSetDevice(1)") < trt.calls.index("trt.Runtime(logger)")
+    assert len([c for c in trt.calls if "execute_async_v3" in c]) == 6  # --batch-size 64 became six batch-1 calls
+
+
+@pytest.mark.parametrize("command", ["evaluate", "benchmark"])
+def test_cli_refuses_an_unknown_cuda_backend_in_one_line(command: str, tmp_path: Path, capsys: Any) -> None:
+    path = write_engine(tmp_path)
+    code, _, err = run_cli(capsys, command, path, "--cuda-backend", "cupy")
+    assert_one_line_error(code, err, "--cuda-backend 'cupy': choose one of auto, cuda-python, pycuda")
+
+
+def test_trt_extras_pin_the_cuda_python_major() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]
+    assert extras["trt-cu12"] == ["cuda-python>=12.2,<13"]
+    assert extras["trt-cu13"] == ["cuda-python>=13,<14"]
+    assert extras["trt"] == extras["trt-cu12"]  # JetPack 6 and every r525+ driver

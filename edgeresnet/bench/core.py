@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from edgeresnet.artifacts import read_manifest, sha256_file
 from edgeresnet.bench import stats
 from edgeresnet.bench.timing import TimingConfig, TorchCudaStep, host_step, inject_delay, measure
 from edgeresnet.errors import UserError
+
+if TYPE_CHECKING:
+    from edgeresnet.runners.base import Runner
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -39,8 +42,9 @@ class BenchSettings:
     model_name: str | None = None
     precision: str | None = None
     image_size: int | None = None
-    device: str | None = None  # torch backend: "cpu" or "cuda" (default: cuda when available)
+    device: str | None = None  # torch: "cpu" or "cuda[:N]" (default: cuda when available); trt: "cuda[:N]" or N
     seed: int = 0
+    cuda_backend: str = "auto"  # trt: the CUDA binding for memory, streams and the device probe
 
     def validate(self) -> BenchSettings:
         if not self.batches:
@@ -52,6 +56,9 @@ class BenchSettings:
             raise UserError(f"--threads {self.threads}: must be >= 1")
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"--image-size {self.image_size}: must be >= 1")
+        from edgeresnet.trt.cuda_mem import check_backend_name
+
+        check_backend_name(self.cuda_backend)
         if self.target is not None and not _TARGET_NAME.match(self.target):
             raise UserError(f"--target {self.target!r}: use letters, digits and . _ + - (e.g. orin-nano, host-cpu)")
         self.timing.validate()
@@ -213,8 +220,12 @@ def open_runner(path: Path, settings: BenchSettings) -> tuple[Any, str, list[str
             warnings.append(f"--threads {settings.threads} has no effect on TensorRT; ignored")
         else:
             wanted["threads"] = settings.threads
-    if backend == "torch" and settings.device:
+    if backend in ("torch", "trt") and settings.device:
         wanted["device"] = settings.device
+    if backend == "trt":
+        wanted["cuda_backend"] = settings.cuda_backend
+    elif settings.cuda_backend != "auto":
+        warnings.append(f"--cuda-backend {settings.cuda_backend} applies to TensorRT engines only; ignored")
     options, unsupported = _supported_options(backend, wanted)
     for name in unsupported:
         warnings.append(f"--{name} is not supported by the {backend} runner; ignored")
@@ -309,23 +320,20 @@ def evaluate_accuracy(runner: Any, images: np.ndarray, labels: np.ndarray, batch
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "n": n, "num_classes": num_classes}
 
 
-def _batch_allowed(runner: Any, batch: int, static_batch: int | None) -> bool:
-    if static_batch is not None:
-        return batch == static_batch
-    batch_range = getattr(runner, "batch_range", None)
-    if isinstance(batch_range, tuple) and len(batch_range) == 2:
-        return batch_range[0] <= batch <= batch_range[1]
-    return True
+def _batch_allowed(runner: Runner, batch: int) -> bool:
+    """Whether ``batch`` is inside the runner's ``batch_range`` (the Runner contract; None = any batch)."""
+    limits = runner.batch_range
+    return limits is None or limits[0] <= batch <= limits[1]
 
 
-def _probe(runner: Any, images: np.ndarray, path: Path, batch: int, static_batch: int | None) -> np.ndarray:
+def _probe(runner: Runner, images: np.ndarray, path: Path, batch: int) -> np.ndarray:
     """One inference before timing, so a batch the engine cannot take fails in one line, not mid-loop."""
-    if static_batch is not None and static_batch != batch:
-        raise UserError(f"--batch {batch}: {path} has a fixed batch of {static_batch}; benchmark it with --batch "
-                        f"{static_batch} or re-export with a dynamic batch")
-    batch_range = getattr(runner, "batch_range", None)
-    if isinstance(batch_range, tuple) and len(batch_range) == 2 and not batch_range[0] <= batch <= batch_range[1]:
-        raise UserError(f"--batch {batch}: {path} was exported/built for batch {batch_range[0]}..{batch_range[1]}; "
+    limits = runner.batch_range
+    if limits is not None and limits[0] == limits[1] and batch != limits[0]:
+        raise UserError(f"--batch {batch}: {path} has a fixed batch of {limits[0]}; benchmark it with --batch "
+                        f"{limits[0]} or re-export with a dynamic batch")
+    if limits is not None and not limits[0] <= batch <= limits[1]:
+        raise UserError(f"--batch {batch}: {path} was exported/built for batch {limits[0]}..{limits[1]}; "
                         "pick batch sizes in that range or re-export it")
     try:
         out = np.asarray(runner.infer(images))
@@ -429,11 +437,6 @@ def _open_artifact(stack: contextlib.ExitStack, path: str | Path, settings: Benc
     stack.enter_context(runner)
     device = _runner_device(runner)
     image_size = input_image_size(runner, manifest, settings.image_size, path)
-    try:
-        shape = runner.input_shape
-    except NotImplementedError:
-        shape = None
-    static_batch, _, _ = _static_dims(shape)
     test_images = test_labels = None
     if isinstance(data, str):
         data = load_data_cached(data, image_size, settings.seed)
@@ -449,16 +452,16 @@ def _open_artifact(stack: contextlib.ExitStack, path: str | Path, settings: Benc
                      precision=settings.precision or artifact_precision(path, manifest), device=device,
                      manifest=manifest, warnings=warnings, accuracy=None)
     for batch in settings.batches:
-        if skipped is not None and not _batch_allowed(runner, batch, static_batch):
+        if skipped is not None and not _batch_allowed(runner, batch):
             skipped.append(f"{path.name}: batch {batch} is outside the batch range it was made for; skipped")
             continue
         images = timing_images(batch, image_size, test_images, settings.seed)
-        logits = _probe(runner, images, path, batch, static_batch)
+        logits = _probe(runner, images, path, batch)
         if data is not None and logits.shape[1] < data.num_classes:
             raise UserError(f"--data {data.name}: has {data.num_classes} classes but {path} outputs "
                             f"{logits.shape[1]}; benchmark with the data set the model was trained on")
         if data is not None and accuracy and opened.accuracy is None:
-            chunk = max([b for b in settings.batches if _batch_allowed(runner, b, static_batch)] or [batch])
+            chunk = max([b for b in settings.batches if _batch_allowed(runner, b)] or [batch])
             opened.accuracy = evaluate_accuracy(runner, test_images, test_labels, chunk)
         step, notes = stack.enter_context(_timing_step(runner, backend, images, settings))
         step, injected = inject_delay(step, artifact=path)

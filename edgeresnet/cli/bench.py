@@ -87,7 +87,10 @@ def register(app: typer.Typer) -> None:
         image_size: int | None = typer.Option(None, "--image-size", help="Input size when the model does not say."),
         no_transfers: bool = typer.Option(False, "--no-transfers", help="Device-resident inputs/outputs (torch on CUDA)."),
         cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (torch on CUDA)."),
-        device: str | None = typer.Option(None, "--device", help="torch backend: cpu or cuda (default: cuda if present)."),
+        device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: cuda if present); "
+                                          "trt: cuda, cuda:N or N (default 0)."),
+        cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
+                                         "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
         target: str | None = typer.Option(None, "--target", help="Where this runs, e.g. host-cpu, orin-nano."),
         model_name: str | None = typer.Option(None, "--model-name", help="Name used to pair results (default: file stem)."),
         precision: str | None = typer.Option(None, "--precision", help="Override the precision label."),
@@ -139,6 +142,7 @@ def register(app: typer.Typer) -> None:
                                 min_iterations=min_iterations, duration_s=duration),
             threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
             model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
+            cuda_backend=cuda_backend,
         ).validate()
         if json_out and json_out != "-":
             from edgeresnet.artifacts import check_output_dir

@@ -318,8 +318,10 @@ def register(app: typer.Typer) -> None:
         split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the one the "
                                               "model was trained with, else 0)."),
         backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
-        device: str | None = typer.Option(None, "--device", help="Device for the torch backend: cpu or cuda "
-                                          "(default: CUDA when available)."),
+        device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: CUDA when "
+                                          "available); trt: cuda, cuda:N or N (default 0)."),
+        cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
+                                         "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the confusion-matrix PNG and the "
                                         "metrics JSON (default: beside the model)."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the confusion-matrix PNG."),
@@ -333,7 +335,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--batch-size {batch_size}: must be a positive integer")
         console = _console(json_out)
         metrics = evaluate_model_file(model, data, split, batch_size=batch_size, limit=limit, split_seed=split_seed,
-                                      backend=backend, device=device)
+                                      backend=backend, device=device, cuda_backend=cuda_backend)
         outputs = write_evaluation(metrics, out if out is not None else model.parent, plot=plot)
         metrics["outputs"] = outputs
         for table in eval_tables(metrics):

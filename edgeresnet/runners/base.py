@@ -53,6 +53,19 @@ class Runner(abc.ABC):
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Preprocessed NCHW float32 images -> float32 logits of shape (N, num_classes)."""
 
+    # -- batch sizes -----------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def batch_range(self) -> tuple[int, int] | None:
+        """(min, max) batch one ``infer`` call accepts, None for any: the one contract evaluate and benchmark
+        use to size chunks and to skip batch sizes a model was not made for."""
+
+    @property
+    def static_batch(self) -> int | None:
+        """The only batch the model takes (min == max), else None: callers pad the last chunk up to it."""
+        limits = self.batch_range
+        return limits[0] if limits is not None and limits[0] == limits[1] else None
+
     # -- description -----------------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int | str, ...]:

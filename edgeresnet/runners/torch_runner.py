@@ -38,7 +38,6 @@ class TorchRunner(Runner):
         self.preprocess = preprocess
         self.spec = spec
         self._device = device
-        self.batch_range: tuple[int, int] | None = None  # any batch size
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, threads: int | None = None, **_: Any) -> TorchRunner:
@@ -83,6 +82,11 @@ class TorchRunner(Runner):
         with torch.inference_mode():
             logits = self.model(batch)
         return logits.float().cpu().numpy()
+
+    @property
+    def batch_range(self) -> tuple[int, int] | None:
+        """None: an eager model takes any batch size."""
+        return None
 
     @property
     def input_shape(self) -> tuple[int | str, ...]:

@@ -23,10 +23,11 @@ class TrtRunner(Runner):
 
     def __init__(self, path: Path, manifest: dict[str, Any] | None, *, trt: Any, device_backend: Any,
                  gpu: Any = None, dla_core: int | None = None, notes: list[str] | None = None,
-                 rebuild: str | None = None) -> None:
+                 rebuild: str | None = None, device_index: int = 0) -> None:
         super().__init__(path, manifest)
         self.trt = trt
         self.device_backend = device_backend
+        self.device_index = device_index
         self.gpu = gpu
         self.dla_core = dla_core
         self.notes = list(notes or [])
@@ -34,17 +35,22 @@ class TrtRunner(Runner):
         self.session: Any = None
 
     @classmethod
-    def load(cls, path: str | Path, *, cuda_backend: str = "auto", dla_core: int | None = None, device: int = 0,
+    def load(cls, path: str | Path, *, cuda_backend: str = "auto", dla_core: int | None = None, device: Any = None,
              trt_module: Any = None, device_backend: Any = None, **options: Any) -> TrtRunner:
         """Check the engine against this machine and return an un-activated runner, or raise UserError.
 
-        ``trt_module``/``device_backend`` are injectable (tests); by default TensorRT (or TensorRT-RTX for
-        an RTX engine) is imported and the CUDA backend is chosen by ``cuda_backend``."""
+        ``device`` is ``cuda``, ``cuda:N`` or ``N`` (parsed once into an int); ``cuda_backend`` picks the CUDA
+        binding (auto | cuda-python | pycuda), and the device probe goes through that binding. The device is
+        made current (cudaSetDevice / a pycuda context on Device(N)) before TensorRT is even imported, so the
+        engine deserializes on the GPU whose compute capability the check read. ``trt_module``/``device_backend``
+        are injectable (tests); by default TensorRT (or TensorRT-RTX for an RTX engine) is imported."""
         from edgeresnet.trt import adapter
-        from edgeresnet.trt.cuda_mem import get_backend, probe_gpu
+        from edgeresnet.trt.cuda_mem import check_backend_name, parse_device, select_backend
         from edgeresnet.trt.planfile import read_plan_header
         from edgeresnet.trt.runtime import check_engine_compat, engine_compat_notes, rebuild_command
 
+        device_index = parse_device(device)
+        check_backend_name(cuda_backend)
         engine_path = Path(path)
         if not engine_path.is_file():
             raise UserError(f"{engine_path}: engine file not found; build one with edgeresnet build")
@@ -56,16 +62,14 @@ class TrtRunner(Runner):
                             "pass the .engine file written by edgeresnet build")
         section = (manifest or {}).get("engine") or {}
         wants_rtx = section.get("builder") == "tensorrt-rtx" or header.flavor == "tensorrt-rtx"
-        trt = trt_module if trt_module is not None else adapter.load_trt("rtx" if wants_rtx else "tensorrt")
 
-        gpu = None
         reason = "no CUDA device"
         if device_backend is None:
-            count, reason = probe_gpu()
-            if count > device:
-                device_backend = get_backend(cuda_backend)
-        if device_backend is not None:
-            gpu = device_backend.gpu_info(device)
+            device_backend, reason = select_backend(cuda_backend, device_index)
+        else:
+            device_backend.use_device(device_index)
+        trt = trt_module if trt_module is not None else adapter.load_trt("rtx" if wants_rtx else "tensorrt")
+        gpu = device_backend.gpu_info(device_index) if device_backend is not None else None
         problems = check_engine_compat(
             manifest, header, adapter.trt_version(trt),
             gpu.name if gpu else None, gpu.compute_capability if gpu else None,
@@ -79,7 +83,8 @@ class TrtRunner(Runner):
         if dla_core is None and section.get("dla_core") is not None:
             dla_core = int(section["dla_core"])
         return cls(engine_path, manifest, trt=trt, device_backend=device_backend, gpu=gpu, dla_core=dla_core,
-                   notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild)
+                   notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild,
+                   device_index=device_index)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def activate(self) -> None:
@@ -115,6 +120,21 @@ class TrtRunner(Runner):
         return self.session.timed_step(np.asarray(images, dtype=np.float32), transfers=transfers)
 
     @property
+    def batch_range(self) -> tuple[int, int] | None:
+        """(min, max) from the deserialized engine (profile 0, or (N, N) for a static input); before activation
+        from the manifest's input shape and profile; None when neither says."""
+        if self.session is not None:
+            return self.session.batch_limits()
+        section = self.manifest.get("engine") or {}
+        shape = (section.get("input") or {}).get("shape")
+        if shape and int(shape[0]) > 0:
+            return (int(shape[0]), int(shape[0]))
+        profiles = section.get("profiles") or []
+        if profiles:
+            return (int(profiles[0]["min"][0]), int(profiles[0]["max"][0]))
+        return None
+
+    @property
     def input_shape(self) -> tuple[int | str, ...]:
         section = self.manifest.get("engine") or {}
         shape = (section.get("input") or {}).get("shape")
@@ -128,7 +148,7 @@ class TrtRunner(Runner):
     def device(self) -> str:
         if self.dla_core is not None:
             return f"dla:{self.dla_core}"
-        return "cuda:0"
+        return f"cuda:{self.device_index}"
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

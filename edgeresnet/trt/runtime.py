@@ -205,12 +205,34 @@ class EngineSession:
         input_mode = trt.TensorIOMode.INPUT
         for index in range(int(engine.num_io_tensors)):
             name = engine.get_tensor_name(index)
-            self.dtypes[name] = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            self.dtypes[name] = self._numpy_dtype(name, engine.get_tensor_dtype(name))
             (self.inputs if engine.get_tensor_mode(name) == input_mode else self.outputs).append(name)
         if len(self.inputs) != 1:
             raise UserError(f"{self.source}: the engine has {len(self.inputs)} inputs; edgeresnet runs single-input classifiers")
         self.stream = self.backend.stream_create()  # non-default stream (execute_async_v3 docstring, §1.7)
         return self
+
+    def _numpy_dtype(self, name: str, dtype: Any) -> np.dtype:
+        """The numpy type of an I/O tensor. ``trt.nptype`` knows FLOAT, HALF, INT8, INT32, INT64, BOOL and UINT8
+        and raises TypeError for the rest ("fp8 and bfloat16 have no equivalent numpy type", TensorRT 10.3
+        python/packaging/bindings_wheel/tensorrt/__init__.py); BF16 maps to ml_dtypes.bfloat16 when installed
+        (the bfloat16 numpy extension type JAX and TensorFlow use), anything else is a one-line error."""
+        try:
+            return np.dtype(self.trt.nptype(dtype))
+        except TypeError:
+            pass
+        label = str(getattr(dtype, "name", dtype))
+        fix = "rebuild the engine with FP32 inputs and outputs (export the ONNX model with float32 I/O)"
+        if self.rebuild:
+            fix += f": {self.rebuild}"
+        if label == "BF16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise UserError(f"{self.source}: tensor {name!r} is BF16, which numpy cannot hold without ml_dtypes; "
+                                f"pip install ml_dtypes, or {fix}") from None
+            return np.dtype(ml_dtypes.bfloat16)
+        raise UserError(f"{self.source}: tensor {name!r} is {label}, which has no numpy type; {fix}")
 
     def close(self) -> None:
         for pointer, _ in self.buffers.values():
@@ -235,6 +257,14 @@ class EngineSession:
             return None
         shapes = engine.get_tensor_profile_shape(self.input_name, 0)
         return (int(shapes[0][0]), int(shapes[1][0]), int(shapes[2][0]))
+
+    def batch_limits(self) -> tuple[int, int]:
+        """(min, max) batch the engine takes: profile 0's range for a dynamic input, (N, N) for a static one."""
+        static = self.input_shape()
+        if static and static[0] >= 0:
+            return (static[0], static[0])
+        lo, _, hi = self.batch_range()  # type: ignore[misc]
+        return (lo, hi)
 
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))
@@ -268,8 +298,9 @@ class EngineSession:
         the input is copied to the device once and outputs stay there."""
         return TimedStep(self, np.ascontiguousarray(images, dtype=self.dtypes[self.input_name]), transfers)
 
-    def _bind(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Check the batch against the engine, set its shape and every tensor address; host arrays for the outputs."""
+    def _bind(self, images: np.ndarray, allocate: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Check the batch against the engine, set its shape and every tensor address; host arrays for the outputs
+        (``allocate(name, shape, dtype)``, default ``np.empty``: the timed loop passes pinned ones)."""
         context = self.context
         if context is None:
             raise RuntimeError("EngineSession.infer called before open()")
@@ -290,7 +321,7 @@ class EngineSession:
         results: dict[str, np.ndarray] = {}
         for name in self.outputs:
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
-            host = np.empty(shape, dtype=self.dtypes[name])
+            host = np.empty(shape, dtype=self.dtypes[name]) if allocate is None else allocate(name, shape, self.dtypes[name])
             results[name] = host
             context.set_tensor_address(name, self._buffer(name, host.nbytes))
         return images, results
@@ -307,16 +338,28 @@ class TimedStep:
         import time
 
         self.session = session
-        self.images = images
+        # Pinned host buffers, as trtexec and TensorRT's samples/python/common_runtime.py use (cudaMallocHost):
+        # an async copy from pageable memory is staged through a driver buffer and a D2H into it blocks the host
+        # (CUDA C++ Programming Guide, "Page-Locked Host Memory"), so pageable H2D/D2H times are not trtexec's.
+        self.images = session.backend.host_empty(images.shape, images.dtype)
+        self.images[...] = images
         self.outputs: dict[str, np.ndarray] = {}
         self.transfers = transfers
         self.clock = time.perf_counter_ns
         self.events = [session.backend.event_create() for _ in range(4)]
         self._bind()
 
+    def _pinned_output(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        held = self.outputs.get(name)
+        if held is not None and held.shape == tuple(shape) and held.dtype == dtype:
+            return held
+        if held is not None:
+            self.session.backend.host_free(held)
+        return self.session.backend.host_empty(tuple(shape), dtype)
+
     def _bind(self) -> None:
         session = self.session
-        _, self.outputs = session._bind(self.images)
+        _, self.outputs = session._bind(self.images, allocate=self._pinned_output)
         if not self.transfers:  # the timed loop will not copy it: put the input on the device now
             session.backend.h2d_async(session.buffers[session.input_name][0], self.images, session.stream)
             session.backend.stream_sync(session.stream)
@@ -348,8 +391,13 @@ class TimedStep:
         return parts
 
     def close(self) -> None:
+        backend = self.session.backend
         for event in self.events:
-            self.session.backend.event_destroy(event)
+            backend.event_destroy(event)
         self.events = []
+        for host in [self.images, *self.outputs.values()]:
+            if host is not None:
+                backend.host_free(host)
+        self.images, self.outputs = None, {}  # type: ignore[assignment]
         if self.session.bound is self:
             self.session.bound = None
