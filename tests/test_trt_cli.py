@@ -346,3 +346,16 @@ def test_layer_report_of_a_version_compatible_build(tmp_path, capsys, fake_gpu_b
     assert code == 0, err
     assert "no layer report" not in " ".join(stdout.split())
     assert json.loads((out / "m.layers.json").read_text())["Layers"][0]["LayerType"] == "Reduce"
+
+
+def test_trtexec_bundle_cache_header_names_the_device_tensorrt(torch_onnx, tmp_path, capsys, wide_terminal):
+    """agx-orin runs TensorRT 10.3: a cache with an 8.6 header would be skipped by trtexec on the board."""
+    cache = tmp_path / "old.cache"
+    cache.write_text("TRT-8601-EntropyCalibration2\ninput: 3c010a14\nlogits: 3d8f5c29\n")
+    out = tmp_path / "bundle"
+    code, stdout, err = run(["build", str(torch_onnx), "--target", "agx-orin", "--precision", "int8", "--calib-cache",
+                             str(cache), "--emit-trtexec", "--dry-run", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "old.cache").read_text() == "TRT-100300-EntropyCalibration2\ninput: 3c010a14\nlogits: 3d8f5c29\n"
+    assert cache.read_text().startswith("TRT-8601-")  # the user's file is left alone
+    assert "header TRT-8601-EntropyCalibration2 rewritten as TRT-100300-EntropyCalibration2" in " ".join(stdout.split())

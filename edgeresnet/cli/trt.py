@@ -133,6 +133,31 @@ def _copy_into(src: Path, out: Path) -> str:
     return src.name
 
 
+def _bundle_calib_cache(plan: Any, out: Path, console: Any) -> str:
+    """Copy the calibration cache for trtexec on the device, its header naming the TensorRT that reads it there.
+
+    TensorRT skips a cache whose ``TRT-<version>-`` header is not its own ("trt will skip the file if it is
+    incompatible", https://github.com/NVIDIA/TensorRT/issues/1378); trtexec then has nothing to calibrate with.
+    A cache made by another calibrator algorithm cannot be fixed that way and is refused."""
+    from edgeresnet.artifacts import write_text_atomic
+    from edgeresnet.compress.calibration import CACHE_ALGORITHMS, read_trt_cache, trt_version_code
+
+    step = plan.find("calibrator")
+    src = Path(step.args["cache"])
+    cache = read_trt_cache(src)
+    algorithm = CACHE_ALGORITHMS[step.args.get("kind", "entropy2")]
+    if cache.algorithm != algorithm:
+        raise UserError(f"--calib-cache {src}: written by the {cache.algorithm} calibrator but trtexec calibrates with "
+                        f"{algorithm}; make the cache with the matching edgeresnet calibrate --method")
+    want = trt_version_code(tuple(int(p) for p in plan.features.version[:3]))
+    if cache.version_code == want:
+        return _copy_into(src, out)
+    write_text_atomic(out / src.name, cache.text(want))  # no sidecar: its sha256 is the original file's
+    console.print(f"note: {src.name} header {cache.header} rewritten as TRT-{want}-{algorithm} for "
+                  f"{plan.features.version_string} in the bundle (scales unchanged)", highlight=False)
+    return src.name
+
+
 def _print_plan(plan: Any, target: Any, info: Any, console: Any) -> None:
     from rich.table import Table
 
@@ -397,7 +422,7 @@ def build(
         from edgeresnet.trt.trtexec import TrtexecFiles, build_args, build_script, command_line, script_name
 
         onnx_name = _copy_into(Path(onnx), out_dir)
-        calib_name = _copy_into(Path(spec.calib_cache), out_dir) if plan.find("calibrator") and spec.calib_cache_exists else None
+        calib_name = _bundle_calib_cache(plan, out_dir, console) if plan.find("calibrator") and spec.calib_cache_exists else None
         timing = plan.find("timing_cache")
         files = TrtexecFiles(
             onnx=onnx_name, engine=f"{base}.engine", layer_info=f"{base}.layers.json",
