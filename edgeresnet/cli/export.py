@@ -215,7 +215,7 @@ def _common_preprocess(a: Path, runner_a: Any, b: Path, runner_b: Any) -> Any:
 
 
 def _batch_range(path: Path, runner: Any) -> tuple[int, int] | None:
-    found = getattr(runner, "batch_range", None)
+    found = runner.batch_range  # the Runner contract; an engine without profile data in its manifest falls back
     if found is not None or runner.backend in ("torch", "ort"):
         return found
     from edgeresnet.onnx_meta import batch_profile_of

@@ -154,15 +154,20 @@ def explain_insufficient_driver(rt: Any) -> str:
     except Exception:
         runtime = None
     if not driver:
-        return "no NVIDIA driver is loaded (cudaDriverGetVersion reports 0): install the driver or run on the GPU machine"
+        return ("no NVIDIA driver is loaded (cudaDriverGetVersion reports 0): install the driver or run on the GPU "
+                "machine")
     needed_major = (runtime or 0) // 1000
     minimum = DRIVER_MINIMUM.get(needed_major)
     driver_major = driver // 1000
-    pin = f"install cuda-python<{needed_major}" if driver_major < needed_major else "upgrade the driver"
-    extra = f" (pip install 'edgeresnet[trt-cu{driver_major}]')" if driver_major in DRIVER_MINIMUM and driver_major < needed_major else ""
+    if driver_major >= needed_major:
+        fix = "upgrade the NVIDIA driver"
+    else:
+        fix = f"install cuda-python<{needed_major}"
+        if driver_major in DRIVER_MINIMUM:
+            fix += f" (pip install 'edgeresnet[trt-cu{driver_major}]')"
     needs = f"driver >= {minimum}" if minimum else f"a driver for CUDA {_version_text(runtime)}"
     return (f"cuda-python {_cuda_python_version()} (CUDA runtime {_version_text(runtime)}) needs {needs}; this driver "
-            f"supports CUDA {_version_text(driver)}: {pin}{extra}")
+            f"supports CUDA {_version_text(driver)}: {fix}")
 
 
 # -- cuda-python ------------------------------------------------------------------------------------

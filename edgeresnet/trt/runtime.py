@@ -1,7 +1,8 @@
 """Running a TensorRT engine: refuse a foreign engine before TensorRT sees it, then execute with v3 calls.
 
-Deserializing runs native code and a foreign engine only yields ``None`` plus a log line (or worse,
-tensorrt.md §1.10-1.11), so the decision comes first and is pure: ``check_engine_compat`` compares the
+Deserializing runs native code and a foreign engine only yields ``None`` plus a log line ("Version tag does
+not match", "generated on an incompatible device"; the ``Runtime`` constructor itself fails without a CUDA
+driver), so the decision comes first and is pure: ``check_engine_compat`` compares the
 sidecar manifest and the plan header with the running TensorRT and GPU and returns the problems, each
 naming what differs. ``EngineSession`` then deserializes (a None becomes trt-core's classified error),
 sets the input shape per call (dynamic batch), binds addresses with ``set_tensor_address`` and runs
@@ -115,7 +116,9 @@ def check_engine_compat(
         if built_cc and running_cc and built_cc != running_cc:
             level = options.get("hardware_compatibility")
             if level == "AMPERE_PLUS" and running_cc >= (8, 0):
-                pass  # "only supported for engines built on NVIDIA Ampere and later GPUs" (§1.9)
+                # "only supported for engines built on NVIDIA Ampere and later GPUs"
+                # (TensorRT 10.13 HardwareCompatibilityLevel docstring)
+                pass
             else:
                 built_name = gpu.get("name") or "?"
                 problems.append(f"built for compute capability {built_cc[0]}.{built_cc[1]} ({built_name}), "
@@ -127,7 +130,7 @@ def _version_ok(built: tuple[int, ...], running: tuple[int, ...], version_compat
     if built[:3] == running[:3]:
         return True
     if version_compatible:
-        # same major and newer, or TensorRT 10 -> 11 / 8 -> 10 (TensorRT 11.4.1 support matrix, §1.9)
+        # same major and newer, or TensorRT 10 -> 11 / 8 -> 10 (TensorRT 11.4.1 support matrix, version compatibility)
         return running >= built and (running[0] == built[0] or (built[0], running[0]) in ((10, 11), (8, 10)))
     return False
 
@@ -209,7 +212,7 @@ class EngineSession:
             (self.inputs if engine.get_tensor_mode(name) == input_mode else self.outputs).append(name)
         if len(self.inputs) != 1:
             raise UserError(f"{self.source}: the engine has {len(self.inputs)} inputs; edgeresnet runs single-input classifiers")
-        self.stream = self.backend.stream_create()  # non-default stream (execute_async_v3 docstring, §1.7)
+        self.stream = self.backend.stream_create()  # non-default stream (TensorRT 10.3 pyCoreDoc.h execute_async_v3)
         return self
 
     def _numpy_dtype(self, name: str, dtype: Any) -> np.dtype:
