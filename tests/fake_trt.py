@@ -23,8 +23,8 @@ The builder is as unkind as the real one where our code depends on it:
   TensorRT's "no scaling factors" error;
 * ``set_timing_cache`` returns False for a cache written by another release ("A failure will be reported if
   the CUDA device property in the provided cache is different", pyCoreDoc.h), ``get_timing_cache`` returns
-  None when none is set, and ``create_timing_cache`` of bytes that are not a timing cache logs the
-  real "Magic tag does not match" error and returns None;
+  None when none is set, and ``create_timing_cache`` of bytes that are not a timing cache logs warnings and
+  returns an *empty* cache (both as the real TensorRT-RTX 1.7.1 builder does on this machine);
 * a plan built with ``VERSION_COMPATIBLE`` deserializes only when ``runtime.engine_host_code_allowed`` is
   True (NvInferRuntime.h ``setEngineHostCodeAllowed``: "Set whether the runtime is allowed to deserialize
   engines with host executable code", default false).
@@ -407,10 +407,11 @@ class FakeTrt(types.ModuleType):
             def create_timing_cache(blob: Any) -> Any:
                 data = bytes(blob)
                 if data and not data.startswith(TIMING_CACHE_MAGIC):
-                    trt.log(logger, "ERROR", "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon::36] Error Code 1: "
-                                             "Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
-                                             "failed.Magic tag does not match)")
-                    return None
+                    # what the real TensorRT-RTX 1.7.1 builder logs and does for bytes that are no timing cache
+                    # (run here on the CPU-only wheel): two warnings, then an empty cache, not None
+                    trt.log(logger, "WARNING", "The timing cache will not be used!")
+                    trt.log(logger, "WARNING", "Failed to deserialize timing cache. Returning an empty timing cache.")
+                    data = b""
                 version, _, payload = data[len(TIMING_CACHE_MAGIC):].partition(b"\n")
                 written_by = version.decode() if data else trt.__version__
                 return FakeObject(trt, "ITimingCache", "timing_cache", written_by=written_by,

@@ -565,7 +565,23 @@ def test_fake_timing_cache_api_is_as_strict_as_the_real_one() -> None:
     assert config.get_timing_cache() is None  # "or None if no timing cache is set"
     assert config.set_timing_cache(config.create_timing_cache(fake_timing_cache("8.6.1")), False) is False
     assert config.get_timing_cache() is None
-    assert config.create_timing_cache(b"not a cache") is None and "Magic tag does not match" in logger.errors()[-1]
+    empty = config.create_timing_cache(b"not a cache")  # real RTX 1.7.1: warns, returns an empty cache
+    assert empty is not None and logger.messages[-1] == (
+        "WARNING", "Failed to deserialize timing cache. Returning an empty timing cache.")
+
+
+def test_an_unreadable_timing_cache_is_not_overwritten(onnx_file: str, tmp_path: Path) -> None:
+    """Binary bytes TensorRT cannot read as a timing cache: it hands back an empty cache; saving that
+    would replace the user's file. Build without it, warn, leave the file."""
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(bytes(range(256)))
+    spec = BuildSpec(onnx=onnx_file, precision="fp16", input_shape=(1, 3, 32, 32), timing_cache=str(timing))
+    trt = FakeTrt("10.3")
+    logger = adapter.make_logger(trt, "WARNING")
+    assert adapter.build_engine(trt, plan_build(spec, TrtFeatures.for_version("10.3"), A100), logger) == b"ftrt-fake-plan"
+    assert timing.read_bytes() == bytes(range(256))
+    assert "IBuilderConfig.set_timing_cache(timing_cache, False)" not in trt.calls
+    assert any(m.startswith(f"--timing-cache {timing}: TensorRT 10.3.0 could not read it") for _, m in logger.messages)
 
 
 def test_timing_cache_save_failure_is_a_warning(onnx_file: str, tmp_path: Path) -> None:

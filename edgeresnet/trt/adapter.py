@@ -471,10 +471,17 @@ class _Build:
         if target.is_dir():
             target = target / f"{key or 'timing'}.cache"
         blob = target.read_bytes() if target.is_file() else b""
+        logged = len(logged_messages(self.logger))
         timing_cache = config.create_timing_cache(blob)
-        if timing_cache is None:  # TensorRT logs "Magic tag does not match": the bytes are no timing cache
-            raise UserError(f"--timing-cache {target}: {trt_label(self.trt)} cannot read it as a timing cache "
-                            "(not one, or damaged); delete it or pass another path")
+        unreadable = [m for _, m in logged_messages(self.logger)[logged:] if "timing cache" in m.lower()
+                      or "magic tag" in m.lower()]
+        if timing_cache is None or (blob and unreadable):
+            # TensorRT-RTX 1.7.1 (run here) logs "Failed to deserialize timing cache. Returning an empty timing
+            # cache." and returns an empty one; saving that would overwrite the user's file: build without it.
+            self.warnings.append(f"--timing-cache {target}: {trt_label(self.trt)} could not read it (another "
+                                 "TensorRT's format, or damaged); built without it and left the file unchanged "
+                                 "(delete it to start a new one)")
+            return
         # pyCoreDoc.h set_timing_cache: "A failure will be reported if the CUDA device property in the provided
         # cache is different from current environment"; ":returns: A `BOOL` indicating whether the operation is
         # done successfully". False = not attached: build without it, keep the file, never save over it.
