@@ -605,13 +605,14 @@ def run_build(trt: Any, plan: Any, logger: Any = None, *, backend: Any = None) -
     the first failing node; a None from ``build_serialized_network`` becomes a one-line UserError with the
     logged reason. Everything logged is in ``logger.messages``."""
     check_plan_matches(trt, plan)
+    step = plan.find("calibrator")
+    calibration = prepare_calibration(trt, step.args, backend=backend) if step is not None else None
     logger = logger if logger is not None else make_logger(trt)
     state = _Build(trt, plan, logger)
-    step = plan.find("calibrator")
-    if step is not None:
-        state.calibration = prepare_calibration(trt, step.args, backend=backend)
-        state.notes.extend(state.calibration.notes)
-        state.warnings.extend(state.calibration.warnings)
+    if calibration is not None:
+        state.calibration = calibration
+        state.notes.extend(calibration.notes)
+        state.warnings.extend(calibration.warnings)
     for step in plan.steps:
         handler = getattr(state, "step_" + step.op, None)
         if handler is None:
