@@ -303,34 +303,109 @@ def check_pycuda(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict
     return f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}: {detail}", data
 
 
+def cuda_toolkit_root(environ: dict[str, str] | None = None) -> Path | None:
+    """The CUDA toolkit folder holding both ``bin/nvcc`` and ``include/cuda.h``.
+
+    pycuda's setup.py takes CUDA_ROOT as the parent of the folder of the first ``nvcc`` on PATH (pycuda 2026.1
+    setup.py, ``get_config_schema``); a wrapper such as /usr/local/bin/nvcc then yields /usr/local, whose include/
+    has no cuda.h, and the build stops at ``#include <cuda.h>``. So look for the real toolkit first."""
+    environ = dict(os.environ) if environ is None else environ
+    candidates: list[Path] = []
+    found = shutil.which("nvcc", path=environ.get("PATH"))
+    if found:
+        candidates.append(Path(os.path.realpath(found)).parent.parent)
+    candidates += [Path(environ[k]) for k in ("CUDA_HOME", "CUDA_PATH", "CUDA_ROOT") if environ.get(k)]
+    candidates.append(Path("/usr/local/cuda"))
+    candidates += sorted(Path("/usr/local").glob("cuda-*"), reverse=True)
+    for root in candidates:
+        if (root / "bin" / "nvcc").is_file() and (root / "include" / "cuda.h").is_file():
+            return root
+    return None
+
+
+LIBCUDA_DIRS = ("lib64/stubs", "targets/x86_64-linux/lib/stubs", "targets/sbsa-linux/lib/stubs", "lib/stubs")
+DRIVER_DIRS = ("/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+               "/usr/local/cuda/compat")
+
+
+def pycuda_siteconf(root: Path) -> str:
+    """pycuda's siteconf.py (read by its aksetup_helper.ConfigSchema from the source folder) for this toolkit:
+    CUDA_ROOT, cuRAND only when its header is there, and a libcuda to link: the toolkit's stub ``libcuda.so``,
+    else the driver's own, by its versioned name when no unversioned link exists (``-l:libcuda.so.1``, GNU ld)."""
+    lib_dirs = [str(root / "lib64"), str(root / "lib")]
+    libname = ["cuda"]
+    found = [root / d for d in LIBCUDA_DIRS if (root / d / "libcuda.so").exists()]
+    found += [Path(d) for d in DRIVER_DIRS if (Path(d) / "libcuda.so").exists()]
+    if found:
+        lib_dirs = [str(found[0])] + lib_dirs
+    else:
+        versioned = [Path(d) for d in DRIVER_DIRS if (Path(d) / "libcuda.so.1").exists()]
+        if versioned:
+            lib_dirs, libname = [str(versioned[0])] + lib_dirs, [":libcuda.so.1"]
+    curand = (root / "include" / "curand.h").is_file()
+    return "\n".join([f"CUDA_ROOT = {str(root)!r}", f"CUDA_ENABLE_CURAND = {curand!r}",
+                      f"CUDADRV_LIB_DIR = {lib_dirs!r}", f"CUDADRV_LIBNAME = {libname!r}",
+                      f"CUDART_LIB_DIR = {lib_dirs!r}", f"CURAND_LIB_DIR = {lib_dirs!r}", ""])
+
+
+def unpack_sdist(sdist: Path, into: Path) -> Path:
+    """The sdist's top folder, unpacked (the tar's "data" filter where this Python has it: no absolute paths,
+    no links out of the folder)."""
+    import tarfile
+
+    with tarfile.open(sdist) as archive:
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(into, filter="data")
+        else:  # pragma: no cover - Python < 3.10.12
+            for member in archive.getmembers():
+                if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                    raise ValueError(f"{sdist}: unsafe member {member.name}")
+            archive.extractall(into)
+    folders = [p for p in into.iterdir() if p.is_dir()]
+    if len(folders) != 1:
+        raise ValueError(f"{sdist}: expected one top folder, found {len(folders)}")
+    return folders[0]
+
+
 def pycuda_install(args: argparse.Namespace, timeout_s: float) -> Result:
     """Build pycuda from carried files (no network there): a failure is a SKIP with pip's last words."""
     wheels = Path(args.wheels)
-    if not any(wheels.glob("pycuda-*")):
+    sdists = sorted(wheels.glob("pycuda-*.tar.gz"))
+    if not sdists:
         return Result("pycuda-install", SKIP, f"no pycuda source distribution in {wheels}/ "
                       "(benchmarks/gpu_check.sh download fills it; carry it to the GPU machine)")
-    target = Path(args.site)
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
-               "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check", "--target", str(target),
-               "pycuda"]
-    env = dict(os.environ)
-    if shutil.which("nvcc") is None:  # pycuda's setup.py takes CUDA_ROOT from the nvcc on PATH
-        for folder in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-            if folder and Path(folder, "bin", "nvcc").is_file():
-                env["PATH"] = os.pathsep.join([str(Path(folder, "bin")), env.get("PATH", "")])
-                break
+    root = cuda_toolkit_root()
+    if root is None:
+        return Result("pycuda-install", SKIP, "no CUDA toolkit with bin/nvcc and include/cuda.h found (PATH, "
+                      "CUDA_HOME, CUDA_PATH, /usr/local/cuda*)")
     started = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        return Result("pycuda-install", SKIP, f"pip did not finish within {timeout_s:.0f} s", time.perf_counter() - started)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_pycuda_") as tmp:
+        try:
+            source = unpack_sdist(sdists[-1], Path(tmp))
+        except Exception as exc:
+            return Result("pycuda-install", SKIP, f"{sdists[-1].name} does not unpack: {_one_line(exc, 200)}")
+        siteconf = pycuda_siteconf(root)
+        (source / "siteconf.py").write_text(siteconf)
+        command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
+                   "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check", "--target",
+                   str(args.site), str(source)]
+        env = dict(os.environ, PATH=os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]))
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            return Result("pycuda-install", SKIP, f"pip did not finish within {timeout_s:.0f} s",
+                          time.perf_counter() - started)
     seconds = time.perf_counter() - started
+    log = f"siteconf.py:\n{siteconf}\n{done.stdout}{done.stderr}"
     if done.returncode != 0:
-        lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()] or lines
-        return Result("pycuda-install", SKIP, f"pip exited {done.returncode}: {_one_line(' | '.join(errors[-3:]), 400)}",
-                      seconds, traceback=(done.stdout + done.stderr)[-8000:])
-    return Result("pycuda-install", PASS, f"built and installed into {target} in {seconds:.0f} s", seconds)
+        lines = [ln.strip() for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+        causes = [ln for ln in lines if any(k in ln for k in ("fatal error", "undefined reference", "cannot find -l",
+                                                              "No matching distribution", "ModuleNotFoundError"))]
+        errors = causes[:2] or [ln for ln in lines if "error" in ln.lower()][-3:] or lines[-3:]
+        return Result("pycuda-install", SKIP, f"pip exited {done.returncode} (CUDA_ROOT {root}): "
+                      f"{_one_line(' | '.join(errors), 400)}", seconds, traceback=log[-12000:])
+    return Result("pycuda-install", PASS, f"{sdists[-1].name} built against {root} and installed into {args.site} "
+                  f"in {seconds:.0f} s", seconds)
 
 
 # -- the stand-in TensorRT engine -------------------------------------------------------------------------------------

@@ -156,7 +156,19 @@ def test_training_harness_under_bf16_on_the_cpu() -> None:
 gpu_check_original_scaler = __import__("torch").amp.GradScaler
 
 
-def test_pycuda_install_skips_with_pips_reason(tmp_path: Path) -> None:
+def _toolkit(folder: Path, *, curand: bool = False, stub: bool = False) -> Path:
+    for sub in ("bin", "include", "lib64/stubs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "bin" / "nvcc").write_text("")
+    (folder / "include" / "cuda.h").write_text("")
+    if curand:
+        (folder / "include" / "curand.h").write_text("")
+    if stub:
+        (folder / "lib64" / "stubs" / "libcuda.so").write_text("")
+    return folder
+
+
+def test_pycuda_install_skips_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = gpu_check.parse_args(["--wheels", str(tmp_path / "none"), "--site", str(tmp_path / "site")])
     result = gpu_check.pycuda_install(args, 60)
     assert result.status == "SKIP" and "no pycuda source distribution" in result.detail
@@ -164,8 +176,53 @@ def test_pycuda_install_skips_with_pips_reason(tmp_path: Path) -> None:
     wheels.mkdir()
     (wheels / "pycuda-2026.1.tar.gz").write_bytes(b"not a tar file")
     args = gpu_check.parse_args(["--wheels", str(wheels), "--site", str(tmp_path / "site")])
+    monkeypatch.setattr(gpu_check, "cuda_toolkit_root", lambda environ=None: None)
+    result = gpu_check.pycuda_install(args, 60)
+    assert result.status == "SKIP" and "no CUDA toolkit with bin/nvcc and include/cuda.h" in result.detail
+    toolkit = _toolkit(tmp_path / "cuda")
+    monkeypatch.setattr(gpu_check, "cuda_toolkit_root", lambda environ=None: toolkit)
+    result = gpu_check.pycuda_install(args, 60)
+    assert result.status == "SKIP" and result.detail.startswith("pycuda-2026.1.tar.gz does not unpack"), result.detail
+
+
+def test_pip_failure_is_a_skip_with_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real sdist whose setup.py fails the way a missing header does: pip's cause is on the SKIP line."""
+    import tarfile
+
+    source = tmp_path / "pycuda-0.1"
+    source.mkdir()
+    (source / "setup.py").write_text("import sys\nsys.stderr.write('src/cpp/cuda.hpp:14:10: fatal error: cuda.h: No "
+                                     "such file or directory\\n')\nsys.exit(1)\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with tarfile.open(wheels / "pycuda-0.1.tar.gz", "w:gz") as archive:
+        archive.add(source, arcname="pycuda-0.1")
+    toolkit = _toolkit(tmp_path / "cuda")
+    monkeypatch.setattr(gpu_check, "cuda_toolkit_root", lambda environ=None: toolkit)
+    args = gpu_check.parse_args(["--wheels", str(wheels), "--site", str(tmp_path / "site")])
     result = gpu_check.pycuda_install(args, 120)
-    assert result.status == "SKIP" and result.detail.startswith("pip exited "), result.detail
+    assert result.status == "SKIP" and result.detail.startswith("pip exited 1"), result.detail
+    assert "fatal error: cuda.h" in result.detail and f"CUDA_ROOT = {str(toolkit)!r}" in result.traceback
+
+
+def test_siteconf_names_the_toolkit_curand_and_a_libcuda_to_link(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def read(text: str) -> dict:
+        values: dict = {}
+        exec(compile(text, "siteconf.py", "exec"), values)  # what pycuda's aksetup_helper does with it
+        return values
+
+    with_stub = read(gpu_check.pycuda_siteconf(_toolkit(tmp_path / "a", curand=True, stub=True)))
+    assert with_stub["CUDA_ROOT"] == str(tmp_path / "a") and with_stub["CUDA_ENABLE_CURAND"] is True
+    assert with_stub["CUDADRV_LIB_DIR"][0] == str(tmp_path / "a" / "lib64" / "stubs")
+    assert with_stub["CUDADRV_LIBNAME"] == ["cuda"]
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "libcuda.so.1").write_text("")  # a driver folder without the unversioned development link
+    monkeypatch.setattr(gpu_check, "DRIVER_DIRS", (str(driver),))
+    bare = read(gpu_check.pycuda_siteconf(_toolkit(tmp_path / "b")))
+    assert bare["CUDA_ENABLE_CURAND"] is False
+    assert bare["CUDADRV_LIB_DIR"][0] == str(driver) and bare["CUDADRV_LIBNAME"] == [":libcuda.so.1"]
 
 
 def test_benchmark_path_of_the_torch_check_on_the_cpu() -> None:
@@ -186,3 +243,18 @@ def test_a_failing_probe_still_hands_its_facts_to_the_other_checks(tmp_path: Pat
     assert found["probe"][0] == "FAIL" and "do not import: edgeresnet.data (ImportError: numpy is broken" in found[
         "probe"][1]
     assert found["trt-runner"] == ("SKIP", "no CUDA device for cuda-python: CUDA_VISIBLE_DEVICES=-1 hides every GPU")
+
+
+def test_pycuda_builds_against_the_real_toolkit_not_an_nvcc_wrapper(tmp_path: Path) -> None:
+    """A /usr/local/bin/nvcc wrapper script would make pycuda's setup.py look for cuda.h in /usr/local/include."""
+    wrapper = tmp_path / "wrapper" / "bin"
+    wrapper.mkdir(parents=True)
+    (wrapper / "nvcc").write_text("#!/bin/sh\nexec /somewhere/else/nvcc \"$@\"\n")
+    (wrapper / "nvcc").chmod(0o755)
+    toolkit = tmp_path / "cuda-13.0"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "include").mkdir()
+    (toolkit / "bin" / "nvcc").write_text("")
+    (toolkit / "include" / "cuda.h").write_text("")
+    environ = {"PATH": str(wrapper), "CUDA_HOME": str(toolkit)}
+    assert gpu_check.cuda_toolkit_root(environ) == toolkit
