@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,63 @@ def test_check_plan_file(tmp_path):
     with pytest.raises(UserError, match="engine file not found"):
         read_plan_header(tmp_path / "none.engine")
     assert read_plan_header(good).size == 4096
+
+
+# -- real headers from public plans (tests/data/planfile/README.md names each source) ---------------------------
+
+REAL = json.loads((Path(__file__).parent / "data" / "planfile" / "headers.json").read_text())["plans"]
+BY_NAME = {p["name"]: p for p in REAL}
+
+
+def _real(name: str):
+    plan = BY_NAME[name]
+    return parse_plan_header(bytes.fromhex(plan["head"]), size=plan["size"]), plan
+
+
+@pytest.mark.parametrize("name", [p["name"] for p in REAL if p["version"]])
+def test_real_ftrt_plans_name_their_version_in_bytes_24_to_27(name):
+    header, plan = _real(name)
+    assert header.is_plan and header.flavor == "tensorrt" and header.layout == "ftrt"
+    assert header.version_string == plan["version"] and header.reason == ""
+    assert header.declared_size == plan["size"]  # bytes 16..23: the plan's size
+
+
+def test_real_8_6_plan_is_checked_and_refused_by_another_runtime(tmp_path):
+    plan = BY_NAME["trt-8.6.1.6-a"]
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(bytes.fromhex(plan["head"]) + bytes(plan["size"] - 32))
+    assert check_plan_file(engine, "8.6.1").version == (8, 6, 1, 6)
+    with pytest.raises(UserError, match=r"built by TensorRT 8.6.1.6, this runtime is 10.3; rebuild"):
+        check_plan_file(engine, "10.3")
+
+
+def test_real_pre_8_6_plan_is_a_plan_without_a_version(tmp_path):
+    header, plan = _real("trt-pre-8.6-serialization-205")
+    assert header.is_plan and header.flavor == "tensorrt" and header.layout == "ptrt"
+    assert header.version is None and header.serialization_version == 205 and header.legacy_release == "8.2"
+    assert "before 8.6" in header.reason and "advisory" in header.reason
+    engine = tmp_path / "nano.engine"
+    engine.write_bytes(bytes.fromhex(plan["head"]) + bytes(4096))
+    # advisory: the header cannot say which TensorRT wrote it, so no runtime version is refused on it
+    assert check_plan_file(engine, "8.2.1").is_plan
+    assert check_plan_file(engine, "10.3").version is None
+
+
+def test_real_tensorrt7_plan_is_recognised():
+    header, _ = _real("trt-7.x-2021")
+    assert header.is_plan and header.layout == "ptrt" and header.serialization_word == 97
+    assert header.version is None and header.serialization_version is None
+
+
+def test_rtx_header_declares_its_size():
+    header = parse_plan_header(RTX_HEADER, size=424916)
+    assert header.declared_size == 424916 and header.layout == "vtrt"
+
+
+def test_cut_plan_is_truncated_by_its_declared_size(tmp_path):
+    plan = BY_NAME["trt-10.3.0.26"]
+    cut = tmp_path / "cut.engine"
+    cut.write_bytes(bytes.fromhex(plan["head"]) + bytes(500_000))  # well above the plausibility floor
+    assert parse_plan_header(cut.read_bytes()[:64], size=cut.stat().st_size).declared_size == 862484
+    with pytest.raises(UserError, match=r"engine is truncated \(500032 bytes, its header says 862484\)"):
+        check_plan_file(cut)
