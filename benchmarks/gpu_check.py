@@ -17,8 +17,9 @@ running; the parent itself imports neither torch nor CUDA):
 * ``torch-benchmark``: ``bench.core.benchmark_artifact`` on a checkpoint through ``TorchRunner`` on CUDA.
 * ``train-fp16`` / ``train-bf16``: optimizer steps through ``train.loop.fit`` under autocast (fp16 with the
   GradScaler; bf16 without).
-* ``pycuda-install`` / ``pycuda-memory``: ``pip install --no-index --find-links wheels/ pycuda`` (its source
-  distribution, built with the machine's nvcc), then the ``PycudaBackend`` memory checks. A failed install SKIPs.
+* ``pycuda-install`` / ``pycuda-memory``: pycuda's source distribution from ``wheels/`` built against the machine's
+  CUDA toolkit (``pip install --no-index --find-links wheels/ --no-build-isolation --target DIR``, with a
+  siteconf.py naming the toolkit), then the ``PycudaBackend`` memory checks. A failed build SKIPs with its cause.
 
 One line per check on stdout: ``PASS name: detail``, ``FAIL name: reason`` or ``SKIP name: reason``; exit 1 when any
 check FAILs, 2 for bad options, else 0. ``--json PATH`` writes every result (with a failing check's traceback).
