@@ -12,6 +12,8 @@ from edgeresnet.artifacts import sha256_file
 from edgeresnet.cli.main import main
 from edgeresnet.onnx_meta import KEY_BATCH_PROFILE, KEY_CLASS_NAMES, KEY_PREPROCESS
 
+from conftest import assert_one_line_error, run_cli
+
 
 def _checkpoint(path, arch="resnet18", size=32, seed=0, small_stem=False):
     import torch
@@ -169,3 +171,90 @@ def test_resnet50_at_224(tmp_path):
                                parity_images=4)
     assert result.parity.passed and result.parity.max_abs < 1e-3
     _check_onnx(tmp_path / "r50_224.onnx", "batch", 17, size=224)
+
+
+# -- FP16 export ------------------------------------------------------------------------------------------------
+
+
+def _elem_types(path):
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer}
+    io = (model.graph.input[0].type.tensor_type.elem_type, model.graph.output[0].type.tensor_type.elem_type)
+    return model, inits, io
+
+
+def test_fp16_export_keeps_float32_io_and_passes_fp16_parity(ckpts, tmp_path, capsys):
+    import onnx
+
+    out, fp32, report = tmp_path / "r18_fp16.onnx", tmp_path / "r18_fp32.onnx", tmp_path / "export.json"
+    common = ["--opset", "17", "--dynamic-batch", "1:4:8", "--parity-images", "8"]
+    assert main_exit(["export", str(ckpts["r18"]), "--out", str(fp32), *common], capsys) == 0
+    assert main_exit(["export", str(ckpts["r18"]), "--out", str(out), "--precision", "fp16", *common,
+                      "--json", str(report)], capsys) == 0
+    model, inits, io = _elem_types(out)
+    assert inits == {"FLOAT16"} and io == (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT)
+    assert (model.graph.node[0].op_type, model.graph.node[-1].op_type) == ("Cast", "Cast")
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded before the conversion
+    assert {p.key: p.value for p in model.metadata_props}["edgeresnet.precision"] == "fp16"
+    assert 0.45 < out.stat().st_size / fp32.stat().st_size < 0.55  # half the bytes per weight
+    data = json.loads(report.read_text())
+    assert data["precision"] == "fp16" and data["io_dtype"] == "float32"
+    parity = data["parity"]
+    assert parity["passed"] and parity["tolerance"] == {"atol": 1e-2, "rtol": 1e-2, "min_agreement": 0.99}
+    assert [c["batch"] for c in parity["cases"]] == [1, 8] and parity["top1_agreement"] == 1.0
+    assert 1e-5 < parity["max_rel"] < 1e-2  # really FP16: not bit-equal to FP32, well inside the tolerance
+    manifest = json.loads((tmp_path / "r18_fp16.onnx.json").read_text())
+    assert manifest["precision"] == "fp16" and manifest["settings"]["precision"] == "fp16"
+    assert manifest["input"]["dtype"] == "float32" and manifest["fp16"]["initializers"] == len(model.graph.initializer)
+    from edgeresnet.runners.ort_runner import OrtRunner
+
+    images = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    with OrtRunner.load(fp32) as a, OrtRunner.load(out) as b:
+        ref, half = a.infer(images), b.infer(images)
+    assert half.dtype == np.float32 and 0 < np.abs(ref - half).max() < 1e-2 * np.abs(ref).max() + 1e-2
+
+
+def test_fp16_export_with_fp16_io_runs_in_onnx_runtime(ckpts, tmp_path):
+    import onnx
+
+    from edgeresnet.export import export_checkpoint
+    from edgeresnet.runners.ort_runner import OrtRunner
+
+    out = tmp_path / "io16.onnx"
+    result = export_checkpoint(ckpts["r18"], out, opset=13, batch=2, parity_images=4, precision="fp16", io_fp16=True)
+    assert result.parity.passed and result.io_dtype == "float16"
+    model, inits, io = _elem_types(out)
+    assert inits == {"FLOAT16"} and io == (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT16)
+    assert not any(n.op_type == "Cast" for n in model.graph.node)
+    assert result.manifest["input"]["dtype"] == result.manifest["output"]["dtype"] == "float16"
+    with OrtRunner.load(out) as runner:  # float32 images in, float32 logits out: the runner converts
+        assert runner.infer(np.zeros((2, 3, 32, 32), np.float32)).dtype == np.float32
+
+
+def test_fp16_parity_failure_writes_nothing(ckpts, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    code = main_exit(["export", str(ckpts["r18"]), "--out", str(out), "--opset", "13", "--precision", "fp16",
+                      "--atol", "0", "--rtol", "0", "--parity-images", "4"], capsys)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("error: parity failed for") and len(err.splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--io-fp16"], "--io-fp16: float16 inputs and outputs need --precision fp16"),
+    (["--precision", "int8"], "--precision 'int8': choose fp32 or fp16"),
+])
+def test_fp16_options_are_checked(ckpts, tmp_path, capsys, args, fragment):
+    code, _, err = run_cli(capsys, "export", ckpts["r18"], "--out", tmp_path / "m.onnx", *args)
+    assert_one_line_error(code, err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def main_exit(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    if exit_info.value.code not in (0, None):
+        return int(exit_info.value.code)
+    return 0

@@ -78,8 +78,9 @@ def _export_table(result: Any) -> Any:
     rows = [
         ("exporter", f"{result.exporter} ({m['settings'].get('opset_reason', '')})"),
         ("opset / IR version", f"{result.opset} / {m.get('ir_version')}"),
-        ("input", f"{m['input']['name']} {m['input']['shape']} float32 NCHW"),
-        ("output", f"{m['output']['name']} {m['output']['shape']}"),
+        ("precision", f"{result.precision} (weights and compute), I/O {result.io_dtype}"),
+        ("input", f"{m['input']['name']} {m['input']['shape']} {result.io_dtype} NCHW"),
+        ("output", f"{m['output']['name']} {m['output']['shape']} {result.io_dtype}"),
         ("batch profile", str(result.profile)),
         ("size", f"{m['size_bytes'] / 1e6:.2f} MB"),
         ("sha256", m["sha256"][:16] + "..."),
@@ -114,18 +115,24 @@ def register(app: typer.Typer) -> None:
         dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis MIN:OPT:MAX, e.g. 1:8:32."),
         image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's)."),
         simplify: bool = typer.Option(False, "--simplify", help="Simplify the graph with onnxslim (checked by parity)."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16: FP16 weights and compute (for strongly "
+                                      "typed TensorRT: 11.x, TensorRT-RTX); inputs/outputs stay float32."),
+        io_fp16: bool = typer.Option(False, "--io-fp16", help="With --precision fp16: float16 input and output too."),
         data: str | None = typer.Option(None, "--data", help="Parity images: digits or an ImageFolder path "
                                         "(default: the checkpoint's data set, else digits)."),
-        atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
-        rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
-        min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),
+        atol: float | None = typer.Option(None, "--atol", help="Absolute logit tolerance (default 1e-3; fp16: 1e-2)."),
+        rtol: float | None = typer.Option(None, "--rtol", help="Tolerance relative to the largest reference logit "
+                                          "(default 1e-3; fp16: 1e-2)."),
+        min_agreement: float | None = typer.Option(None, "--min-agreement", help="Minimum top-1 agreement (0-1, "
+                                                   "default 0.99)."),
         parity_images: int = typer.Option(32, "--parity-images", help="Real images for the parity check."),
         seed: int = typer.Option(0, "--seed", help="Split seed for the parity images."),
         json_out: str | None = typer.Option(None, "--json", help="Write the result as JSON (- = stdout)."),
     ) -> None:
         """Export a checkpoint to ONNX and prove parity against PyTorch on real images.
 
-        ONNX input 'input' (float32 NCHW, batch axis 'batch' when dynamic), output 'logits'.
+        ONNX input 'input' (float32 NCHW, batch axis 'batch' when dynamic), output 'logits'. --precision fp16
+        writes FP16 weights and compute behind float32 I/O (float16 I/O with --io-fp16), checked against FP32.
 
         The preprocessing contract and batch profile go into its metadata_props and into OUT.json.
         """
@@ -137,13 +144,18 @@ def register(app: typer.Typer) -> None:
         profile: Any = dynamic_batch if dynamic_batch is not None else (batch if batch is not None else 1)
         if isinstance(profile, int) and profile < 1:
             raise UserError(f"--batch {profile}: must be at least 1")
-        tolerance = _tolerance(atol, rtol, min_agreement)
+        from edgeresnet.export.fp16 import FP16_TOLERANCE, check_precision
+
+        check_precision(precision, io_fp16)
+        base = FP16_TOLERANCE if precision == "fp16" else _tolerance(1e-3, 1e-3, 0.99)
+        tolerance = _tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol,
+                               base.min_agreement if min_agreement is None else min_agreement)
         console = _console(json_out)
         with _Progress(console) as progress:
             result = export_checkpoint(model, out, opset=opset, batch=profile, exporter=exporter, target=target,
                                        image_size=image_size, simplify=simplify, data=data, tolerance=tolerance,
                                        parity_images=parity_images, seed=seed, stage=progress.stage,
-                                       advance=progress.advance)
+                                       advance=progress.advance, precision=precision, io_fp16=io_fp16)
         console.print(_export_table(result))
         if result.parity is not None:
             console.print(parity_table(result.parity, "parity: PyTorch (reference) vs ONNX Runtime"))

@@ -23,7 +23,9 @@ def resolve_data_spec(data: str | None, artifact: str | os.PathLike[str]) -> tup
     recorded = data_spec_of(artifact)
     if recorded is None:
         return "digits", None
-    if recorded != "digits" and not Path(recorded).is_dir():
+    from edgeresnet.data.sources import BUILTIN_SOURCES
+
+    if recorded not in BUILTIN_SOURCES and not Path(recorded).is_dir():
         return "digits", (f"data set {recorded} named in the manifest of {Path(artifact).name} is not here; "
                           "parity uses digits images (pass --data to choose)")
     return recorded, None
@@ -45,12 +47,19 @@ def export_checkpoint(
     seed: int = 0,
     stage: Stage | None = None,
     advance: Advance | None = None,
+    precision: str = "fp32",
+    io_fp16: bool = False,
 ) -> ExportResult:
-    """Export one of our checkpoints and prove parity on real images; ``target`` is a name or a Target."""
+    """Export one of our checkpoints and prove parity on real images; ``target`` is a name or a Target.
+
+    ``precision="fp16"`` writes an FP16 ONNX (float32 I/O unless ``io_fp16``), checked against the FP32 model."""
     from edgeresnet.data.presets import Preprocess
     from edgeresnet.models import load_checkpoint, model_from_checkpoint
 
+    from edgeresnet.export.fp16 import check_precision
+
     check_onnx_out(out)
+    check_precision(precision, io_fp16)
     profile = as_profile(batch)
     if isinstance(target, str):
         target = resolve_target(target)
@@ -71,7 +80,7 @@ def export_checkpoint(
     result = export_onnx(model, preprocess, out, opset=opset, batch=profile, exporter=exporter, source=checkpoint,
                          simplify=simplify, parity_images=images, tolerance=tolerance, target=target, spec=spec,
                          settings={"data": data_spec, "parity_images": int(images.shape[0]), "seed": seed},
-                         stage=stage, advance=advance)
+                         stage=stage, advance=advance, precision=precision, io_fp16=io_fp16)
     if note:
         result.warnings.append(note)
     return result

@@ -23,6 +23,7 @@ import numpy as np
 from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir, write_manifest
 from edgeresnet.data.presets import Preprocess
 from edgeresnet.errors import UserError
+from edgeresnet.export.fp16 import FP16_TOLERANCE, KEY_PRECISION, PRECISIONS, check_precision, convert_to_fp16
 from edgeresnet.export.opset import OpsetChoice, choose_opset
 from edgeresnet.onnx_meta import KEY_MODEL, KEY_SOURCE_SHA256, BatchProfile, contract_props, set_metadata
 from edgeresnet.parity import ParityReport, Tolerance, compare_runners, planned_steps
@@ -49,9 +50,12 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)
     simplified: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    io_dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "opset": self.opset, "exporter": self.exporter, "dynamic": self.dynamic,
+                "precision": self.precision, "io_dtype": self.io_dtype, "fp16": self.manifest.get("fp16"),
                 "batch_profile": self.profile.to_dict(), "sha256": self.manifest.get("sha256"),
                 "size_bytes": self.manifest.get("size_bytes"), "ir_version": self.manifest.get("ir_version"),
                 "simplified": self.simplified, "timings_s": self.timings, "warnings": self.warnings,
@@ -98,13 +102,20 @@ def export_onnx(
     settings: dict[str, Any] | None = None,
     stage: Stage | None = None,
     advance: Advance | None = None,
+    precision: str = "fp32",
+    io_fp16: bool = False,
 ) -> ExportResult:
     """Export ``model`` to ``out``; with ``parity_images`` the file exists only if parity passed.
 
     ``target`` is a Target (opset cap); ``source`` the checkpoint the model came from (hashed into the
-    manifest); ``stage``/``advance`` feed a progress display.
+    manifest); ``stage``/``advance`` feed a progress display. ``precision="fp16"`` converts the checked FP32
+    graph to FP16 (``edgeresnet.export.fp16``; the I/O stays float32 unless ``io_fp16``), and parity then
+    compares the FP32 PyTorch model with the FP16 ONNX at FP16 tolerances unless ``tolerance`` is given.
     """
     out = check_onnx_out(out)
+    check_precision(precision, io_fp16)
+    if tolerance is None and precision == "fp16":
+        tolerance = FP16_TOLERANCE
     profile = as_profile(batch)
     choice = choose_opset(opset, exporter, target)
     stage = stage or (lambda _name, _steps: None)
@@ -130,8 +141,11 @@ def export_onnx(
         from edgeresnet.artifacts import sha256_file
 
         props_extra[KEY_SOURCE_SHA256] = sha256_file(source)
+    io_dtype = "float16" if io_fp16 else "float32"
+    props_extra[KEY_PRECISION] = precision
     set_metadata(proto, contract_props(preprocess, profile, props_extra))
-    proto.producer_name, proto.doc_string = "edgeresnet", "edgeresnet export: input 'input' NCHW float32, output 'logits'"
+    proto.producer_name = "edgeresnet"
+    proto.doc_string = f"edgeresnet export ({precision}): input 'input' NCHW {io_dtype}, output 'logits' {io_dtype}"
 
     simplified = None
     if simplify:
@@ -145,6 +159,16 @@ def export_onnx(
     start = time.perf_counter()
     proto = _check(proto, profile, preprocess)
     timings["check_s"] = time.perf_counter() - start
+    fp16_stats = None
+    if precision == "fp16":
+        stage("converting to FP16 (checked again)", 1)
+        start = time.perf_counter()
+        proto, fp16_stats = convert_to_fp16(proto, io_fp16=io_fp16)
+        proto = _check(proto, profile, preprocess)
+        timings["fp16_s"] = time.perf_counter() - start
+        if fp16_stats.underflow_to_zero:
+            notes.append(f"FP16: {fp16_stats.underflow_to_zero} of {fp16_stats.values_converted} nonzero weights "
+                         "round to 0 in float16 (|w| < 2**-25, half its smallest subnormal)")
 
     report: ParityReport | None = None
     batches = profile.parity_batches()
@@ -165,13 +189,15 @@ def export_onnx(
             settings={"opset": choice.opset, "exporter": choice.exporter, "opset_reason": choice.reason,
                       "batch": profile.to_dict(), "image_size": preprocess.image_size, "simplify": simplify,
                       "target": getattr(target, "name", None), "tolerance": (tolerance or Tolerance()).__dict__,
-                      **(settings or {})},
+                      "precision": precision, "io_fp16": io_fp16, **(settings or {})},
             extra={"preprocess": preprocess.to_dict(), "batch_profile": profile.to_dict(), "opset": produced,
                    "exporter": choice.exporter, "ir_version": int(proto.ir_version),
                    "model": spec.to_dict() if spec is not None else None,
-                   "input": {"name": INPUT_NAME, "shape": _shape_of(proto.graph.input[0]), "dtype": "float32",
+                   "precision": precision,
+                   "fp16": fp16_stats.to_dict() if fp16_stats is not None else None,
+                   "input": {"name": INPUT_NAME, "shape": _shape_of(proto.graph.input[0]), "dtype": io_dtype,
                              "layout": "NCHW"},
-                   "output": {"name": OUTPUT_NAME, "shape": _shape_of(proto.graph.output[0])},
+                   "output": {"name": OUTPUT_NAME, "shape": _shape_of(proto.graph.output[0]), "dtype": io_dtype},
                    "checks": {"onnx_checker": "full_check", "shape_inference": "strict"},
                    "simplified": simplified, "parity": report.to_dict() if report else None,
                    "exporter_versions": _exporter_versions(), "warnings": notes, "timings_s": timings},
@@ -183,7 +209,8 @@ def export_onnx(
         out.unlink(missing_ok=True)  # no ONNX without its manifest
         raise
     return ExportResult(path=out, opset=produced, exporter=choice.exporter, dynamic=profile.dynamic, profile=profile,
-                        manifest=manifest, parity=report, timings=timings, simplified=simplified, warnings=notes)
+                        manifest=manifest, parity=report, timings=timings, simplified=simplified, warnings=notes,
+                        precision=precision, io_dtype=io_dtype)
 
 
 # -- steps -------------------------------------------------------------------------------------------
@@ -228,10 +255,12 @@ def _export_torchscript(model: Any, example: Any, profile: BatchProfile, opset: 
     import onnx
     import torch
 
+    from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it (>= 2.4)
+
     buffer = io.BytesIO()
     axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if profile.dynamic else None
-    torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+    torch.onnx.export(model, (example,), buffer, **torchscript_kwargs(), opset_version=opset,
+                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
                       training=torch.onnx.TrainingMode.EVAL, export_params=True)
     return onnx.load_from_string(buffer.getvalue())
 
