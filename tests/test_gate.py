@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import xml.etree.ElementTree as ET
 
@@ -14,19 +15,22 @@ from edgeresnet.gate import (
     EXIT_PASS,
     EXIT_REGRESSION,
     GateSettings,
-    _rows_metric,
-    bootstrap_ratio,
     compare_accuracy,
     compare_latency,
+    parse_fraction,
+    run_gate,
+    to_junit,
+    to_markdown,
+)
+from edgeresnet.gate.stats import (
+    _rows_metric,
+    bootstrap_ratio,
     mann_whitney_hodges_lehmann,
     metric_value,
-    parse_fraction,
     rankdata,
-    run_gate,
     split_blocks,
     u_distribution,
 )
-from edgeresnet.gate_report import to_junit, to_markdown
 
 CPU_ENV = {"host": {"cpu": "AMD EPYC", "cores": 2, "machine": "x86_64", "system": "Linux"},
            "versions": {"onnxruntime": "1.32.0"}, "gpu": None, "jetson": None, "target": "cpu",
@@ -111,7 +115,7 @@ def test_large_samples_select_order_statistics_without_the_matrix(monkeypatch):
     x = np.round(rng.normal(size=400), 2)  # ties on purpose
     y = np.round(rng.normal(0.3, size=300), 2)
     full = mann_whitney_hodges_lehmann(x, y)
-    monkeypatch.setattr("edgeresnet.gate.MAX_MATRIX_PAIRS", 0)
+    monkeypatch.setattr("edgeresnet.gate.stats.MAX_MATRIX_PAIRS", 0)
     selected = mann_whitney_hodges_lehmann(x, y)
     # the same order statistics; equal differences of different pairs may differ in the last bit
     assert selected.shift == pytest.approx(full.shift, abs=1e-12)
@@ -119,16 +123,64 @@ def test_large_samples_select_order_statistics_without_the_matrix(monkeypatch):
 
 
 def test_mann_whitney_agrees_with_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
+    from scipy import stats as scipy_stats
+
     rng = np.random.default_rng(3)
     for m, n in ((4, 6), (12, 15), (30, 40), (70, 80)):
         x = rng.normal(size=m)
         y = rng.normal(0.4, size=n)
         ours = mann_whitney_hodges_lehmann(x, y)
+        assert ours.exact == (m * n <= 2500)
         ref = scipy_stats.mannwhitneyu(y, x, alternative="two-sided",
                                        method="exact" if m * n <= 2500 else "asymptotic")
         assert ours.u == ref.statistic
         assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+        # ties: the normal form with tie and continuity correction, whatever the sizes
+        tied = mann_whitney_hodges_lehmann(np.round(x, 1), np.round(y, 1))
+        ref = scipy_stats.mannwhitneyu(np.round(y, 1), np.round(x, 1), method="asymptotic", use_continuity=True)
+        assert not tied.exact and tied.u == ref.statistic
+        assert tied.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def _brute_force_hodges_lehmann(x: list[float], y: list[float], confidence: float) -> tuple[float, tuple]:
+    """HL shift and Moses interval from all m * n differences; C from the enumerated U null distribution when
+    there are no ties (every placement of the y's among the m + n ranks), else the tie-corrected normal form."""
+    from scipy import stats as scipy_stats
+
+    m, n = len(x), len(y)
+    diffs = sorted(b - a for a in x for b in y)
+    mn, total, alpha = m * n, m + n, 1.0 - confidence
+    ties = np.unique(np.asarray(x + y), return_counts=True)[1]
+    if ties.max() == 1:
+        counts = [0] * (mn + 1)
+        for positions in itertools.combinations(range(total), n):  # 0-based ranks of the y's
+            counts[sum(positions) - n * (n - 1) // 2] += 1  # U = number of (x below y) pairs
+        c, acc = 0, 0
+        for u, count in enumerate(counts):
+            acc += count
+            if acc / math.comb(total, n) > alpha / 2.0 + 1e-12:
+                break
+            c = u + 1
+    else:
+        var = mn / 12.0 * ((total + 1) - float(np.sum(ties.astype(float) ** 3 - ties)) / (total * (total - 1)))
+        c = int(math.floor(mn / 2.0 - 0.5 - scipy_stats.norm.ppf(1.0 - alpha / 2.0) * math.sqrt(var))) + 1
+    ci = (diffs[c - 1], diffs[mn - c]) if c >= 1 else (-math.inf, math.inf)
+    return float(np.median(diffs)), ci
+
+
+@pytest.mark.parametrize("matrix", [True, False], ids=["all-differences", "bisection"])
+def test_hodges_lehmann_interval_agrees_with_brute_force(monkeypatch, matrix):
+    if not matrix:
+        monkeypatch.setattr("edgeresnet.gate.stats.MAX_MATRIX_PAIRS", 0)
+    rng = np.random.default_rng(11)
+    for m, n in ((3, 4), (5, 6), (7, 8), (8, 9)):
+        for confidence in (0.8, 0.9, 0.95, 0.99):
+            for x, y in ((rng.normal(size=m), rng.normal(0.5, size=n)),  # no ties: exact
+                         (np.round(rng.normal(size=m), 0), np.round(rng.normal(0.5, size=n), 0))):  # ties: normal
+                ours = mann_whitney_hodges_lehmann(x, y, confidence)
+                shift, ci = _brute_force_hodges_lehmann(x.tolist(), y.tolist(), confidence)
+                assert ours.shift == pytest.approx(shift, abs=1e-12)
+                assert ours.ci == pytest.approx(ci, abs=1e-12)
 
 
 def test_metric_value_uses_the_result_file_definitions():

@@ -33,7 +33,7 @@ FEW_SAMPLES = 100  # below this, nearest-rank p99 is the maximum
 
 def _f32(value: float) -> float:
     """Round to the nearest float32, the type trtexec computes percentile ranks in."""
-    return struct.unpack("f", struct.pack("f", value))[0]
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 def percentile_index(percentile: float, n: int) -> int:

@@ -1,8 +1,8 @@
 """CLI of issue 7: ``regress`` (the CI gate) and ``baseline update`` (promote a result to the baseline).
 
-Parsing, printing and exit codes only; the statistics live in ``edgeresnet.gate``, the Markdown and JUnit
-renderers in ``edgeresnet.gate_report``. Exit codes: 0 pass, 1 regression (or a baseline result missing from
-the current run), 2 usage or input error.
+Parsing, printing and exit codes only; the statistics and verdicts live in the ``edgeresnet.gate`` package,
+the Markdown and JUnit renderers in ``edgeresnet.gate.report``. Exit codes: 0 pass, 1 regression (or a
+baseline result missing from the current run), 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def regress(
 ) -> None:
     """Fail a change that made a model slower or less accurate: exit 0 pass, 1 regression, 2 input error."""
     from edgeresnet.artifacts import emit_json, write_text_atomic
-    from edgeresnet.gate import GateSettings, gate_files, parse_fraction
-    from edgeresnet.gate_report import to_junit, to_markdown
+    from edgeresnet.gate import GateSettings, parse_fraction, to_junit, to_markdown
+    from edgeresnet.gate import regress as regress_files
 
     settings = GateSettings(
         metric=metric, tolerance=parse_fraction(tolerance, "--tolerance"),
@@ -67,7 +67,7 @@ def regress(
             from edgeresnet.artifacts import check_output_dir
 
             check_output_dir(path, option)
-    report = gate_files(baseline, current, settings)
+    report = regress_files(baseline, current, settings)
     console = _console(to_stderr=json_out == "-" or markdown == "-")
     _print_report(console, report)
     if junit is not None:
@@ -83,7 +83,7 @@ def regress(
 def _print_report(console: Any, report: Any) -> None:
     from rich.table import Table
 
-    from edgeresnet.gate_report import HEADERS, table_rows
+    from edgeresnet.gate import HEADERS, table_rows
 
     table = Table(title=f"regression gate ({report.settings.metric}, tolerance {report.settings.tolerance:.1%}, "
                         f"confidence {report.settings.confidence:g})")

@@ -412,11 +412,20 @@ def build(
     )
     if spec.calib_cache and not spec.calib_cache_exists and not calib_data:
         raise UserError(f"--calib-cache {calib_cache}: file not found; make it with edgeresnet calibrate or add --calib-data")
+    from edgeresnet.export.fp16 import fp16_for_build
+
+    # strongly typed builders take FP16 from the graph: an FP32 ONNX is converted (and parity-checked) here
+    fp16 = fp16_for_build(spec, features, device, out_dir=out_dir, base=base, write=not dry_run or emit_trtexec)
+    if fp16 is not None:
+        spec, info, onnx = fp16.spec, fp16.info or info, Path(fp16.spec.onnx) if fp16.info else onnx
     plan = plan_build(spec, features, device)
     _print_plan(plan, target, info, console)
+    for note in fp16.notes if fp16 is not None else []:
+        console.print(f"note: {note}", highlight=False)
     rebuild = rebuild_command(spec, target.name, str(out_dir), trt_version)
     result: dict[str, Any] = {"target": target.name, "onnx": str(onnx), "plan": plan.to_dict(), "files": {},
-                              "built": False, "rebuild_command": rebuild}
+                              "built": False, "rebuild_command": rebuild,
+                              "fp16_conversion": fp16.record if fp16 is not None else None}
 
     if emit_trtexec:
         from edgeresnet.trt.trtexec import TrtexecFiles, build_args, build_script, command_line, script_name
