@@ -184,8 +184,8 @@ def evaluate_model_file(path: str | Path, data: str | None = None, split: str = 
     from edgeresnet.onnx_meta import data_spec_of, preprocess_of
 
     model_path = require_file(path, "model file")
-    if split not in ("train", "val", "test"):
-        raise UserError(f"--split {split}: choose train, val or test")
+    if split not in ("train", "val", "test", "all"):
+        raise UserError(f"--split {split}: choose train, val, test or all (every image of --data, once)")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be a positive number of images")
     runner = load_model_runner(model_path, backend, device, cuda_backend)

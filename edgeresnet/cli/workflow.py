@@ -124,7 +124,9 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch.",
                                       rich_help_panel=_OUT),
         # data and model
-        data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download) or an ImageFolder directory "
+        data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download), 'fashion-mnist' (Debian "
+                                 "dataset-fashion-mnist), a directory of the four MNIST-style IDX files, or an "
+                                 "ImageFolder directory "
                                  "(class per sub-folder; train/ and val/ used when present).", rich_help_panel=_DATA),
         image_size: int = typer.Option(_D.image_size, "--image-size", help="Square input size in pixels.",
                                        rich_help_panel=_DATA),
@@ -310,9 +312,10 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         model: Path = typer.Argument(..., help="Model file: checkpoint (.pt), ONNX (.onnx) or TensorRT engine "
                                      "(.engine)."),
-        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory (default: the data "
-                                        "set recorded in the model's manifest, else digits)."),
-        split: str = typer.Option("test", "--split", help="train | val | test."),
+        data: str | None = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder directory "
+                                        "(default: the data set recorded in the model's manifest, else digits)."),
+        split: str = typer.Option("test", "--split", help="train | val | test | all (every image of --data once: "
+                                  "a separate held-out folder scored whole)."),
         batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images of the split."),
         split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the one the "

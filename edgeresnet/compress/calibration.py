@@ -31,6 +31,8 @@ DEFAULT_PERCENTILE = 99.99
 HISTOGRAM_BINS = 2048
 ENTROPY_LEVELS = 128  # |x| of a symmetric int8 tensor maps to 0..127
 DIGITS_PREFIX = "digits:"
+# named in-memory data sets whose samples are referenced as NAME:SPLIT:INDEX (edgeresnet.data.BUILTIN_SOURCES)
+MEMORY_PREFIXES = ("digits:", "fashion-mnist:")
 # TensorRT 10.3 (JetPack 6) is the last release line with implicit calibrators that read these caches.
 DEFAULT_TRT_VERSION = (10, 3, 0)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -91,9 +93,10 @@ def calibration_from_data(data_spec: str, samples: Sequence[Any], count: int | N
 def _sample_reference(data_spec: str, sample: Any, index: int) -> str:
     if getattr(sample, "path", None) is not None:
         return str(Path(sample.path).resolve())
-    if data_spec == "digits":
-        return f"{DIGITS_PREFIX}train:{index}"
-    raise UserError(f"--data {data_spec}: in-memory samples can only be referenced for the digits data set")
+    if f"{data_spec}:" in MEMORY_PREFIXES:
+        return f"{data_spec}:train:{index}"
+    raise UserError(f"--data {data_spec}: in-memory samples (an IDX directory) cannot be referenced in a calibration "
+                    "set; use --data digits or fashion-mnist, or pass --calib-list with image files")
 
 
 def read_calibration_list(path: str | Path) -> CalibrationSet:
@@ -118,11 +121,11 @@ def read_calibration_list(path: str | Path) -> CalibrationSet:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.startswith(DIGITS_PREFIX):
+        if line.startswith(MEMORY_PREFIXES):
             parts = line.split(":")
             if len(parts) != 3 or parts[1] not in ("train", "val", "test") or not parts[2].isdigit():
-                raise UserError(f"--calib-list {p}:{lineno}: {line!r} is not a digits reference; "
-                                "write digits:train:INDEX")
+                raise UserError(f"--calib-list {p}:{lineno}: {line!r} is not a {parts[0]} reference; "
+                                f"write {parts[0]}:train:INDEX")
             entries_list.append(line)
             continue
         image = Path(line)
@@ -143,14 +146,16 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
     from PIL import Image, UnidentifiedImageError
 
     transform = preprocess.eval_transform()
-    digits = None
+    loaded: dict[str, Any] = {}  # in-memory data set name -> its DataSplits, loaded once
     batch: list[np.ndarray] = []
     for entry in calib.entries:
-        if entry.startswith(DIGITS_PREFIX):
-            if digits is None:
-                digits = digits_loader() if digits_loader else _digits_splits(preprocess.image_size)
-            _, split, index = entry.split(":")
-            samples = digits.splits[split]
+        if entry.startswith(MEMORY_PREFIXES):
+            name, split, index = entry.split(":")
+            if name not in loaded:
+                given = digits_loader() if digits_loader else None
+                loaded[name] = given if given is not None and given.name == name \
+                    else _memory_splits(name, preprocess.image_size)
+            samples = loaded[name].splits[split]
             if int(index) >= len(samples):
                 raise UserError(f"calibration entry {entry}: the digits {split} split has only {len(samples)} images")
             image = samples[int(index)].image()
@@ -169,7 +174,7 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
         yield np.stack(batch)
 
 
-def _digits_splits(image_size: int) -> Any:
+def _memory_splits(name: str, image_size: int) -> Any:
     from edgeresnet.data import load_data
 
     return load_data("digits", image_size)

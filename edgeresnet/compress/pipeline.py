@@ -38,7 +38,8 @@ def load_source(path: str | Path, option: str = "MODEL") -> tuple[dict[str, Any]
 
 
 def resolve_data(data: str | None, source: str | Path, preprocess: Any) -> str:
-    """``--data``, else the data set recorded in the source's manifests, else digits when the classes are 0-9."""
+    """``--data``, else the data set recorded in the source's manifests, else digits when the classes are 0-9
+    (fashion-mnist when they are its ten names)."""
     if data:
         return data
     try:
@@ -51,6 +52,10 @@ def resolve_data(data: str | None, source: str | Path, preprocess: Any) -> str:
         return recorded
     if tuple(preprocess.class_names) == tuple(str(i) for i in range(10)):
         return "digits"
+    from edgeresnet.data.idx import FASHION_CLASSES, FASHION_MNIST
+
+    if tuple(preprocess.class_names) == FASHION_CLASSES:
+        return FASHION_MNIST
     raise UserError(f"{source}: no data set recorded with it; pass --data (digits or an ImageFolder path)")
 
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from edgeresnet.compress import calibration as cal
+from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
 
 QMIN, QMAX = -128, 127
@@ -432,7 +433,7 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
     data = dataclasses.replace(data, preprocess=preprocess)
     calib = cal.calibration_from_data(data_spec, data.splits["train"], options.calib_images)
     warnings = list(calib.warnings)
-    source = ptq.BatchSource(calib, preprocess, 32, digits_loader=(lambda: data) if data_spec == "digits" else None)
+    source = ptq.BatchSource(calib, preprocess, 32, digits_loader=(lambda: data) if data_spec in BUILTIN_SOURCES else None)
 
     qmodel = quantize_model(model)
     calibrate_model(qmodel, lambda: iter(source), options.method, options.percentile, progress, source.batches())

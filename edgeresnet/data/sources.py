@@ -57,14 +57,27 @@ class DataSplits:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def dataset(self, split: str, transform: Any | None = None) -> ImageDataset:
+    def samples(self, split: str) -> list[Sample]:
+        """One split's samples; ``all`` is every distinct sample once (a train/val tree without test/ scores
+        val as test: the same objects, counted once), so a separate held-out folder is evaluated whole."""
+        if split == "all":
+            seen: set[int] = set()
+            out = []
+            for s in (s for key in self.splits for s in self.splits[key]):
+                if id(s) not in seen:
+                    seen.add(id(s))
+                    out.append(s)
+            return out
         if split not in self.splits:
-            raise UserError(f"split {split!r} is not known; use one of {', '.join(self.splits)}")
-        return ImageDataset(self.splits[split], transform or self.preprocess.eval_transform())
+            raise UserError(f"split {split!r} is not known; use one of {', '.join(self.splits)}, all")
+        return self.splits[split]
+
+    def dataset(self, split: str, transform: Any | None = None) -> ImageDataset:
+        return ImageDataset(self.samples(split), transform or self.preprocess.eval_transform())
 
     def arrays(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A split preprocessed for inference, as (N,3,H,W) float32 images and (N,) int64 labels."""
-        samples = self.splits[split][:limit] if limit else self.splits[split]
+        samples = self.samples(split)[:limit] if limit else self.samples(split)
         transform = self.preprocess.eval_transform()
         images = np.stack([transform(s.image()).numpy() for s in samples]).astype(np.float32)
         labels = np.array([s.label for s in samples], dtype=np.int64)
@@ -98,10 +111,26 @@ class ImageDataset:
         return [s.label for s in self.samples]
 
 
+# Data sets named instead of given as a path; both are served from memory (Sample.array, no files).
+BUILTIN_SOURCES = ("digits", "fashion-mnist")
+
+
+def in_memory_source(spec: str) -> bool:
+    """A named data set or an IDX directory: samples are arrays, there are no image files to check or list."""
+    from edgeresnet.data.idx import is_idx_dir
+
+    return spec in BUILTIN_SOURCES or is_idx_dir(Path(spec))
+
+
 def load_data(spec: str, image_size: int, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> DataSplits:
-    """``digits`` (embedded) or a path to an ImageFolder directory."""
+    """``digits`` (embedded), ``fashion-mnist`` (Debian's IDX files), a directory of the four IDX files
+    (MNIST-style; official test split, val carved from train) or an ImageFolder directory."""
     if spec == "digits":
         return load_digits(image_size, seed, fractions)
+    from edgeresnet.data.idx import FASHION_MNIST, is_idx_dir, load_idx
+
+    if spec == FASHION_MNIST or is_idx_dir(Path(spec)):
+        return load_idx(spec, image_size, seed)
     return load_image_folder(Path(spec), image_size, seed, fractions)
 
 

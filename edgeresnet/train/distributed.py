@@ -347,8 +347,11 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
     if env_ranks() is not None:
         raise UserError("--nproc: this process already runs under torchrun (WORLD_SIZE is set); drop --nproc")
     timeout_s()  # a bad EDGERESNET_DIST_TIMEOUT_S: one line here, not one per worker
-    if recipe.data != "digits" and not Path(recipe.data).is_dir():
-        raise UserError(f"--data {recipe.data}: directory not found; pass 'digits' or an ImageFolder directory")
+    from edgeresnet.data.sources import BUILTIN_SOURCES
+
+    if recipe.data not in BUILTIN_SOURCES and not Path(recipe.data).is_dir():
+        raise UserError(f"--data {recipe.data}: directory not found; pass 'digits', 'fashion-mnist' or an "
+                        "ImageFolder/IDX directory")
     cuda = resolve_device(recipe.device).type == "cuda"
     if cuda and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc}: only {torch.cuda.device_count()} GPU(s) here; one process per GPU")

@@ -666,10 +666,12 @@ def calibration_batches(data: str, shape: list[int], batch_size: int, max_images
     else:
         from edgeresnet.compress.calibration import IMAGE_SUFFIXES
         from edgeresnet.data import load_data
+        from edgeresnet.data.sources import in_memory_source
 
-        if data != "digits":
+        if not in_memory_source(data):
             if not path.is_dir():
-                raise UserError(f"{where}: no such folder (or .npy/.npz file); pass 'digits', an ImageFolder "
+                raise UserError(f"{where}: no such folder (or .npy/.npz file); pass 'digits', 'fashion-mnist', an "
+                                "ImageFolder or IDX "
                                 "directory or a .npy/.npz of preprocessed NCHW images")
             if not any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.rglob("*")):
                 raise UserError(f"{where}: the folder has no images ({', '.join(IMAGE_SUFFIXES[:4])} ...); "
