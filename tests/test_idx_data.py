@@ -232,9 +232,10 @@ def test_calibration_references_fashion_mnist_samples(tmp_path, monkeypatch):
     data = load_data("fashion-mnist", 28)
     calib = cal.calibration_from_data("fashion-mnist", data.splits["train"], 8)
     assert calib.entries[:2] == ("fashion-mnist:train:0", "fashion-mnist:train:1")
-    batches = list(cal.load_calibration_images(calib, data.preprocess, lambda: data, batch_size=4))
     expected = data.arrays("train", limit=8)[0]
-    assert np.abs(np.concatenate(batches) - expected).max() * data.preprocess.std[0] * 255 <= 1.0 + 1e-4
+    for loader in (lambda: data, None):  # handed the loaded set, or loading it by the entries' name
+        batches = list(cal.load_calibration_images(calib, data.preprocess, loader, batch_size=4))
+        assert np.abs(np.concatenate(batches) - expected).max() * data.preprocess.std[0] * 255 <= 1.0 + 1e-4
     listing = tmp_path / "list.txt"
     listing.write_text("fashion-mnist:train:3\nfashion-mnist:val:x\n")
     with pytest.raises(UserError, match="is not a fashion-mnist reference"):

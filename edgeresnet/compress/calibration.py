@@ -157,7 +157,7 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
                     else _memory_splits(name, preprocess.image_size)
             samples = loaded[name].splits[split]
             if int(index) >= len(samples):
-                raise UserError(f"calibration entry {entry}: the digits {split} split has only {len(samples)} images")
+                raise UserError(f"calibration entry {entry}: the {name} {split} split has only {len(samples)} images")
             image = samples[int(index)].image()
         else:
             try:
@@ -177,7 +177,7 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
 def _memory_splits(name: str, image_size: int) -> Any:
     from edgeresnet.data import load_data
 
-    return load_data("digits", image_size)
+    return load_data(name, image_size)
 
 
 # -- statistics ------------------------------------------------------------------------------------
