@@ -40,7 +40,7 @@ def run_worker(jobs: list[dict[str, Any]], tmp: Path, timeout: int = 240) -> dic
     return results
 
 
-def export_resnet18(out: Path, exporter: str, batch: tuple[int, int, int] = (1, 4, 8)) -> Path:
+def export_resnet18(out: Path, exporter: str, batch: tuple[int, int, int] = (1, 4, 8), precision: str = "fp32") -> Path:
     import torch
 
     from edgeresnet.data.presets import preset_for
@@ -51,7 +51,8 @@ def export_resnet18(out: Path, exporter: str, batch: tuple[int, int, int] = (1, 
     spec = ModelSpec("resnet18", 10, small_stem=True)
     preprocess = preset_for("digits", 32, tuple(str(i) for i in range(10)))
     opset = 17 if exporter == "torchscript" else None
-    return export_onnx(build_model(spec), preprocess, out, opset=opset, batch=batch, exporter=exporter, spec=spec).path
+    return export_onnx(build_model(spec), preprocess, out, opset=opset, batch=batch, exporter=exporter, spec=spec,
+                       precision=precision).path
 
 
 def trt_style_qdq(source: Path, out: Path) -> Path:
@@ -126,12 +127,14 @@ def unsupported_op(out: Path) -> Path:
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("rtx")
     fp32 = export_resnet18(tmp / "resnet18.onnx", "torchscript")
+    fp16 = export_resnet18(tmp / "resnet18_fp16.onnx", "torchscript", precision="fp16")
     int8 = trt_style_qdq(fp32, tmp / "resnet18_int8.onnx")
     garbage = tmp / "garbage.onnx"
     garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     jobs = [
         {"name": "fp32", "onnx": str(fp32), "batch": "1:4:8", "out": str(tmp / "resnet18.engine")},
         {"name": "int8", "onnx": str(int8), "precision": "int8", "batch": "1:4:8", "out": str(tmp / "int8.engine")},
+        {"name": "fp16", "onnx": str(fp16), "precision": "fp16", "batch": "1:4:8", "out": str(tmp / "fp16.engine")},
         {"name": "ort_qdq", "onnx": str(ort_default_qdq(tmp / "ort_qdq.onnx")), "precision": "int8",
          "out": str(tmp / "ort.engine")},
         {"name": "unsupported", "onnx": str(unsupported_op(tmp / "unique.onnx")), "batch": "1:4:8",
@@ -141,7 +144,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {"name": "garbage_pipeline", "onnx": str(garbage), "batch": "1:4:8", "out": str(tmp / "g2.engine")},
         {"name": "deserialize", "kind": "deserialize", "engine": str(tmp / "resnet18.engine")},
     ]
-    return {"tmp": tmp, "results": run_worker(jobs, tmp), "fp32_onnx": fp32}
+    return {"tmp": tmp, "results": run_worker(jobs, tmp), "fp32_onnx": fp32, "fp16_onnx": fp16}
 
 
 def _ok(result: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +183,44 @@ def test_qdq_int8_engine_uses_int8_weights(built: dict[str, Any]) -> None:
     fp32, int8 = _ok(built["results"]["fp32"]), _ok(built["results"]["int8"])
     assert int8["int8_mode"] == "explicit" and int8["strongly_typed"] is True
     assert int8["size"] < 0.5 * fp32["size"]  # int8 weights: about a quarter of the FP32 engine
+
+
+def test_fp16_export_builds_a_real_fp16_engine(built: dict[str, Any]) -> None:
+    from edgeresnet.trt.engine_manifest import read_engine_manifest
+
+    fp32, fp16 = _ok(built["results"]["fp32"]), _ok(built["results"]["fp16"])
+    assert fp16["strongly_typed"] is True and fp16["ops"] == fp32["ops"]
+    assert 0.4 * fp32["size"] < fp16["size"] < 0.6 * fp32["size"]  # float16 weights: half the FP32 engine
+    assert fp16["header"]["flavor"] == "tensorrt-rtx" and fp16["header"]["declared_size"] == fp16["size"]
+    engine = read_engine_manifest(built["tmp"] / "fp16.engine")["engine"]
+    assert engine["precision"] == "fp16" and engine["precision_label"] == "fp16"
+
+
+def test_build_converts_an_fp32_export_to_fp16_on_the_fly(built: dict[str, Any], tmp_path: Path) -> None:
+    """``edgeresnet build --precision fp16`` of the FP32 export: TensorRT-RTX is strongly typed, so the command makes
+    the FP16 ONNX itself (parity-checked) and builds it; run in a subprocess like the other real builds."""
+    from edgeresnet.artifacts import sha256_file
+    from edgeresnet.trt.engine_manifest import read_engine_manifest
+
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "edgeresnet", "build", str(built["fp32_onnx"]), "--target",
+                           "desktop-ada", "--builder", "rtx", "--precision", "fp16", "--batch", "1:4:8", "--out",
+                           str(out), "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["built"] and result["plan"]["precision_label"] == "fp16" and result["fp16_conversion"]["written"]
+    flat = " ".join(proc.stdout.split())
+    assert "builds strongly typed networks (precision comes from the ONNX): converted to FP16 as resnet18.fp16.onnx" in flat
+    engine = out / "resnet18.engine"
+    data = engine.read_bytes()
+    assert data[:4] == b"vtrt" and len(data) < 0.6 * _ok(built["results"]["fp32"])["size"]
+    manifest = read_engine_manifest(engine)
+    assert manifest["engine"]["precision"] == "fp16" and manifest["engine"]["precision_label"] == "fp16"
+    assert manifest["inputs"]["onnx"]["sha256"] == sha256_file(out / "resnet18.fp16.onnx")
+    converted = json.loads((out / "resnet18.fp16.onnx.json").read_text())
+    assert converted["inputs"]["onnx"]["sha256"] == sha256_file(built["fp32_onnx"])
+    assert converted["parity"]["passed"] and converted["parity"]["top1_agreement"] == 1.0
 
 
 def test_ort_default_qdq_fails_naming_the_bias_node(built: dict[str, Any]) -> None:
