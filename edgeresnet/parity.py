@@ -21,7 +21,7 @@ from edgeresnet.errors import UserError
 
 @dataclass(frozen=True)
 class Tolerance:
-    """FP32 vs FP32 defaults; loosen them for FP16/INT8 comparisons."""
+    """FP32 vs FP32 defaults; loosen them for FP16/INT8 comparisons (``edgeresnet.export.fp16.FP16_TOLERANCE``)."""
 
     atol: float = 1e-3
     rtol: float = 1e-3

@@ -1,13 +1,14 @@
 """TensorRT-RTX: where it differs from TensorRT, in one place.
 
 TensorRT-RTX (``tensorrt-rtx-cu12-libs`` + ``tensorrt-rtx-cu12-bindings``, real wheels on PyPI) has
-TensorRT's Python API with these differences (checked against the installed 1.7.1 bindings and
-``edgeresnet/trt/api/trt-rtx-1.7.json``; tensorrt-testing.md §3):
+TensorRT's Python API with these differences (checked against the installed 1.7.1 bindings, whose names are
+recorded in ``edgeresnet/trt/api/trt-rtx-1.7.json``, and by real CPU-only builds in tests/test_trt_rtx_build.py):
 
 - module ``tensorrt_rtx`` (the bindings wheel alone installs it as ``tensorrt_rtx_bindings``);
   ``__version__`` is 1.x, so version rules of TensorRT must not be applied to it (``TrtFeatures.for_rtx``);
 - strongly typed only: ``NetworkDefinitionCreationFlag`` has just STRONGLY_TYPED; no EXPLICIT_BATCH,
-  no FP16/INT8/precision-constraint flags, no calibrators (precision comes from the ONNX);
+  no FP16/INT8/precision-constraint flags, no calibrators (precision comes from the ONNX: ``build --precision
+  fp16`` converts an FP32 ONNX with ``edgeresnet.export.fp16.fp16_for_build``);
 - builds ahead of time on a CPU, for the compute capabilities set with ``set_compute_capability``;
 - timing cache calls exist but are no-ops (and warn "Deprecated in TensorRT-RTX 1.2");
 - nothing can be executed without a GPU: ``deserialize_cuda_engine`` returns None (cudaError 35);
