@@ -3,12 +3,20 @@
 Why: boards that cannot install edgeresnet (old JetPack, locked-down CI runners) still have trtexec;
 their numbers join comparisons and the regression gate in the same format. Formats handled:
 
-* log, TensorRT 8.2-8.5: ``=== Performance summary ===`` with one ``percentile(99%)`` per metric and, in
+* log, TensorRT 7.x (JetPack 4.4/4.5): ``Host Latency`` / ``Enqueue Time`` / ``GPU Compute`` blocks with
+  ``min: X ms (end to end Y ms)`` and ``percentile: X ms at 99%`` lines, ``throughput: N qps`` (0 for
+  explicit-batch engines, derived here from the other figures) and no version banner;
+* log, TensorRT 8.0-8.5: ``=== Performance summary ===`` with one ``percentile(99%)`` per metric and, in
   some releases, an ``End-to-End Host Latency`` line;
 * log, TensorRT 8.6-10.x: ``percentile(90%)``, ``percentile(95%)``, ``percentile(99%)``, CV warnings;
+  10.x banners carry a build tag (``[TensorRT v101601] [b11]``), 8.0 prints ``TensorRT version: 8003``;
+* pastes: without the ``[date] [I]`` prefixes, with extra ones (``[INFO] [date] [I]``), indented, with the
+  shell prompt and backslash continuation lines of the command, hand-edited (``max 6.19 ms`` without ``=``,
+  summary lines run together);
 * ``--exportTimes`` JSON: a list of per-query records (``startEnqMs`` ... ``endD2hMs``, ``h2dMs``,
   ``computeMs``, ``d2hMs``, ``latencyMs``; TensorRT 8.2-era files also hold the warm-up queries and
-  ``endToEndMs``; TensorRT 7 spells the copies ``in``/``out``). Key case is ignored.
+  ``endToEndMs``; TensorRT 7 spells the copies ``in``/``out``). Key case is ignored. Several arrays back to
+  back (runs appended to one file) are read as consecutive runs.
 
 trtexec's "Latency" is H2D + GPU compute + D2H of one query (CUDA events), not host wall time; results
 say so in ``latency_kind: "trtexec_latency"``. Its Throughput is queries/s; we multiply by the batch.
@@ -39,9 +47,27 @@ METRICS = {
 }
 DEFAULT_WARMUP_MS = 200.0  # trtexec --warmUp default
 
-_PREFIX = re.compile(r"^(?:\[[^\]]*\]\s*)?\[([IWEVF])\]\s?")
-_METRIC = re.compile(r"^(" + "|".join(re.escape(k) for k in METRICS) + r"): (min = .*)$")
-_VALUE = re.compile(r"(min|max|mean|median|percentile\(([\d.]+)%\)) = ([-+\d.eE]+|inf|nan) ms")
+# "[05/27/2023-12:05:31] [I] ", "[INFO] [05/27/2023-12:05:31] [I] " (a wrapper's logger), "[I] ", indented.
+_PREFIX = re.compile(r"^\s*(?:\[[^\]\n]*\]\s*)*?\[([IWEVF])\]\s?")
+_METRIC = re.compile(r"^(" + "|".join(re.escape(k) for k in METRICS) + r"):\s*(min\b.*)$")
+# "=" optional: hand-edited pastes drop it ("max 6.19507 ms").
+_VALUE = re.compile(r"(min|max|mean|median|percentile\(([\d.]+)%\))\s*=?\s*([-+\d.eE]+|inf|nan)\s*ms")
+# Where a summary line starts inside a line that a paste ran together; the alternation tries the longer
+# label first at each position, so "End-to-End Host Latency" is one label, not "... Latency".
+_LABEL = re.compile(r"(?:^|(?<=\s))(End-to-End Host Latency|Total Host Walltime|Total GPU Compute Time|"
+                    r"GPU Compute Time|Enqueue Time|H2D Latency|D2H Latency|Latency|Throughput)(?=:)"
+                    r"|(?:^|(?<=\s))(?=GPU compute time is unstable)")
+_TRT_WARNING = re.compile(r"^(GPU compute time is unstable|Throughput may be bound|\* )")
+# TensorRT 7 summary blocks (TRT 7.1.3 samples/common/sampleReporting.cpp printEpilog)
+_TRT7_SECTIONS = {"Host Latency": "latency", "Enqueue Time": "enqueue", "GPU Compute": "gpu_compute"}
+_TRT7_VALUE = re.compile(r"^(min|max|mean|median): ([-+\d.eE]+|inf|nan) ms"
+                         r"(?: \(end to end ([-+\d.eE]+|inf|nan) ms\))?$")
+_TRT7_PCT = re.compile(r"^percentile: ([-+\d.eE]+|inf|nan) ms at ([\d.]+)%"
+                       r"(?: \(end to end ([-+\d.eE]+|inf|nan) ms at [\d.]+%\))?$")
+# A command typed at a prompt: "user@host:~$ trtexec --onnx=...", "PS C:\x> trtexec.exe ...",
+# "# /usr/src/tensorrt/bin/trtexec ..."
+_PROMPT_COMMAND = re.compile(r"(?:^|[\s>$#%])((?:[^\s>$#%]*[\\/])?trtexec(?:\.exe)?(?:\s+--?\S+)+.*)$")
+_CONTINUATION = ("\\", "^", "`")  # bash, cmd.exe, PowerShell line continuation
 _NUMBER = r"([-+\d.eE]+)"
 
 # exportTimes key -> canonical name (lower-cased keys; TensorRT 7 used in/out for the copies)
@@ -77,6 +103,7 @@ class TrtexecLog:
     trt_warnings: list[str] = field(default_factory=list)
     gpu_compute_cv: float | None = None
     passed: bool | None = None
+    format: str = "summary"  # or "trt7": TensorRT 7's Host Latency blocks
 
     @property
     def precision(self) -> str | None:
@@ -113,7 +140,7 @@ def _strip(line: str) -> tuple[str | None, str]:
     match = _PREFIX.match(line)
     if match:
         return match.group(1), line[match.end():].rstrip()
-    return None, line.rstrip()
+    return None, line.strip()
 
 
 def _float(text: str) -> float:
@@ -122,7 +149,7 @@ def _float(text: str) -> float:
 
 def _parse_flags(command: str) -> dict[str, str]:
     try:
-        words = shlex.split(command)
+        words = shlex.split(command, posix="\\" not in command)  # Windows paths keep their backslashes
     except ValueError:
         words = command.split()
     flags: dict[str, str] = {}
@@ -133,67 +160,167 @@ def _parse_flags(command: str) -> dict[str, str]:
     return flags
 
 
+def _join_continuations(lines: list[str]) -> list[str]:
+    """A command pasted from a terminal: 'trtexec --onnx=m.onnx \\' + '>   --fp16' -> one line."""
+    out: list[str] = []
+    joining = False
+    for raw in lines:
+        text = raw.rstrip()
+        if joining and out:
+            out[-1] = out[-1][:-1].rstrip() + " " + re.sub(r"^\s*(?:>>?\s)?\s*", "", text)
+        else:
+            out.append(text)
+        joining = bool(text) and text.endswith(_CONTINUATION) and "trtexec" in out[-1]
+    return out
+
+
+def _split_merged(line: str) -> list[str]:
+    """'D2H Latency: ... ms Total Host Walltime: 3.05 s' (a paste ran lines together) -> two lines."""
+    starts = [m.start() for m in _LABEL.finditer(line)]
+    if len(starts) <= 1:
+        return [line]
+    starts = ([0] if starts[0] else []) + starts
+    return [line[a:b].strip() for a, b in zip(starts, starts[1:] + [len(line)]) if line[a:b].strip()]
+
+
 def parse_log(text: str, source: str = "trtexec log") -> TrtexecLog:
-    """Parse the text trtexec printed. Raises UserError when it is not a usable trtexec log."""
-    lines = text.splitlines()
+    """Parse the text trtexec printed. Raises UserError when it holds no trtexec figures."""
+    lines = _join_continuations(text.splitlines())
     starts = [i for i, line in enumerate(lines) if _strip(line)[1].strip() == SUMMARY_HEADER]
-    if not starts:
-        _refuse_log(text, source)
     log = TrtexecLog(source=source)
+    if not starts:
+        if not _parse_trt7(log, lines):
+            _refuse_log(text, source)
+        return _check_complete(log, source)
     for raw in lines[: starts[-1]]:
-        _, line = _strip(raw)
-        _parse_preamble(log, line)
-    for raw in lines[starts[-1] + 1:]:
         severity, line = _strip(raw)
-        if line.startswith("&&&&"):
-            _parse_preamble(log, line)
+        _parse_preamble(log, line, prompt=severity is None)
+    for raw in lines[starts[-1] + 1:]:
+        severity, whole = _strip(raw)
+        if whole.startswith("&&&&"):
+            _parse_preamble(log, whole)
             continue
-        metric = _METRIC.match(line)
-        if metric:
-            log.metrics[METRICS[metric.group(1)]] = _parse_metric(metric.group(2))
+        if severity == "V":  # the verbose "Explanations of the performance metrics" repeat the labels
             continue
-        m = re.match(r"Throughput: " + _NUMBER + r" qps", line)
-        if m:
+        for line in _split_merged(whole):
+            _parse_summary_line(log, severity, line)
+    return _check_complete(log, source)
+
+
+def _parse_summary_line(log: TrtexecLog, severity: str | None, line: str) -> None:
+    metric = _METRIC.match(line)
+    if metric:
+        log.metrics[METRICS[metric.group(1)]] = _parse_metric(metric.group(2))
+        return
+    m = re.match(r"Throughput: " + _NUMBER + r" qps", line)
+    if m:
+        log.throughput_qps = _float(m.group(1))
+        return
+    m = re.match(r"Total Host Walltime: " + _NUMBER + r" s", line)
+    if m:
+        log.walltime_s = _float(m.group(1))
+        return
+    m = re.match(r"Total GPU Compute Time: " + _NUMBER + r" s", line)
+    if m:
+        log.gpu_compute_total_s = _float(m.group(1))
+        return
+    body = line[2:].strip() if line.startswith("* ") else line
+    if (severity == "W" and line.startswith("* ")) or (severity is None and _TRT_WARNING.match(line)):
+        log.trt_warnings.append("trtexec: " + body)
+        cv = re.search(r"coefficient of variance = " + _NUMBER + "%", line)
+        if cv:
+            log.gpu_compute_cv = _float(cv.group(1))
+    elif log.trt_warnings and ((severity == "W" and not line.startswith("*"))
+                               or (severity is None and line.startswith("If not already in use"))):
+        log.trt_warnings[-1] += " " + line.strip()
+
+
+def _parse_trt7(log: TrtexecLog, lines: list[str]) -> bool:
+    """TensorRT 7's summary (TRT 7.1.3 samples/common/sampleReporting.cpp printEpilog); False if absent."""
+    section: str | None = None
+    found = False
+    for raw in lines:
+        severity, line = _strip(raw)
+        if line in _TRT7_SECTIONS:
+            section = _TRT7_SECTIONS[line]
+            found = True
+            log.metrics.setdefault(section, {"percentiles": {}})
+            if section == "latency":
+                log.metrics.setdefault("end_to_end", {"percentiles": {}})
+            continue
+        m = _TRT7_VALUE.match(line)
+        if section and m:
+            log.metrics[section][m.group(1)] = float(m.group(2))
+            if section == "latency" and m.group(3):
+                log.metrics["end_to_end"][m.group(1)] = float(m.group(3))
+            continue
+        m = _TRT7_PCT.match(line)
+        if section and m:
+            log.metrics[section]["percentiles"][float(m.group(2))] = float(m.group(1))
+            if section == "latency" and m.group(3):
+                log.metrics["end_to_end"]["percentiles"][float(m.group(2))] = float(m.group(3))
+            continue
+        m = re.match(r"throughput: " + _NUMBER + r" qps$", line)
+        if section and m:
             log.throughput_qps = _float(m.group(1))
             continue
-        m = re.match(r"Total Host Walltime: " + _NUMBER + r" s", line)
-        if m:
+        m = re.match(r"walltime: " + _NUMBER + r" s$", line)
+        if section and m:
             log.walltime_s = _float(m.group(1))
             continue
-        m = re.match(r"Total GPU Compute Time: " + _NUMBER + r" s", line)
-        if m:
+        m = re.match(r"total compute time: " + _NUMBER + r" s$", line)
+        if section and m:
             log.gpu_compute_total_s = _float(m.group(1))
             continue
-        if severity == "W" and line.startswith("* "):
-            log.trt_warnings.append("trtexec: " + line[2:].strip())
-            cv = re.search(r"coefficient of variance = " + _NUMBER + "%", line)
-            if cv:
-                log.gpu_compute_cv = _float(cv.group(1))
-        elif severity == "W" and line.startswith("  ") and log.trt_warnings:
-            log.trt_warnings[-1] += " " + line.strip()
-    if "latency" not in log.metrics or log.throughput_qps is None:
-        raise UserError(f"{source}: the trtexec performance summary is incomplete (no Latency or Throughput line); "
+        section = None if section and line else section
+        _parse_preamble(log, line, prompt=severity is None)
+    if found:
+        log.format = "trt7"
+        if not log.metrics.get("end_to_end", {}).get("min"):
+            log.metrics.pop("end_to_end", None)
+    return found and "min" in log.metrics.get("latency", {})
+
+
+def _check_complete(log: TrtexecLog, source: str) -> TrtexecLog:
+    """Import what the log states; refuse only when the Latency figures themselves are missing."""
+    latency = log.metrics.get("latency")
+    if latency is None:
+        have = ", ".join(sorted(log.metrics)) or "no metric"
+        raise UserError(f"{source}: the trtexec performance summary has no Latency line (found: {have}); "
+                        "pass the complete trtexec output")
+    lacking = [k for k in ("min", "max", "mean", "median") if k not in latency]
+    if lacking:
+        raise UserError(f"{source}: the trtexec Latency line has no {'/'.join(lacking)} figure; "
                         "pass the complete trtexec output")
     return log
 
 
-def _parse_preamble(log: TrtexecLog, line: str) -> None:
-    m = re.match(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec(?: \[TensorRT v(\d+)\])? # (.*)$", line)
+def _parse_preamble(log: TrtexecLog, line: str, prompt: bool = False) -> None:
+    # 10.x banners add a build tag: "&&&& RUNNING TensorRT.trtexec [TensorRT v101601] [b11] # trtexec ..."
+    m = re.match(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec(?: \[TensorRT v(\d+)\])?(?: \[[^\]]*\])* # (.*)$",
+                 line)
     if m:
-        if m.group(1) == "RUNNING":
+        if m.group(1) == "RUNNING" or log.command is None:
             log.command = m.group(3).strip()
             log.flags = _parse_flags(log.command)
-            if log.flags.get("warmUp", "").replace(".", "", 1).isdigit():
+            if log.flags.get("warmUp", "").replace(".", "", 1).isdigit() and log.warmup_ms is None:
                 log.warmup_ms = float(log.flags["warmUp"])
-            if m.group(2):
-                log.version = decode_version(m.group(2))
-        else:
+        if m.group(2) and log.version is None:
+            log.version = decode_version(m.group(2))
+        if m.group(1) != "RUNNING":
             log.passed = m.group(1) == "PASSED"
         return
-    m = re.match(r"TensorRT version: (\d+\.\d+\.\d+)", line)
+    # "TensorRT version: 8.6.0"; TensorRT 8.0 printed the integer: "TensorRT version: 8003"
+    m = re.match(r"TensorRT version: (\d+\.\d+\.\d+|\d{4,})\b", line)
     if m:
-        log.version = m.group(1)
+        log.version = m.group(1) if "." in m.group(1) else decode_version(m.group(1))
         return
+    if prompt and log.command is None and "&&&&" not in line:  # a line trtexec printed has a [I] prefix
+        m = _PROMPT_COMMAND.search(line)
+        if m:
+            log.command = m.group(1).strip()
+            log.flags = _parse_flags(log.command)
+            return
     m = re.match(r"Selected Device: (.+)$", line)
     if m:
         log.device = m.group(1).strip()
@@ -207,6 +334,11 @@ def _parse_preamble(log: TrtexecLog, line: str) -> None:
         log.implicit_batch = int(m.group(1))
         return
     m = re.match(r"Input inference shape\s*:\s*\S+?=(\d+(?:x\d+)*)", line)
+    if m and log.input_shape is None:
+        log.input_shape = [int(x) for x in m.group(1).split("x")]
+        return
+    # trtexec picks a shape itself when a dynamic input got none (seen in TensorRT 10.16 logs)
+    m = re.search(r"Automatically overriding shape to: (\d+(?:x\d+)*)", line)
     if m and log.input_shape is None:
         log.input_shape = [int(x) for x in m.group(1).split("x")]
         return
@@ -249,16 +381,23 @@ def _parse_metric(body: str) -> dict[str, Any]:
 
 
 def _refuse_log(text: str, source: str) -> None:
-    if re.search(r"^\s*(?:\[[^\]]*\]\s*)?\[I\] Host Latency\s*$", text, re.MULTILINE) and "at 99%" in text:
-        raise UserError(f"{source}: trtexec log in the TensorRT 7 format (no '{SUMMARY_HEADER}'); "
-                        "re-run with TensorRT >= 8.2 or pass its --exportTimes JSON")
     if "TensorRT.trtexec" in text:
         failed = [ln for ln in text.splitlines() if "[E]" in ln or "&&&& FAILED" in ln]
         why = f" (last error: {_strip(failed[-1])[1][:120]})" if failed else ""
         raise UserError(f"{source}: trtexec log without a performance summary, the run failed or was cut short{why}; "
                         "re-run trtexec to completion")
-    raise UserError(f"{source}: not a trtexec log (no '{SUMMARY_HEADER}' section); pass the text trtexec printed "
-                    "(trtexec ... 2>&1 | tee run.log) or its --exportTimes JSON")
+    raise UserError(f"{source}: not a trtexec log (no '{SUMMARY_HEADER}' section and no TensorRT 7 "
+                    "'Host Latency' block); pass the text trtexec printed (trtexec ... 2>&1 | tee run.log) "
+                    "or its --exportTimes JSON")
+
+
+@dataclass
+class TimesFile:
+    """One ``--exportTimes`` file: one or more runs' per-query records, canonical keys."""
+
+    runs: list[list[dict[str, float]]]
+    whole_trace: bool | None  # True: the writer is known to include warm-ups; None: cannot tell from the keys
+    trt7_keys: bool = False
 
 
 def parse_export_times(data: Any, source: str = "exportTimes") -> list[dict[str, float]]:
@@ -284,42 +423,76 @@ def parse_export_times(data: Any, source: str = "exportTimes") -> list[dict[str,
     return records
 
 
+def _json_values(text: str, source: str) -> list[Any] | None:
+    """Every JSON value in ``text``, back to back ('[...][...]' or one per line); None if it is not JSON."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return values
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if not values:
+                return None
+            raise UserError(f"{source}: JSON value {len(values) + 1} is cut short or malformed "
+                            f"({exc.msg} at line {exc.lineno}); pass the file trtexec wrote") from None
+        values.append(value)
+
+
+def _read_times(values: list[Any], source: str) -> TimesFile:
+    first = values[0]
+    if isinstance(first, dict):
+        if str(first.get("schema", "")).startswith("edgeresnet."):
+            raise UserError(f"{source}: an edgeresnet results file, not a trtexec log or --exportTimes JSON; "
+                            "pass it to 'edgeresnet compare' or 'edgeresnet regress' instead")
+        raise UserError(f"{source}: JSON object, not a trtexec --exportTimes file (expected a list of per-query "
+                        "records such as {\"startComputeMs\": ..., \"computeMs\": ...})")
+    runs = []
+    for index, data in enumerate(values):
+        where = source if len(values) == 1 else f"{source} (array {index + 1})"
+        runs.append(parse_export_times(data, where))
+    keys = {str(k).lower() for data in values for r in data for k in r}
+    trt7 = bool(keys & {"startinms", "inms", "outms"})
+    # Writers that export the whole trace, warm-ups included: TRT 7.x-8.4 (samples/common/sampleReporting.cpp
+    # exportJSONTrace loops over every trace); 8.0-8.2 add endToEndMs. From TRT 8.5.1 it starts at
+    # trace.begin() + nbWarmups. Keys alone cannot tell 8.4 from 8.5+.
+    whole = True if (trt7 or "endtoendms" in keys) else None
+    return TimesFile(runs=runs, whole_trace=whole, trt7_keys=trt7)
+
+
 # ---------------------------------------------------------------------------------------------
 # files -> result
 # ---------------------------------------------------------------------------------------------
 def read_trtexec_file(path: str | Path) -> tuple[str, Any]:
-    """("log", TrtexecLog) or ("times", records) for one file; UserError for anything else."""
+    """("log", TrtexecLog) or ("times", TimesFile) for one file; UserError for anything else."""
     p = Path(path)
+    source = f"--from-trtexec {p}"
     if not p.exists():
-        raise UserError(f"--from-trtexec {p}: file not found; check the path")
+        raise UserError(f"{source}: file not found; check the path")
     if p.is_dir():
-        raise UserError(f"--from-trtexec {p}: is a directory; pass a trtexec log or --exportTimes JSON file")
+        raise UserError(f"{source}: is a directory; pass a trtexec log or --exportTimes JSON file")
     raw = p.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
             text = raw.decode("utf-16")  # PowerShell's `>` writes UTF-16
         except UnicodeDecodeError:
-            raise UserError(f"--from-trtexec {p}: binary file, not a trtexec log; pass the text trtexec printed "
+            raise UserError(f"{source}: binary file, not a trtexec log; pass the text trtexec printed "
                             "or its --exportTimes JSON") from None
     if "\x00" in text:
-        raise UserError(f"--from-trtexec {p}: binary file, not a trtexec log; pass the text trtexec printed "
+        raise UserError(f"{source}: binary file, not a trtexec log; pass the text trtexec printed "
                         "or its --exportTimes JSON")
     stripped = text.lstrip()
-    if stripped.startswith("[") and not _PREFIX.match(stripped):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError:
-            data = None
-        if data is not None:
-            return "times", (parse_export_times(data, f"--from-trtexec {p}"), _has_warmups(data))
-    return "log", parse_log(text, f"--from-trtexec {p}")
-
-
-def _has_warmups(data: list[dict[str, Any]]) -> bool:
-    """TensorRT 8.2-era exports (they carry ``endToEndMs``) include the warm-up queries; later ones do not."""
-    return any(str(k).lower() == "endtoendms" for k in data[0])
+    if stripped[:1] in "[{" and not _PREFIX.match(stripped):
+        values = _json_values(stripped, source)
+        if values:
+            return "times", _read_times(values, source)
+    return "log", parse_log(text, source)
 
 
 def _summary_block(metric: dict[str, Any], n: int | None, cv: float | None = None) -> dict[str, Any]:
@@ -362,17 +535,21 @@ def import_trtexec(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(result, environment) from a trtexec log and/or its --exportTimes JSON of the same run."""
     logs: list[TrtexecLog] = []
-    times: list[tuple[list[dict[str, float]], bool, Path]] = []
+    times: list[tuple[TimesFile, Path]] = []
     for path in paths:
         kind, value = read_trtexec_file(path)
         if kind == "log":
             logs.append(value)
         else:
-            times.append((value[0], value[1], Path(path)))
+            times.append((value, Path(path)))
     if len(logs) > 1 or len(times) > 1:
         raise UserError("--from-trtexec: pass one trtexec run at a time (one log and/or one --exportTimes JSON)")
     log = logs[0] if logs else None
     warnings: list[str] = list(log.trt_warnings) if log else []
+    if log and log.version is None:
+        warnings.append("the log names no TensorRT version (no '&&&& RUNNING ... [TensorRT vNNNN]' banner or "
+                        "'TensorRT version:' line" + ("; TensorRT 7 prints none" if log.format == "trt7" else "")
+                        + "): the result's TensorRT version is unknown")
 
     resolved_batch = batch or (log.batch if log else None)
     if resolved_batch is None:
@@ -396,30 +573,23 @@ def import_trtexec(
     latency_kind = "trtexec_latency"
     components: dict[str, dict[str, Any] | None] = {}
     if times:
-        records, with_warmups, times_path = times[0]
-        if with_warmups:
-            cut = warmup_ms if warmup_ms is not None else (log.warmup_ms if log and log.warmup_ms is not None
-                                                           else DEFAULT_WARMUP_MS)
-            kept = [r for r in records if r.get("compute_start", cut) >= cut]
-            dropped = len(records) - len(kept)
-            if dropped:
-                warnings.append(f"dropped {dropped} warm-up queries (computeStart < {cut:g} ms) from the "
-                                "--exportTimes trace, as trtexec does")
-            records = kept
-        if not records:
-            raise UserError(f"--from-trtexec {times_path}: no timed queries left after the warm-up")
+        times_file, times_path = times[0]
+        records, duration_s = _timed_records(times_file, times_path, log, warmup_ms, warnings)
         latency = stats.summarize([r["latency"] for r in records], seed=seed)
         for name in ("gpu_compute", "h2d", "d2h"):
             values = [r[name] for r in records if name in r]
             components[name] = stats.summarize(values, seed=seed) if len(values) == len(records) else None
         enq = [r["enq_end"] - r["enq_start"] for r in records if {"enq_start", "enq_end"} <= r.keys()]
-        components["enqueue"] = stats.summarize(enq, seed=seed) if len(enq) == len(records) else None
-        if {"h2d_start", "d2h_end"} <= records[0].keys() and {"h2d_start", "d2h_end"} <= records[-1].keys():
-            duration_s = max(records[-1]["d2h_end"] - records[0]["h2d_start"], 0.0) / 1000.0
-        elif log and log.walltime_s:
-            duration_s = log.walltime_s
-        else:
-            duration_s = math.fsum(r["latency"] for r in records) / 1000.0
+        components["enqueue"] = None
+        if times_file.trt7_keys:
+            # TRT 7.1.3/7.2.1 sampleReporting.cpp exportJSONTrace writes t.inStart under "startEnqMs" and
+            # t.enqStart under "startInMs": the enqueue span cannot be told from the input copy.
+            warnings.append("enqueue time not imported: TensorRT 7 --exportTimes files swap the enqueue and "
+                            "input-copy timestamps")
+        elif len(enq) == len(records):
+            components["enqueue"] = stats.summarize(enq, seed=seed)
+        if duration_s is None:
+            duration_s = log.walltime_s if log and log.walltime_s else math.fsum(r["latency"] for r in records) / 1000.0
         iterations = len(records)
         throughput = stats.throughput_ips(resolved_batch, iterations, duration_s)
         if log:
@@ -427,17 +597,25 @@ def import_trtexec(
         source = {"kind": "trtexec", "export_times": str(times_path), "export_times_sha256": sha256_file(times_path)}
     else:
         assert log is not None
-        iterations = log.timed_queries or (round(log.throughput_qps * log.walltime_s) if log.walltime_s else 0)
+        queries, qps = _queries_and_qps(log, warnings)
+        iterations = queries or 0
         if log.implicit_batch and log.timed_queries:
             iterations = log.timed_queries // log.implicit_batch  # implicit batch: trtexec counts images
         latency = _summary_block(log.metrics["latency"], iterations)
         for name in ("gpu_compute", "h2d", "d2h", "enqueue"):
             metric = log.metrics.get(name)
             cv = log.gpu_compute_cv if name == "gpu_compute" else None
-            components[name] = _summary_block(metric, iterations, cv) if metric else None
+            components[name] = None
+            if metric:
+                lacking = [k for k in ("min", "max", "mean", "median") if k not in metric]
+                if lacking:
+                    warnings.append(f"{name.replace('_', ' ')} not imported: the log prints no "
+                                    f"{'/'.join(lacking)} for it")
+                else:
+                    components[name] = _summary_block(metric, iterations, cv)
         duration_s = log.walltime_s or 0.0
         # trtexec already multiplied by the batch for implicit-batch engines; explicit batch is one query.
-        throughput = log.throughput_qps * (1 if log.implicit_batch else resolved_batch)
+        throughput = qps * (1 if log.implicit_batch else resolved_batch)
         warnings.append("imported from a trtexec summary without per-iteration samples: no confidence interval; "
                         "add --exportTimes=times.json to the trtexec run and import that file too")
         source = {"kind": "trtexec"}
@@ -484,6 +662,72 @@ def import_trtexec(
         "warnings": ["environment reconstructed from a trtexec log: clocks, power mode and host were not recorded"],
     }
     return result, environment
+
+
+def _queries_and_qps(log: TrtexecLog, warnings: list[str]) -> tuple[int | None, float]:
+    """Timed query count and queries/s as the log states them, derived when it prints 0 or nothing."""
+    queries = log.timed_queries or (round(log.throughput_qps * log.walltime_s)
+                                    if log.throughput_qps and log.walltime_s else None)
+    if log.throughput_qps:
+        return queries, log.throughput_qps
+    gpu = log.metrics.get("gpu_compute", {})
+    why = "printed as 0 qps" if log.throughput_qps == 0 else "not in the log"
+    if log.format == "trt7" and log.throughput_qps == 0:
+        # TRT 7.1.3 trtexec.cpp passes inference.batch (0 for explicit-batch engines, sampleOptions.cpp) as
+        # the query multiplier, so sampleReporting.cpp printEpilog prints "throughput: 0 qps".
+        why = "printed as 0 qps: TensorRT 7 multiplies by the implicit batch, 0 for explicit-batch engines"
+    if log.walltime_s and log.timed_queries:
+        queries, how = log.timed_queries, "the timed query count"
+    elif log.walltime_s and log.gpu_compute_total_s and gpu.get("mean"):
+        # total GPU compute time is the sum over the timed queries of their GPU compute time
+        queries, how = round(log.gpu_compute_total_s * 1000.0 / gpu["mean"]), "total GPU compute time / mean GPU compute"
+    else:
+        raise UserError(f"{log.source}: trtexec throughput {why}, and the log lacks the walltime and query count "
+                        "to derive it; pass the complete trtexec output")
+    qps = queries / log.walltime_s
+    warnings.append(f"trtexec throughput {why}; derived {qps:.6g} qps from {queries} queries "
+                    f"({how}) over the {log.walltime_s:g} s walltime")
+    return queries, qps
+
+
+def _timed_records(times_file: TimesFile, path: Path, log: TrtexecLog | None, warmup_ms: float | None,
+                   warnings: list[str]) -> tuple[list[dict[str, float]], float | None]:
+    """The timed queries of every run in the file (warm-ups dropped like trtexec) and their wall time (s)."""
+    cut = warmup_ms if warmup_ms is not None else (log.warmup_ms if log and log.warmup_ms is not None
+                                                   else DEFAULT_WARMUP_MS)
+    whole = times_file.whole_trace
+    if whole is None and log and log.version:
+        major_minor = tuple(int(x) for x in log.version.split(".")[:2])
+        whole = major_minor < (8, 5)
+    kept_all: list[dict[str, float]] = []
+    duration_ms = 0.0
+    dropped = 0
+    for records in times_file.runs:
+        if whole is not False:
+            # trtexec's report skips the traces before the first with computeStart >= warmUp
+            # (sampleReporting.cpp printPerformanceReport, std::find_if on computeStart)
+            first = next((i for i, r in enumerate(records) if r.get("compute_start", cut) >= cut), len(records))
+            dropped += first
+            records = records[first:]
+        if records:
+            # trtexec's Total Host Walltime: last d2hEnd - first (timed) h2dStart (printPerformanceReport)
+            start = records[0].get("h2d_start", records[0].get("compute_start"))
+            end = records[-1].get("d2h_end", records[-1].get("compute_end"))
+            if start is not None and end is not None:
+                duration_ms += max(end - start, 0.0)
+        kept_all.extend(records)
+    if dropped:
+        how = ("the writer exports warm-ups" if times_file.whole_trace else
+               f"TensorRT {log.version if log else ''} exports warm-ups" if whole else
+               "assumed to be warm-ups: TensorRT <= 8.4 exports them; a log of the run settles it")
+        warnings.append(f"dropped {dropped} warm-up queries (computeStart < {cut:g} ms) from the --exportTimes "
+                        f"trace, as trtexec does ({how})")
+    if len(times_file.runs) > 1:
+        warnings.append(f"--exportTimes file holds {len(times_file.runs)} JSON arrays back to back: read as "
+                        "consecutive runs, their timed queries pooled and their wall times added")
+    if not kept_all:
+        raise UserError(f"--from-trtexec {path}: no timed queries left after the warm-up")
+    return kept_all, (duration_ms / 1000.0 if duration_ms > 0 else None)
 
 
 def _cross_check(log: TrtexecLog, latency: dict[str, Any]) -> list[str]:
