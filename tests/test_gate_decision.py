@@ -93,8 +93,10 @@ def test_report_json_carries_plain_strings():
 
 
 def test_stats_and_decisions_import_no_heavy_module():
+    # scipy.stats too: it takes seconds to import on a loaded machine, and `baseline update` never tests anything
     code = ("import sys, edgeresnet.gate; heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'onnx', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', 'sklearn', 'matplotlib')]; print(heavy)")
+            "('torch', 'onnx', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', 'sklearn', 'matplotlib', 'scipy')]; "
+            "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
