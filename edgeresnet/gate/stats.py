@@ -6,8 +6,9 @@ no prose) and are tested against hand-computed values, scipy and brute force.
 * Mann-Whitney U on two samples: U and its two-sided p-value come from ``scipy.stats.mannwhitneyu``
   (``method="exact"`` without ties and few pairs, else ``"asymptotic"`` with tie and continuity
   correction). The Hodges-Lehmann shift (median of all differences y - x) and its distribution-free
-  (Moses) interval need the U null distribution's quantiles, which scipy does not expose publicly, so
-  the exact counts come from the q-binomial recurrence here and the normal form from the same variance.
+  (Moses) interval need the U null distribution's quantiles, which ``mannwhitneyu`` does not return (its
+  result is ``statistic`` and ``pvalue``: docs.scipy.org/doc/scipy/reference/generated/scipy.stats.mannwhitneyu.html),
+  so the exact counts come from the q-binomial recurrence here and the normal form from the same variance.
 * ``p90`` / ``p99``: a seeded moving-block bootstrap of the ratio of the two quantiles (trtexec's
   nearest-rank definition, as in the result files); percentile interval.
 """
