@@ -147,7 +147,7 @@ def _build(ctx: DemoContext) -> StageResult:
 
 
 def _benchmark(ctx: DemoContext) -> StageResult:
-    from edgeresnet.bench.core import benchmark_run_dir
+    from edgeresnet.bench.rundir import benchmark_run_dir
 
     run = benchmark_run_dir(ctx.out, data="digits", batches=(1,) if ctx.fast else (1, 8), duration_s=0.2 if ctx.fast else 1.0)
     rows = run["document"]["results"]

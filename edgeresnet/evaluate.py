@@ -21,22 +21,33 @@ if TYPE_CHECKING:
     from edgeresnet.runners.base import Runner
 
 
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent: the package's one definition (evaluate, benchmark, prune, PTQ/QAT gates).
+
+    No labelled images is an error, not NaN or 0: an accuracy of nothing would pass or fail a gate silently."""
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) == 0:
+        raise UserError("accuracy: no labelled images to measure top-1 on; check --data and the split sizes")
+    return float(100.0 * np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
+
+
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """top1/top5 (percent), cross-entropy, per-class precision/recall/F1, macro and weighted averages, confusion."""
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits {logits.shape} and labels {labels.shape} do not pair up as (N, K) and (N,)")
+    accuracy = top1(logits, labels)  # no images: the one-line error, before anything else is computed
     n, k = logits.shape
     names = [str(c) for c in class_names] if class_names else [str(i) for i in range(k)]
     if len(names) != k:
         raise UserError(f"the model has {k} outputs but {len(names)} class names are known; "
                         "evaluate on the data set the model was trained on")
-    if n and (labels.min() < 0 or labels.max() >= k):
+    if labels.min() < 0 or labels.max() >= k:
         raise UserError(f"labels go up to {int(labels.max())} but the model has only {k} classes; check --data")
-    pred = logits.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    pred = logits.argmax(axis=1)
     top_k = min(5, k)
-    in_top = (np.argsort(-logits, axis=1)[:, :top_k] == labels[:, None]).any(axis=1) if n else np.zeros(0, bool)
+    in_top = (np.argsort(-logits, axis=1)[:, :top_k] == labels[:, None]).any(axis=1)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     true_pos = np.diag(confusion).astype(np.float64)
@@ -51,8 +62,8 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, class_names: Sequenc
     return {
         "n": int(n),
         "num_classes": int(k),
-        "top1": float(100.0 * (pred == labels).mean()) if n else 0.0,
-        "top5": float(100.0 * in_top.mean()) if n else 0.0,
+        "top1": accuracy,
+        "top5": float(100.0 * in_top.mean()),
         "top5_k": top_k,
         "loss": _cross_entropy(logits, labels),
         "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
@@ -102,12 +113,13 @@ def runner_logits(runner: Runner, images: np.ndarray, batch_size: int = 64,
 def evaluate_runner(runner: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 64,
                     class_names: Sequence[str] | None = None,
                     on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """``evaluate_logits`` over a runner's outputs; activates the runner unless it is already active."""
+    """``evaluate_logits`` over a runner's outputs; activates the runner unless it is already active (then the
+    caller deactivates it)."""
     started = time.perf_counter()
     if class_names is None:
         preprocess = getattr(runner, "preprocess", None)
         class_names = list(preprocess.class_names) if preprocess is not None and preprocess.class_names else None
-    if getattr(runner, "active", False):
+    if runner.active:
         logits = runner_logits(runner, images, batch_size, on_batch)
     else:
         with runner:
@@ -160,14 +172,11 @@ def load_model_runner(path: str | Path, backend: str | None = None, device: str 
                       cuda_backend: str = "auto") -> Any:
     """The runner for a checkpoint, ONNX file or engine (``runners.load_runner`` picks by file type);
     ``cuda_backend`` (auto | cuda-python | pycuda) reaches the TensorRT runner only."""
-    from edgeresnet.runners import backend_for_path, load_runner
+    from edgeresnet.runners import load_runner
     from edgeresnet.trt.cuda_mem import check_backend_name
 
     check_backend_name(cuda_backend)
-    options: dict[str, Any] = {"device": device} if device else {}
-    if (backend or backend_for_path(path)) == "trt":
-        options["cuda_backend"] = cuda_backend
-    return load_runner(path, backend=backend, **options)
+    return load_runner(path, backend=backend, device=device, cuda_backend=cuda_backend)
 
 
 def evaluate_model_file(path: str | Path, data: str | None = None, split: str = "test", *, batch_size: int = 64,

@@ -116,7 +116,7 @@ def test_report_of_an_empty_dir_and_bad_paths(tmp_path, capsys):
 
 
 def test_benchmark_run_dir_for_the_demo(assets, tmp_path):
-    from edgeresnet.bench.core import benchmark_run_dir
+    from edgeresnet.bench.rundir import benchmark_run_dir
 
     run = tmp_path / "demo"
     run.mkdir()

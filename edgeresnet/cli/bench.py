@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         gate trusts on noisy machines: 'edgeresnet benchmark base.onnx head.onnx --rounds 6 --model-name m
         --split --out gate/' then 'edgeresnet regress --baseline gate/base_*.json --current gate/head_*.json'.
         """
-        from edgeresnet.bench.core import BenchSettings, parse_batches
+        from edgeresnet.bench.artifact import BenchSettings, parse_batches
         from edgeresnet.bench.timing import TimingConfig
 
         console = _console(json_out)
@@ -151,7 +151,8 @@ def register(app: typer.Typer) -> None:
         for model in models:
             if not model.exists():
                 raise UserError(f"{model}: model file not found; check the path")
-        from edgeresnet.bench.core import _console_progress, run_benchmark
+        from edgeresnet.bench.core import run_benchmark
+        from edgeresnet.bench.rundir import _console_progress
 
         update, finish = _console_progress()
         try:

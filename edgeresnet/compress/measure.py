@@ -1,17 +1,20 @@
 """Measuring what compression cost: top-1 on a split, ONNX size, ONNX Runtime latency, fine-tuning.
 
-Thin edges over the shared parts (training loop, ONNX exporter, runners, timing loop) so ``prune``,
-``distill`` and the benchmark scripts measure the same way.
+Thin edges over the shared parts (training loop, ONNX exporter, runners, timing loop, ``evaluate.top1``) so
+``prune``, ``distill`` and the benchmark scripts measure the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgeresnet.evaluate import top1
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -28,13 +31,6 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray
             outs.append(model(batch).float().cpu().numpy())
     model.train(was)
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
-    if len(labels) == 0:
-        return float("nan")
-    return float((logits.argmax(1) == labels).mean() * 100.0)
 
 
 def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
@@ -80,25 +76,6 @@ class Latency:
                 "mean_ms": round(self.mean_ms, 4), "n": self.n}
 
 
-def _ort_infer(path: Path, threads: int | None = None) -> tuple[Any, Any]:
-    """(context manager or None, infer function) for an ONNX file on ONNX Runtime CPU."""
-    try:
-        from edgeresnet.runners.base import load_runner
-
-        runner = load_runner(path, "ort", **({"threads": threads} if threads else {}))
-        runner.__enter__()
-        return runner, runner.infer
-    except (ImportError, ModuleNotFoundError):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return None, lambda x: session.run(None, {name: x})[0]
-
-
 def ort_latencies(paths: list[Path], image_size: int, rounds: int = 3, duration_s: float = 1.0,
                   batch: int = 1, seed: int = 0, threads: int | None = None) -> list[Latency]:
     """Batch-``batch`` ONNX Runtime CPU latency of several models, measured in interleaved rounds.
@@ -107,20 +84,19 @@ def ort_latencies(paths: list[Path], image_size: int, rounds: int = 3, duration_
     charging it to whichever ran last; each model's samples from all rounds are pooled.
     """
     from edgeresnet.bench.stats import summarize
-    from edgeresnet.bench.timing import TimingConfig, host_step, measure
+    from edgeresnet.bench.timing import TimingConfig, measure
+
+    from edgeresnet.runners import load_runner
 
     images = np.random.default_rng(seed).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
-    opened = [_ort_infer(Path(p), threads) for p in paths]
     samples: list[list[float]] = [[] for _ in paths]
     config = TimingConfig(warmup_ms=100.0, warmup_iterations=3, min_iterations=10, duration_s=duration_s)
-    try:
+    with contextlib.ExitStack() as stack:
+        runners = [stack.enter_context(load_runner(Path(p), "ort", threads=threads)) for p in paths]
+        steps = [runner.benchmark_step(images) for runner in runners]
         for _ in range(rounds):
-            for i, (_ctx, infer) in enumerate(opened):
-                samples[i] += measure(host_step(infer, images), config).latency_ms
-    finally:
-        for ctx, _infer in opened:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
+            for i, step in enumerate(steps):
+                samples[i] += measure(step, config).latency_ms
     out = []
     for values in samples:
         s = summarize(values, resamples=200)

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.compress import calibration as cal
-from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.compress import qdq
 from edgeresnet.compress.sensitivity import GATE_FAILED_EXIT, GateResult, run_gate
 from edgeresnet.errors import UserError
+from edgeresnet.evaluate import top1
 
 FLAVOURS = ("trt", "ort")
 ORT_FORMATS = ("qdq", "qoperator")
@@ -174,28 +173,18 @@ def default_reduce_range() -> tuple[bool, str]:
 
 # -- ONNX Runtime helpers --------------------------------------------------------------------------
 def ort_session(model: Any, threads: int | None = None, quiet: bool = False, emulate: bool = False) -> Any:
-    """A CPU session from a ModelProto or a path.
+    """A CPU session from a ModelProto or a path (``runners.ort_runner.open_session``, the package's one
+    ``InferenceSession``).
 
-    Default: full graph optimization, as a CPU deployment runs it. ``emulate=True`` turns graph optimizations
-    off so a Q/DQ graph runs as written (QuantizeLinear/DequantizeLinear + float ops): the exact INT8 numerics
-    TensorRT implements with int32 accumulation. ONNX Runtime's fused int8 kernels on AVX2 CPUs without VNNI
-    sum u8 x s8 products in saturating int16, which is not what a GPU does, so TensorRT-flavour accuracy is
-    measured emulated (and reported with the fused kernels beside it).
+    Default: full graph optimization, as a CPU deployment runs it. ``emulate=True`` turns the QDQ fusions off so a
+    Q/DQ graph runs as written (QuantizeLinear/DequantizeLinear + float ops): the exact INT8 numerics TensorRT
+    implements with int32 accumulation. ONNX Runtime's fused int8 kernels on AVX2 CPUs without VNNI sum u8 x s8
+    products in saturating int16, which is not what a GPU does, so TensorRT-flavour accuracy is measured emulated
+    (and reported with the fused kernels beside it).
     """
-    import onnxruntime as ort
+    from edgeresnet.runners.ort_runner import open_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4 if quiet else 3
-    if emulate:  # keep every optimization except the QDQ -> int8-kernel fusions
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise UserError(f"ONNX Runtime cannot load the model: {first[:200]}") from exc
+    return open_session(model, threads=threads, quiet=quiet, emulate=emulate)
 
 
 def run_logits(session: Any, images: np.ndarray, batch: int | None = None, chunk: int = 64) -> np.ndarray:
@@ -207,20 +196,31 @@ def run_logits(session: Any, images: np.ndarray, batch: int | None = None, chunk
 
 def measure_latency(sessions: dict[str, Any], shape: tuple[int, ...], iterations: int = 30, warmup: int = 5,
                     seed: int = 0) -> dict[str, dict[str, float]]:
-    """Median batch latency of each session, interleaved round-robin so load changes hit all equally."""
+    """Median batch latency of each session, interleaved round-robin so load changes hit all equally: one
+    ``bench.timing.measure`` sample per session per round (the benchmark's clock and loop)."""
+    from edgeresnet.bench.timing import TimingConfig, measure
+
     if iterations <= 0:
         return {}
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)  # timing only: values do not matter
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+
+    def step_of(session: Any) -> Callable[[], None]:
+        feed = {session.get_inputs()[0].name: x}
+
+        def step() -> None:
+            session.run(None, feed)
+
+        return step
+
+    steps = {k: step_of(s) for k, s in sessions.items()}
+    warm = TimingConfig(warmup_ms=0.0, warmup_iterations=0, min_iterations=1, duration_s=0.0)
     for _ in range(warmup):
-        for k, s in sessions.items():
-            s.run(None, feeds[k])
+        for step in steps.values():
+            step()
     samples: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(iterations):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds[k])
-            samples[k].append((time.perf_counter() - t0) * 1000.0)
+        for k, step in steps.items():
+            samples[k] += measure(step, warm).latency_ms
     return {k: {"median_ms": round(statistics.median(v), 3), "min_ms": round(min(v), 3), "iterations": len(v)}
             for k, v in samples.items()}
 
@@ -361,9 +361,10 @@ def build_ort(model: Any, table: cal.CalibrationTable, keep_float: frozenset = f
 
 def _build_ort(model: Any, table: cal.CalibrationTable, keep_float: frozenset, fmt: str, reduce_range: bool,
                data: dict[str, Any]) -> tuple[Any, dict]:
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    from edgeresnet.onnx_meta import load_onnx_model
 
     with tempfile.TemporaryDirectory(prefix="edgeresnet-ptq-") as tmp:
         cache = Path(tmp) / "ranges.json"
@@ -378,7 +379,7 @@ def _build_ort(model: Any, table: cal.CalibrationTable, keep_float: frozenset, f
             calibration_cache_path=cache,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-        result = onnx.load(str(out))
+        result = load_onnx_model(out, weights=True)
     summary = {"format": fmt, "reduce_range": reduce_range, "kept_in_float": sorted(keep_float),
                "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in result.graph.node),
                "qlinear_ops": sum(n.op_type.startswith("QLinear") or n.op_type == "QGemm" for n in result.graph.node)}
@@ -475,7 +476,7 @@ def quantize_onnx(source: Path, out: Path, calib: cal.CalibrationSet, data: Any,
     cache_info = {"path": str(cache_path), "hit": table is not None, "key": key}
     if table is None:
         batches = BatchSource(calib, preprocess, work_batch or calibration_batch(preprocess.image_size),
-                              digits_loader=(lambda: data) if data.name in BUILTIN_SOURCES else None)
+                              digits_loader=(lambda: data) if data.name == "digits" else None)
         table = calibrate(work, source_sha, calib, batches, options.method, options.percentile, progress)
         write_cache(cache_path, table, source, calib, options.trt_version)
 
@@ -505,7 +506,7 @@ def quantize_onnx(source: Path, out: Path, calib: cal.CalibrationSet, data: Any,
     accuracy = measure_accuracy(ort_session(eval_model, emulate=emulate), fp32_logits, held_out, eval_batch, emulate)
     if emulate:
         x, y = held_out["test"]
-        accuracy["test_ort_cpu_int8_kernels"] = round(_top1(run_logits(ort_session(eval_model), x, eval_batch), y), 3)
+        accuracy["test_ort_cpu_int8_kernels"] = round(top1(run_logits(ort_session(eval_model), x, eval_batch), y), 3)
     bench_shape = (fixed_batch or 1, 3, preprocess.image_size, preprocess.image_size)
     latency = measure_latency({"fp32": ort_session(original), "int8": int8_session}, bench_shape,
                               options.bench_iterations)
@@ -553,15 +554,14 @@ def measure_accuracy(int8: Any, fp32_logits: dict[str, np.ndarray], held_out: di
             "Q/DQ executed as written (TensorRT's INT8 numerics)" if emulate else "default (fused int8) kernels")}
     for split, (x, y) in held_out.items():
         int8_logits = run_logits(session, x, batch)
-        f, q = _top1(fp32_logits[split], y), _top1(int8_logits, y)
+        f, q = top1(fp32_logits[split], y), top1(int8_logits, y)
         accuracy[split] = {"fp32_top1": round(f, 3), "int8_top1": round(q, 3), "drop": round(f - q, 3), "n": len(y),
                            "top1_agreement": round(float(np.mean(np.argmax(int8_logits, 1) ==
                                                                  np.argmax(fp32_logits[split], 1)) * 100), 3)}
     return accuracy
 
 
-def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(100.0 * np.mean(np.argmax(logits, 1) == labels)) if len(labels) else float("nan")
+_top1 = top1  # the name qat.py uses
 
 
 def _set_metadata(model: Any, source: Any, quantization: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.errors import UserError
+from edgeresnet.evaluate import top1
 
 Evaluate = Callable[[frozenset], np.ndarray]
 Progress = Callable[[str, int, int], None]
@@ -31,13 +32,6 @@ def check_max_drop(value: float) -> float:
     if not math.isfinite(value) or value < 0 or value > 100:
         raise UserError(f"--max-drop {value}: must be a number of top-1 points between 0 and 100")
     return float(value)
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
-    if len(labels) == 0:
-        raise UserError("accuracy gate: no held-out images to measure on")
-    return float(100.0 * np.mean(np.argmax(logits, axis=1) == labels))
 
 
 def logit_distance(logits: np.ndarray, reference: np.ndarray) -> float:

@@ -2,7 +2,11 @@
 
 ``load`` parses the file (a corrupt file is a one-line UserError naming it) and reads the preprocessing
 contract from ``metadata_props``; ``activate`` creates the session. A static-batch model still takes
-any number of images: they are run in chunks of its batch size, the last one padded.
+any number of images: the base class runs them in chunks of its batch size, the last one padded.
+
+``open_session`` is the package's only ``onnxruntime.InferenceSession``: the runner opens its file through it,
+and the INT8 tools open in-memory graphs (calibration with every activation as an output, Q/DQ emulation)
+through it, since those need a raw session rather than the one-input/one-logits runner contract.
 """
 
 from __future__ import annotations
@@ -38,6 +42,32 @@ def resolve_providers(providers: list[str] | tuple[str, ...] | str | None, avail
     return chosen
 
 
+def open_session(model: Any, *, providers: list[str] | None = None, threads: int | None = None, quiet: bool = False,
+                 emulate: bool = False, name: str | Path | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` for a path or a ModelProto (CPU unless ``providers`` says otherwise).
+
+    ``emulate=True`` keeps Q/DQ pairs unfused (session config ``session.disable_quant_qdq``, onnxruntime
+    onnxruntime_session_options_config_keys.h), so a Q/DQ graph runs as written. A model ONNX Runtime refuses
+    is a one-line UserError, naming ``name`` when given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4 if quiet else 3
+    if emulate:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        if name is not None:
+            raise UserError(f"{name}: onnxruntime cannot load this model ({first[:160]}); re-export it") from exc
+        raise UserError(f"ONNX Runtime cannot load the model: {first[:200]}") from exc
+
+
 class OrtRunner(Runner):
     """One ONNX model in one InferenceSession."""
 
@@ -60,8 +90,10 @@ class OrtRunner(Runner):
         self.session: Any = None
 
     @classmethod
-    def load(cls, path: str | Path, providers: list[str] | tuple[str, ...] | str | None = None,
-             threads: int | None = None, **_: Any) -> OrtRunner:
+    def load(cls, path: str | Path, *, device: Any = None, threads: int | None = None, cuda_backend: str = "auto",
+             providers: list[str] | tuple[str, ...] | str | None = None) -> OrtRunner:
+        """``providers`` picks the execution providers; ``device`` is not used (the providers decide where it
+        runs), ``cuda_backend`` is TensorRT's only (a warning when set)."""
         from edgeresnet.onnx_meta import load_onnx_model, metadata_of, preprocess_from_props, profile_from_props
 
         path = Path(path)
@@ -86,26 +118,20 @@ class OrtRunner(Runner):
             if profile is None and isinstance(manifest.get("batch_profile"), dict):
                 profile = BatchProfile.from_dict(manifest["batch_profile"])
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        return cls(path, manifest, inputs[0].name, dims, [o.name for o in model.graph.output], preprocess, profile,
-                   props, opset, providers, threads)
+        runner = cls(path, manifest, inputs[0].name, dims, [o.name for o in model.graph.output], preprocess, profile,
+                     props, opset, providers, threads)
+        if cuda_backend != "auto":
+            runner.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
+        return runner
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
         providers = resolve_providers(self._providers_requested, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own pybind exception types
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            raise UserError(f"{self.path}: onnxruntime cannot load this model ({first[:160]}); re-export it") from exc
+        self.session = open_session(self.path, providers=providers, threads=self.threads, name=self.path)
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self.session = None
 
     # -- inference -------------------------------------------------------------------------------
@@ -123,33 +149,19 @@ class OrtRunner(Runner):
             return (self.batch_profile.min, self.batch_profile.max)
         return None
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        if self.session is None:
-            raise RuntimeError("OrtRunner.infer called outside 'with runner:'")
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        self._check_shape(images)
-        batch = self.static_batch
-        if batch is None or images.shape[0] == batch:
-            return self._run(images)
-        outputs = []
-        for start in range(0, images.shape[0], batch):
-            chunk = images[start:start + batch]
-            n = chunk.shape[0]
-            if n < batch:  # pad the last chunk by repeating its last image
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-            outputs.append(self._run(chunk)[:n])
-        return np.concatenate(outputs)
+    def infer_impl(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_names[0]], {self.input_name: images})[0]
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run([self.output_names[0]], {self.input_name: images})[0], dtype=np.float32)
-
-    def _check_shape(self, images: np.ndarray) -> None:
+    def check_images(self, images: Any) -> np.ndarray:
+        """The shared checks, then the model's static C/H/W."""
+        images = super().check_images(images)
         expected = self._input_shape[1:]
         got = images.shape[1:]
         if images.ndim != len(self._input_shape) or any(isinstance(e, int) and e > 0 and e != g
                                                          for e, g in zip(expected, got)):
             raise UserError(f"{self.path}: model takes images of shape {self._input_shape}, got {images.shape}; "
                             "check --image-size")
+        return images
 
     @property
     def input_shape(self) -> tuple[int | str, ...]:

@@ -14,16 +14,29 @@ from edgeresnet.runners.base import Runner
 
 
 def pick_device(device: str | None) -> str:
-    """``None`` = CUDA when available, else CPU; an explicit CUDA request without a GPU is an error."""
-    import torch
+    """``None``/``auto`` = CUDA when available, else CPU, through training's resolver (one rule for both)."""
+    from edgeresnet.train.loop import resolve_device
 
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is available to PyTorch here; use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise UserError(f"--device {device}: unknown device; use cpu or cuda[:N]")
-    return device
+    return str(resolve_device(device))
+
+
+class _InferenceModeStep:
+    """A timed step that keeps ``torch.inference_mode`` entered from creation to ``close()``, as the timed loop
+    runs: each step then avoids the per-call cost of entering the mode."""
+
+    def __init__(self, step: Any, mode: Any) -> None:
+        self.step = step
+        self.mode = mode
+        self.notes = [step.graph_error] if step.graph_error else []
+
+    def __call__(self) -> Any:
+        return self.step()
+
+    def close(self) -> None:
+        try:
+            self.step.close()
+        finally:
+            self.mode.__exit__(None, None, None)
 
 
 class TorchRunner(Runner):
@@ -40,10 +53,12 @@ class TorchRunner(Runner):
         self._device = device
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None, threads: int | None = None, **_: Any) -> TorchRunner:
+    def load(cls, path: str | Path, *, device: str | None = None, threads: int | None = None,
+             cuda_backend: str = "auto") -> TorchRunner:
         """Load one of our checkpoints (a foreign file is a one-line UserError from ``load_checkpoint``).
 
-        ``threads`` sets torch's CPU thread count (process-wide: torch has no per-model setting).
+        ``threads`` sets torch's CPU thread count (process-wide: torch has no per-model setting);
+        ``cuda_backend`` is TensorRT's only (a warning when set).
         """
         from edgeresnet.models import load_checkpoint, model_from_checkpoint
 
@@ -56,8 +71,11 @@ class TorchRunner(Runner):
             torch.set_num_threads(threads)
         checkpoint = load_checkpoint(path)
         model, spec = model_from_checkpoint(checkpoint, path)
-        return cls(path, read_manifest(path), model, Preprocess.from_dict(checkpoint["preprocess"]), spec,
-                   pick_device(device))
+        runner = cls(path, read_manifest(path), model, Preprocess.from_dict(checkpoint["preprocess"]), spec,
+                     pick_device(device))
+        if cuda_backend != "auto":
+            runner.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
+        return runner
 
     @classmethod
     def from_model(cls, model: Any, preprocess: Preprocess | None, name: str = "model.pt", spec: Any = None,
@@ -65,23 +83,46 @@ class TorchRunner(Runner):
         """Wrap a model already in memory (the export path compares against it before anything is saved)."""
         return cls(Path(name), {}, model.eval(), preprocess, spec, pick_device(device))
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         self.model.to(self._device).eval()
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         if self._device != "cpu":
             import torch
 
             self.model.to("cpu")
             torch.cuda.empty_cache()
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def infer_impl(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self._device)
+        batch = torch.from_numpy(images).to(self._device)
         with torch.inference_mode():
             logits = self.model(batch)
         return logits.float().cpu().numpy()
+
+    def benchmark_step(self, images: np.ndarray, *, transfers: bool = True, cuda_graph: bool = False) -> Any:
+        """On CUDA: ``TorchCudaStep`` (CUDA events on a side stream, optional device-resident input and CUDA-graph
+        replay) under ``torch.inference_mode`` until ``close()``; on the CPU the base class's host step."""
+        if not self._device.startswith("cuda"):
+            if not transfers or cuda_graph:
+                flag = "--no-transfers" if not transfers else "--cuda-graph"
+                raise UserError(f"{flag}: needs a CUDA device, but {self.path.name} runs on {self._device}")
+            return super().benchmark_step(images)
+        self._require_active("benchmark_step")
+        import torch
+
+        from edgeresnet.bench.timing import TorchCudaStep
+
+        mode = torch.inference_mode()
+        mode.__enter__()
+        try:
+            step = TorchCudaStep(self.model, self.check_images(images), self._device, transfers=transfers,
+                                 cuda_graph=cuda_graph)
+        except BaseException:
+            mode.__exit__(None, None, None)
+            raise
+        return _InferenceModeStep(step, mode)
 
     @property
     def batch_range(self) -> tuple[int, int] | None:

@@ -35,15 +35,16 @@ class TrtRunner(Runner):
         self.session: Any = None
 
     @classmethod
-    def load(cls, path: str | Path, *, cuda_backend: str = "auto", dla_core: int | None = None, device: Any = None,
-             trt_module: Any = None, device_backend: Any = None, **options: Any) -> TrtRunner:
+    def load(cls, path: str | Path, *, device: Any = None, threads: int | None = None, cuda_backend: str = "auto",
+             dla_core: int | None = None, trt_module: Any = None, device_backend: Any = None) -> TrtRunner:
         """Check the engine against this machine and return an un-activated runner, or raise UserError.
 
         ``device`` is ``cuda``, ``cuda:N`` or ``N`` (parsed once into an int); ``cuda_backend`` picks the CUDA
         binding (auto | cuda-python | pycuda), and the device probe goes through that binding. The device is
         made current (cudaSetDevice / a pycuda context on Device(N)) before TensorRT is even imported, so the
         engine deserializes on the GPU whose compute capability the check read. ``trt_module``/``device_backend``
-        are injectable (tests); by default TensorRT (or TensorRT-RTX for an RTX engine) is imported."""
+        are injectable (tests); by default TensorRT (or TensorRT-RTX for an RTX engine) is imported. ``threads`` has
+        no TensorRT meaning (a warning when set)."""
         from edgeresnet.trt import adapter
         from edgeresnet.trt.cuda_mem import check_backend_name, parse_device, select_backend
         from edgeresnet.trt.planfile import read_plan_header
@@ -82,12 +83,15 @@ class TrtRunner(Runner):
                             "run on the target machine or use the ort backend with the ONNX model")
         if dla_core is None and section.get("dla_core") is not None:
             dla_core = int(section["dla_core"])
-        return cls(engine_path, manifest, trt=trt, device_backend=device_backend, gpu=gpu, dla_core=dla_core,
-                   notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild,
-                   device_index=device_index)
+        runner = cls(engine_path, manifest, trt=trt, device_backend=device_backend, gpu=gpu, dla_core=dla_core,
+                     notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild,
+                     device_index=device_index)
+        if threads is not None:
+            runner.warnings.append(f"--threads {threads} has no effect on TensorRT; ignored")
+        return runner
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         from edgeresnet.trt.runtime import EngineSession
 
         section = self.manifest.get("engine") or {}
@@ -97,27 +101,24 @@ class TrtRunner(Runner):
             host_code_allowed=bool(options.get("version_compatible")), source=str(self.path), rebuild=self.rebuild,
         ).open()
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         if self.session is not None:
             self.session.close()
             self.session = None
 
     # -- inference ----------------------------------------------------------------------------------
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        if self.session is None:
-            raise RuntimeError("TrtRunner.infer outside its context manager (use `with runner:`)")
-        outputs = self.session.infer(np.asarray(images, dtype=np.float32))
+    def infer_impl(self, images: np.ndarray) -> np.ndarray:
+        outputs = self.session.infer(images)
         logits = outputs.get("logits", next(iter(outputs.values())))
         return np.asarray(logits, dtype=np.float32)
 
     def benchmark_step(self, images: np.ndarray, *, transfers: bool = True, cuda_graph: bool = False) -> Any:
         """The benchmark loop's hook: a step timed with CUDA events on the engine's stream (``TimedStep``)."""
-        if self.session is None:
-            raise RuntimeError("TrtRunner.benchmark_step outside its context manager (use `with runner:`)")
+        self._require_active("benchmark_step")
         if cuda_graph:
             raise UserError("--cuda-graph: not available for the trt backend yet (trtexec --useCudaGraph does it on "
                             "the device); drop the flag")
-        return self.session.timed_step(np.asarray(images, dtype=np.float32), transfers=transfers)
+        return self.session.timed_step(self.check_images(images), transfers=transfers)
 
     @property
     def batch_range(self) -> tuple[int, int] | None:
