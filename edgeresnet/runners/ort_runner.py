@@ -122,6 +122,8 @@ class OrtRunner(Runner):
                      props, opset, providers, threads)
         if cuda_backend != "auto":
             runner.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
+        # ``export --precision fp16 --io-fp16`` models take float16 (onnx.TensorProto.FLOAT16 == 10)
+        runner.input_dtype = np.float16 if inputs[0].type.tensor_type.elem_type == 10 else np.float32
         return runner
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -149,8 +151,11 @@ class OrtRunner(Runner):
             return (self.batch_profile.min, self.batch_profile.max)
         return None
 
+    input_dtype: Any = np.float32
+
     def infer_impl(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_names[0]], {self.input_name: images})[0]
+        feed = images if self.input_dtype is np.float32 else images.astype(self.input_dtype)
+        return self.session.run([self.output_names[0]], {self.input_name: feed})[0]
 
     def check_images(self, images: Any) -> np.ndarray:
         """The shared checks, then the model's static C/H/W."""
