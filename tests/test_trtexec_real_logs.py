@@ -73,6 +73,35 @@ def test_trt82_gtx1070_summary():
     assert environment["tensorrt"] == "8.2.3"
 
 
+def test_trt84_implicit_batch_throughput_counts_images():
+    """Xavier AGX, '--batch=16' (implicit batch): trtexec's 41087.7 qps already counts images."""
+    log = _log("trt8.4.0_xavier_agx_implicit_batch.log")
+    assert log.version == "8.4.0" and log.implicit_batch == 16 and log.batch == 16 and log.passed is True
+    assert log.metrics["latency"]["median"] == 0.401947 and log.metrics["latency"]["percentiles"] == {99.0: 0.420288}
+    result, _ = _import("trt8.4.0_xavier_agx_implicit_batch.log")
+    assert result["batch"] == 16 and result["throughput_ips"] == 41087.7
+    assert result["iterations"] == round(41087.7 * 3.00119) // 16  # queries, not images
+    assert result["gpu_compute_ms"]["median"] == 0.388443 and result["d2h_ms"]["p99"] == 0.00488281
+
+
+def test_trt85_lines_cut_by_the_terminal_import_what_they_state():
+    """Xavier AGX 8.5.2 paste whose last figures were cut ('percentile(99%) = 0.2551s'): imported, named."""
+    log = _log("trt8.5.2_xavier_agx_cut_lines.log")
+    lat = log.metrics["latency"]
+    assert lat["median"] == 0.385986 and lat["percentiles"] == {90.0: 0.391113, 95.0: 0.393066, 99.0: 0.404907}
+    assert log.metrics["enqueue"]["percentiles"] == {90.0: 0.209473, 95.0: 0.22229}
+    assert log.metrics["enqueue"]["unreadable"] == ["percentile(99%)"]
+    result, _ = _import("trt8.5.2_xavier_agx_cut_lines.log")
+    assert result["latency_ms"]["p99"] == 0.404907 and result["throughput_ips"] == 43073.6
+    assert result["gpu_compute_ms"]["p95"] == 0.374756 and result["gpu_compute_ms"]["p99"] is None
+    assert result["d2h_ms"] is None and result["iterations"] == 0
+    warnings = result["warnings"]
+    assert any("Enqueue Time percentile(99%) unreadable" in w for w in warnings)
+    assert any("GPU Compute Time percentile(99%) unreadable" in w for w in warnings)
+    assert any("neither the timed query count nor the walltime" in w for w in warnings)
+    assert any("the log has no trtexec command line" in w for w in warnings)
+
+
 def test_trt86_three_percentiles_and_cv():
     log = _log("trt8.6.0_rtx3090_loadengine.log")
     assert log.version == "8.6.0" and log.device == "NVIDIA GeForce RTX 3090" and log.batch == 4
@@ -183,6 +212,23 @@ def test_export_times_84_single_array_drops_warmups_with_its_log(tmp_path):
                                if not ln.startswith("&&&&") and "TensorRT version" not in ln))
     result, _ = import_trtexec([log, path])
     assert result["iterations"] == 40 and any("TensorRT 8.4.1 exports warm-ups" in w for w in result["warnings"])
+
+
+def test_export_times_trt7_keys_warmups_and_swapped_enqueue(tmp_path):
+    """TRT 7.1/7.2 write the whole trace and swap the enqueue/input timestamps (sampleReporting.cpp)."""
+    records = []
+    for i in range(30):
+        t = 10.0 * i
+        records.append({"startEnqMs": t + 0.1, "endEnqMs": t + 1.0, "startInMs": t, "endInMs": t + 0.4,
+                        "startComputeMs": t + 1.0, "endComputeMs": t + 6.0, "startOutMs": t + 6.0,
+                        "endOutMs": t + 6.5, "inMs": 0.9, "computeMs": 5.0, "outMs": 0.5, "latencyMs": 6.4,
+                        "endToEndMs": 6.5})
+    path = tmp_path / "times.json"
+    path.write_text(json.dumps(records))
+    result, _ = import_trtexec([path], batch=1, precision="fp16")
+    assert result["iterations"] == 10  # computeStart 201 ms and later
+    assert result["enqueue_ms"] is None and any("swap the enqueue and input-copy" in w for w in result["warnings"])
+    assert result["latency_ms"]["median"] == 6.4 and result["gpu_compute_ms"]["median"] == 5.0
 
 
 def test_cut_short_second_array_is_one_line(tmp_path):

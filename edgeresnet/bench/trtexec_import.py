@@ -305,6 +305,10 @@ def _parse_preamble(log: TrtexecLog, line: str, prompt: bool = False) -> None:
             log.flags = _parse_flags(log.command)
             if log.flags.get("warmUp", "").replace(".", "", 1).isdigit() and log.warmup_ms is None:
                 log.warmup_ms = float(log.flags["warmUp"])
+            # --batch=N (implicit batch, removed in TensorRT 10): its throughput counts images
+            # (TRT 8.4.1 sampleReporting.cpp printPerformanceReport: batchSize = options.inference.batch)
+            if log.flags.get("batch", "").isdigit() and int(log.flags["batch"]) > 0 and log.implicit_batch is None:
+                log.implicit_batch = int(log.flags["batch"])
         if m.group(2) and log.version is None:
             log.version = decode_version(m.group(2))
         if m.group(1) != "RUNNING":
@@ -377,6 +381,10 @@ def _parse_metric(body: str) -> dict[str, Any]:
             out["percentiles"][float(pct)] = number
         else:
             out[name] = number
+    # a label whose figure did not parse ("percentile(99%) = 0.2551s": a paste cut by terminal wrapping)
+    read = {k for k in out if k != "percentiles"} | {f"percentile({p:g}%)" for p in out["percentiles"]}
+    named = re.findall(r"\b(min|max|mean|median|percentile\([\d.]+%\))", body)
+    out["unreadable"] = [n for n in named if n not in read]
     return out
 
 
@@ -561,7 +569,10 @@ def import_trtexec(
     resolved_precision = precision or (log.precision if log else None)
     if resolved_precision is None:
         resolved_precision = "unknown"
-        why = "the engine was loaded with --loadEngine" if log else "an --exportTimes file does not record it"
+        why = ("an --exportTimes file does not record it" if not log else
+               "the log has no trtexec command line" if not log.command else
+               "the engine was loaded with --loadEngine" if "loadEngine" in log.flags else
+               "the command line names no precision flag")
         warnings.append(f"precision unknown ({why}); pass --precision to set it")
     model_path = log.model_path if log else None
     model = model_name or (Path(model_path).stem if model_path else None) or "trtexec-model"
@@ -599,8 +610,16 @@ def import_trtexec(
         assert log is not None
         queries, qps = _queries_and_qps(log, warnings)
         iterations = queries or 0
-        if log.implicit_batch and log.timed_queries:
-            iterations = log.timed_queries // log.implicit_batch  # implicit batch: trtexec counts images
+        if log.implicit_batch and queries:
+            iterations = queries // log.implicit_batch  # implicit batch: trtexec counts images
+        if not queries:
+            warnings.append("the log states neither the timed query count nor the walltime: iterations "
+                            "recorded as 0")
+        for name, metric in log.metrics.items():
+            if metric.get("unreadable"):
+                label = next(k for k, v in METRICS.items() if v == name)
+                warnings.append(f"trtexec {label} {', '.join(metric['unreadable'])} unreadable in the log "
+                                "(cut or edited); left out")
         latency = _summary_block(log.metrics["latency"], iterations)
         for name in ("gpu_compute", "h2d", "d2h", "enqueue"):
             metric = log.metrics.get(name)
