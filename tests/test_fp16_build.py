@@ -122,3 +122,66 @@ def test_pure_decision():
     assert needs_fp16_conversion(replace(spec, precision="best"), trt11, gpu)
     assert not needs_fp16_conversion(replace(spec, precision="best", calib_data="digits"), trt11, gpu)
     assert not needs_fp16_conversion(spec, trt11, DeviceCaps("old", (6, 1), fp16=False))
+
+
+# -- the FP16 pass itself, on graphs our exporter does not make ------------------------------------------------
+
+
+def _graph(nodes, inits, opset=17):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 2, 2])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 2, 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_unfolded_batchnorm_and_constants_convert_and_run(opset):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from edgeresnet.export.fp16 import convert_to_fp16
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=4).astype(np.float32), name) for name in ("s", "b", "m")]
+    inits.append(numpy_helper.from_array(rng.uniform(0.5, 2, size=4).astype(np.float32), "v"))
+    nodes = [helper.make_node("BatchNormalization", ["input", "s", "b", "m", "v"], ["bn"], epsilon=1e-5),
+             helper.make_node("Constant", [], ["half"], value_float=0.5),
+             helper.make_node("Mul", ["bn", "half"], ["logits"])]
+    model = _graph(nodes, inits, opset)
+    half, stats = convert_to_fp16(model)
+    onnx.checker.check_model(half, full_check=True)
+    onnx.shape_inference.infer_shapes(half, check_type=True, strict_mode=True)
+    assert stats.initializers == 4 and stats.constants == 1
+    x = rng.normal(size=(1, 4, 2, 2)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    out = ort.InferenceSession(half.SerializeToString()).run(None, {"input": x})[0]
+    assert out.dtype == np.float32 and np.abs(ref - out).max() < 1e-2 * np.abs(ref).max()
+
+
+def test_weights_beyond_float16_range_are_refused():
+    from onnx import helper, numpy_helper
+
+    from edgeresnet.errors import UserError
+    from edgeresnet.export.fp16 import convert_to_fp16
+
+    big = numpy_helper.from_array(np.full((1, 4, 2, 2), 1e5, np.float32), "big")
+    model = _graph([helper.make_node("Add", ["input", "big"], ["logits"])], [big])
+    with pytest.raises(UserError, match=r"initializer big holds 1e\+05, beyond float16's range \(\+-65504\)"):
+        convert_to_fp16(model)
+
+
+def test_subgraphs_are_refused():
+    from onnx import TensorProto, helper
+
+    from edgeresnet.errors import UserError
+    from edgeresnet.export.fp16 import convert_to_fp16
+
+    branch = helper.make_graph([helper.make_node("Identity", ["input"], ["y"])], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])])
+    cond = helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True]))
+    model = _graph([cond, helper.make_node("If", ["c"], ["logits"], name="branchy", then_branch=branch,
+                                           else_branch=branch)], [])
+    with pytest.raises(UserError, match=r"node branchy \(If\) holds a subgraph"):
+        convert_to_fp16(model)
