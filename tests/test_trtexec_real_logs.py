@@ -48,6 +48,15 @@ def test_trt7_host_latency_blocks_and_zero_throughput():
     assert environment["tensorrt"] is None and result["precision"] == "fp32"  # --onnx, no precision flag
 
 
+def test_trt7_block_pasted_indented_from_a_markdown_list():
+    """The same real lines indented by four spaces (as pasted inside a list item) parse the same."""
+    text = "\n".join("    " + ln for ln in (REAL / "trt7.2_yolox_win10_readme.log").read_text().splitlines())
+    log = parse_log(text)
+    assert log.format == "trt7" and log.metrics["latency"]["median"] == 66.6198
+    assert log.metrics["gpu_compute"]["percentiles"] == {99.0: 208.289} and log.walltime_s == 2.66215
+    assert log.command == "trtexec --verbose --onnx=yoloxx.onnx --saveEngine=yoloxx.engine"
+
+
 def test_trt80_integer_version_line_and_end_to_end():
     log = _log("trt8.0.3_gtx1070_fp16.log")
     assert log.version == "8.0.3" and log.device == "NVIDIA GeForce GTX 1070" and log.precision == "fp16"

@@ -225,7 +225,7 @@ def _parse_summary_line(log: TrtexecLog, severity: str | None, line: str) -> Non
         log.gpu_compute_total_s = _float(m.group(1))
         return
     body = line[2:].strip() if line.startswith("* ") else line
-    if (severity == "W" and line.startswith("* ")) or (severity is None and _TRT_WARNING.match(line)):
+    if (severity == "W" and line.startswith("* ")) or (severity in ("W", None) and _TRT_WARNING.match(line)):
         log.trt_warnings.append("trtexec: " + body)
         cv = re.search(r"coefficient of variance = " + _NUMBER + "%", line)
         if cv:
