@@ -14,9 +14,9 @@ their numbers join comparisons and the regression gate in the same format. Forma
   shell prompt and backslash continuation lines of the command, hand-edited (``max 6.19 ms`` without ``=``,
   summary lines run together);
 * ``--exportTimes`` JSON: a list of per-query records (``startEnqMs`` ... ``endD2hMs``, ``h2dMs``,
-  ``computeMs``, ``d2hMs``, ``latencyMs``; TensorRT 8.2-era files also hold the warm-up queries and
-  ``endToEndMs``; TensorRT 7 spells the copies ``in``/``out``). Key case is ignored. Several arrays back to
-  back (runs appended to one file) are read as consecutive runs.
+  ``computeMs``, ``d2hMs``, ``latencyMs``; TensorRT 7.x-8.4 write the whole trace, warm-ups included,
+  8.0-8.2 add ``endToEndMs``, TensorRT 7 spells the copies ``in``/``out``; 8.5+ leave the warm-ups out).
+  Key case is ignored. Several arrays back to back (runs appended to one file) are read as consecutive runs.
 
 trtexec's "Latency" is H2D + GPU compute + D2H of one query (CUDA events), not host wall time; results
 say so in ``latency_kind: "trtexec_latency"``. Its Throughput is queries/s; we multiply by the batch.
