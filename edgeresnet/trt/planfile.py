@@ -3,7 +3,7 @@
 trtexec's ``--getPlanVersionOnly`` "works without deserialization of the plan": a plan starts with the
 uint32 tag ``0x74727466`` (bytes ``ftrt``); when the second uint32 is 0, bytes 24..27 hold the TensorRT
 major.minor.patch.build that wrote it (``printPlanVersion`` in ``samples/common/sampleEngines.cpp`` of the
-TensorRT OSS tags v9.1.0 through v11.1; the v8.6.1 sources have no such function). The sample warns the layout
+TensorRT OSS tags v9.1.0 and v9.3.0 through v11.1; the v8.6.0, v8.6.1 and v9.2.0 sources have no such function). The sample warns the layout
 "may depend on the serialization version", so each layout we rely on is checked against real plans: bytes 24..27
 read 8.6.1.6, 10.3.0.26 and 10.15.1.29 in real ``ftrt`` plans published on GitHub (sources and bytes in
 ``tests/data/planfile/README.md``), and in every one of them bytes 16..23 are the file's size (uint64).
