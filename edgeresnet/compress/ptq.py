@@ -173,8 +173,8 @@ def default_reduce_range() -> tuple[bool, str]:
 
 # -- ONNX Runtime helpers --------------------------------------------------------------------------
 def ort_session(model: Any, threads: int | None = None, quiet: bool = False, emulate: bool = False) -> Any:
-    """A CPU session from a ModelProto or a path (``runners.ort_runner.open_session``, the package's one
-    ``InferenceSession``).
+    """A CPU session from a ModelProto or a path, opened by ``runners.ort_runner.open_session`` (the one place
+    the package creates an ONNX Runtime session).
 
     Default: full graph optimization, as a CPU deployment runs it. ``emulate=True`` turns the QDQ fusions off so a
     Q/DQ graph runs as written (QuantizeLinear/DequantizeLinear + float ops): the exact INT8 numerics TensorRT
