@@ -713,3 +713,20 @@ def test_trt_extras_pin_the_cuda_python_major() -> None:
     assert extras["trt-cu12"] == ["cuda-python>=12.2,<13"]
     assert extras["trt-cu13"] == ["cuda-python>=13,<14"]
     assert extras["trt"] == extras["trt-cu12"]  # JetPack 6 and every r525+ driver
+
+
+def test_trt_runner_takes_the_common_load_options_and_guards_its_session(tmp_path: Path) -> None:
+    memory = FakeMemory()
+    trt = FakeTrt("10.3", engine=FakeEngineSpec(profile=(1, 4, 8)), memory=memory)
+    runner = TrtRunner.load(write_engine(tmp_path), trt_module=trt, device_backend=memory, threads=2)
+    assert runner.warnings == ["--threads 2 has no effect on TensorRT; ignored"]
+    with pytest.raises(RuntimeError, match=r"TrtRunner.infer called outside 'with runner:'"):
+        runner.infer(np.zeros((1, 3, 8, 8), np.float32))
+    with runner:
+        runner.activate()  # already active: no second EngineSession
+        assert trt.calls.count("trt.Runtime(logger)") == 1
+        with pytest.raises(UserError, match=r"model.engine: takes batches of 1..8 images, got 9"):
+            runner.infer(np.zeros((9, 3, 8, 8), np.float32))
+        step = runner.benchmark_step(np.zeros((2, 3, 8, 8), np.float32))
+        assert set(step()) >= {"gpu_compute", "h2d", "d2h"}
+        step.close()
