@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it
+
 _CACHE: dict[str, Any] = {}
 IMAGE_SIZE = 32
 
@@ -46,7 +48,7 @@ def _build(root: Path) -> dict[str, Path]:
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose: fast
         torch.onnx.export(model, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), str(onnx_path), input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+                          opset_version=17, **torchscript_kwargs())
     profile = BatchProfile(1, 2, 4, dynamic=True).to_dict()
     write_manifest(onnx_path, build_manifest("onnx", onnx_path, command="test-export",
                                              extra={"preprocess": preprocess, "batch_profile": profile}))

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it
+
 IMAGE_SIZE = 8
 TRAIN_IMAGES = 160
 
@@ -85,7 +87,7 @@ def export_fp32(model: Any, preprocess: Any, path: Path, source: Path | None = N
     import torch
 
     torch.onnx.export(model, (torch.zeros(1, 3, preprocess.image_size, preprocess.image_size),), str(path),
-                      dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"])
+                      **torchscript_kwargs(), opset_version=17, input_names=["input"], output_names=["logits"])
     proto = onnx.load(str(path))
     proto.metadata_props.add(key="edgeresnet.preprocess", value=json.dumps(preprocess.to_dict()))
     onnx.save(proto, str(path))

@@ -11,6 +11,13 @@ from edgeresnet.export.opset import DYNAMO_DEFAULT_OPSET, choose_opset, exporter
 from edgeresnet.onnx_meta import BatchProfile
 
 
+@pytest.fixture(autouse=True)
+def _torch_with_the_dynamo_exporter(monkeypatch):
+    """These are the rules for a torch whose exporter has the dynamo path (>= 2.6); the older-torch
+    fallback is tested in tests/test_floors.py."""
+    monkeypatch.setattr("edgeresnet.export.torch_compat.dynamo_available", lambda export=None: True)
+
+
 @dataclass(frozen=True)
 class FakeTarget:
     name: str

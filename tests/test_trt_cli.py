@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeresnet.cli.main import main
+from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it
 from trt_onnx_helpers import digits_preprocess, make_classifier_onnx
 
 
@@ -40,7 +41,7 @@ def torch_onnx(tmp_path_factory) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
         torch.onnx.export(Tiny().eval(), torch.randn(1, 3, 32, 32), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
+                          output_names=["logits"], opset_version=17, **torchscript_kwargs(),
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return path
 

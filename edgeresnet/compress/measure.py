@@ -51,9 +51,11 @@ def export_onnx_file(model: Any, preprocess: Any, out: Path, exporter: str | Non
         return Path(export_onnx(model, preprocess, Path(out), exporter=exporter).path)
     import torch
 
+    from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it (>= 2.4)
+
     size = int(preprocess.image_size)
     torch.onnx.export(model, torch.zeros(1, 3, size, size), str(out), input_names=["input"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
+                      opset_version=17, **torchscript_kwargs())
     return Path(out)
 
 

@@ -346,7 +346,7 @@ def build_ort(model: Any, table: cal.CalibrationTable, keep_float: frozenset = f
         save_tensors_data = None
     if save_tensors_data is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         raise UserError("--flavour ort needs an onnxruntime whose quantize_static takes calibration_cache_path "
-                        "(1.32 has it); upgrade onnxruntime")
+                        "(onnxruntime >= 1.27.0: onnxruntime/quantization/quantize.py of the PyPI wheels); upgrade onnxruntime")
     data = {n: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
             for n, (lo, hi) in table.ranges.items()}
 

@@ -40,6 +40,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from edgeresnet.compress import calibration as cal
 from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
+from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it (>= 2.4)
 
 QMIN, QMAX = -128, 127
 DEFAULT_OPSET = 13
@@ -309,7 +310,7 @@ def export_qdq_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int = 
     with tempfile.TemporaryDirectory(prefix="edgeresnet-qat-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = Path(tmp) / "raw.onnx"
-        torch.onnx.export(m, (dummy,), str(raw), dynamo=False, opset_version=opset, input_names=["input"],
+        torch.onnx.export(m, (dummy,), str(raw), **torchscript_kwargs(), opset_version=opset, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           do_constant_folding=True)
         onnx_model = onnx.load(str(raw))
@@ -329,7 +330,7 @@ def export_float_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int 
     dummy = torch.zeros(1, 3, preprocess.image_size, preprocess.image_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(copy.deepcopy(model).eval(), (dummy,), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(copy.deepcopy(model).eval(), (dummy,), str(path), **torchscript_kwargs(), opset_version=opset,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 

@@ -1,4 +1,4 @@
-"""Which opset and which exporter (pure: no torch import).
+"""Which opset and which exporter (pure, unless asked to read the installed torch's exporter signature).
 
 torch 2.14 has two ONNX exporters. The default one (``dynamo=True``, torch.export + onnxscript) emits
 opset 18 or newer and fails to down-convert ResNet to 17 (ReduceMean's axes input cannot become an
@@ -53,15 +53,37 @@ def _check_exporter(exporter: str, opset: int) -> None:
                         f"only; use --exporter dynamo (or auto) for opset {opset}")
 
 
-def choose_opset(opset: int | None = None, exporter: str | None = None, target: Any = None) -> OpsetChoice:
+def _no_dynamo(option: str) -> UserError:
+    from edgeresnet.export.torch_compat import DYNAMO_MIN_TORCH, dynamo_missing, torch_version
+
+    missing = ", ".join(dynamo_missing()) or "?"
+    return UserError(f"{option}: the dynamo exporter needs torch >= {DYNAMO_MIN_TORCH} (the installed torch "
+                     f"{torch_version()} has no torch.onnx.export parameter {missing}); use --opset "
+                     f"{TORCHSCRIPT_OPSETS[1]} or lower (TorchScript exporter) or upgrade torch")
+
+
+def choose_opset(opset: int | None = None, exporter: str | None = None, target: Any = None,
+                 dynamo_available: bool | None = None) -> OpsetChoice:
     """Decide (exporter, opset). ``target`` is any object with ``name`` and ``max_onnx_opset`` (int or None).
 
     An explicit ``opset`` overrides the target (as the user asked), with a warning when it is above what
-    the target's TensorRT parses.
+    the target's TensorRT parses. ``dynamo_available`` False (None: ask the installed torch, see
+    ``torch_compat``) means torch < 2.6, e.g. JetPack 6.0's 2.3 or 6.1's 2.5.0a0: without an explicit
+    request the TorchScript exporter's newest opset is used, an explicit dynamo request is an error.
     """
     if exporter is not None and exporter not in EXPORTERS and exporter != "auto":
         raise UserError(f"--exporter {exporter}: choose auto, {', '.join(EXPORTERS)}")
     exporter = None if exporter == "auto" else exporter
+    if dynamo_available is None:
+        from edgeresnet.export.torch_compat import dynamo_available as _probe
+
+        dynamo_available = _probe()
+    if not dynamo_available:
+        if exporter == "dynamo":
+            raise _no_dynamo("--exporter dynamo")
+        if opset is not None and opset > TORCHSCRIPT_OPSETS[1] and exporter is None:
+            _check_range(opset, "--opset")
+            raise _no_dynamo(f"--opset {opset}")
     cap = getattr(target, "max_onnx_opset", None) if target is not None else None
     tname = getattr(target, "name", "?")
     warnings: list[str] = []
@@ -78,7 +100,7 @@ def choose_opset(opset: int | None = None, exporter: str | None = None, target: 
             raise UserError(f"--target {tname}: its TensorRT parses opset <= {cap}, below the oldest we export "
                             f"({TORCHSCRIPT_OPSETS[0]})")
         wanted = min(cap, DYNAMO_DEFAULT_OPSET)
-        chosen = exporter or exporter_for_opset(wanted)
+        chosen = exporter or (exporter_for_opset(wanted) if dynamo_available else "torchscript")
         if chosen == "torchscript":
             wanted = min(wanted, TORCHSCRIPT_OPSETS[1])
         _check_exporter(chosen, wanted)
@@ -86,6 +108,9 @@ def choose_opset(opset: int | None = None, exporter: str | None = None, target: 
                                            f"opset <= {cap})", tuple(warnings))
     if exporter == "torchscript":
         return OpsetChoice("torchscript", TORCHSCRIPT_OPSETS[1], "newest opset of the TorchScript exporter")
+    if not dynamo_available:
+        return OpsetChoice("torchscript", TORCHSCRIPT_OPSETS[1], "newest opset of the TorchScript exporter: this "
+                           "torch's torch.onnx.export cannot run the dynamo exporter (torch < 2.6)")
     return OpsetChoice("dynamo", None, "the default exporter's default opset")
 
 
