@@ -296,3 +296,18 @@ def test_real_debian_fashion_mnist():
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 55000, "val": 5000, "test": 10000}
     # the widely quoted Fashion-MNIST statistics over all 60,000 training images: mean 0.2860, std 0.3530
     assert abs(data.preprocess.mean[0] - 0.2860) < 0.002 and abs(data.preprocess.std[0] - 0.3530) < 0.002
+
+
+def test_split_all_counts_a_train_val_tree_once(tmp_path):
+    from PIL import Image
+
+    images, labels = make_set(3, 7, classes=3)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        for part in ("train", "val"):
+            (tmp_path / part / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / part / f"c{label}" / f"{part}{i}.png")
+    data = load_data(str(tmp_path), 16)
+    assert data.splits["test"] is data.splits["val"]  # no test/: val doubles as test
+    assert len(data.samples("all")) == 9 + 9 and data.arrays("all")[0].shape == (18, 3, 16, 16)
+    with pytest.raises(UserError, match="use one of train, val, test, all"):
+        data.samples("holdout")
