@@ -128,36 +128,67 @@ def describe_key_mismatch(missing: list[str], unexpected: list[str], show: int =
     return "; ".join(parts) or "none"
 
 
-def extract_state_dict(data: Any, path: str | Path) -> dict[str, Any]:
-    """Find the state dict in torchvision/timm/Lightning-style files and strip wrapper prefixes."""
+# Where model hubs and training scripts keep the weights, EMA first. timm timm/models/_helpers.py
+# load_state_dict(use_ema=True) picks 'state_dict_ema', then 'model_ema', then 'state_dict', then 'model';
+# torchvision references/classification/train.py saves {"model": ..., "model_ema": model_ema.state_dict(), ...}.
+_EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
+_PLAIN_KEYS = ("state_dict", "model_state_dict", "model", "net")
+# torch.optim.swa_utils.AveragedModel (torchvision's ExponentialMovingAverage) registers the buffer
+# 'n_averaged' and wraps the model as self.module, so its state dict is 'n_averaged' + 'module.<key>'.
+_WRAPPER_BUFFERS = ("n_averaged",)
+
+
+def extract_state_dict(data: Any, path: str | Path, ema: bool = True) -> dict[str, Any]:
+    """The state dict in torchvision/timm/Lightning-style files, wrapper prefixes stripped."""
+    return find_state_dict(data, path, ema)[0]
+
+
+def _is_tensor_dict(value: Any) -> bool:
     import torch
 
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def find_state_dict(data: Any, path: str | Path, ema: bool = True) -> tuple[dict[str, Any], str | None]:
+    """(state dict, the key it was found under or None for a bare state dict).
+
+    EMA weights are taken when present and ``ema`` (timm's default); the prefixes of DDP (``module.``),
+    ``torch.compile`` (``_orig_mod.``), AveragedModel and Lightning wrappers are stripped when every key has them.
+    """
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         data = data["state_dict"]
-    for key in ("state_dict", "model_state_dict", "model", "model_ema", "net"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise UserError(f"{path}: no state dict of tensors found; expected a torchvision or timm ResNet state dict")
-    cleaned: dict[str, Any] = {}
-    for key, value in data.items():
+    source: str | None = None
+    if isinstance(data, dict) and not _is_tensor_dict(data):
+        for key in (_EMA_KEYS if ema else ()) + _PLAIN_KEYS:
+            if isinstance(data.get(key), dict) and data[key]:
+                data, source = data[key], key
+                break
+    if not _is_tensor_dict(data):
+        where = f" under {source!r}" if source else ""
+        raise UserError(f"{path}: no state dict of tensors found{where}; expected a torchvision or timm ResNet state "
+                        "dict (or a checkpoint with 'state_dict', 'model' or 'state_dict_ema')")
+    state = {k: v for k, v in data.items() if k not in _WRAPPER_BUFFERS}
+    stripped = True
+    while stripped and state:
+        stripped = False
         for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
-    return cleaned
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
+    return state, source
 
 
-def import_weights(path: str | Path, spec: ModelSpec) -> tuple[Any, list[str]]:
+def import_weights(path: str | Path, spec: ModelSpec, ema: bool = True) -> tuple[Any, list[str]]:
     """Load external ResNet weights into ``spec``'s model; returns the model and notes for the user.
 
     A head of another class count is re-initialised (and said so); any other mismatch is an error that
     names the keys, since it means the file is not the architecture the user asked for.
     """
-    state = extract_state_dict(safe_torch_load(path), path)
+    state, source = find_state_dict(safe_torch_load(path), path, ema)
     model = build_model(spec)
     notes: list[str] = []
+    if source in _EMA_KEYS:
+        notes.append(f"using the EMA weights stored under {source!r} (edgeresnet import --no-ema takes the raw ones)")
     expected = model.state_dict()
     fc_w = state.get("fc.weight")
     if fc_w is not None and tuple(fc_w.shape) != tuple(expected["fc.weight"].shape):

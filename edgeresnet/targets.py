@@ -329,13 +329,21 @@ def parse_target(data: Any, path: Path) -> Target:
                   path=str(path))
 
 
+MAX_TARGET_BYTES = 1 << 20  # the packaged target files are under 4 KB
+
+
 def _read(path: Path) -> Target:
     import yaml
 
     try:
+        size = path.stat().st_size
+        if size > MAX_TARGET_BYTES:
+            raise UserError(f"{path}: {size} bytes is far more than a target file holds (a few KB); pass a target YAML")
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read target file ({exc.__class__.__name__})") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text file; pass a target YAML (see edgeresnet targets show NAME)") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read target file ({exc.strerror or exc.__class__.__name__})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -349,14 +357,24 @@ def target_names() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.yaml"))
 
 
-def load_target(name_or_path: str | os.PathLike[str]) -> Target:
-    """A target by name (``agx-orin``) or by path to a YAML file; UserError if unknown or invalid."""
+def load_target(name_or_path: str | os.PathLike[str], option: str = "--target") -> Target:
+    """A target by name (``agx-orin``) or by path to a YAML file; UserError if unknown or invalid.
+
+    A user's file is checked like the packaged ones, and every refusal names ``option`` and the file.
+    """
     text = str(name_or_path)
     candidate = Path(text)
     if text.endswith((".yaml", ".yml")) or os.sep in text:
+        if candidate.is_dir():
+            raise UserError(f"{option} {text}: is a directory; give a target name (edgeresnet targets list) or a "
+                            "YAML file")
         if not candidate.is_file():
-            raise UserError(f"--target {text}: file not found; give a target name (edgeresnet targets list) or a YAML path")
-        return _read(candidate)
+            raise UserError(f"{option} {text}: file not found; give a target name (edgeresnet targets list) or a "
+                            "YAML path")
+        try:
+            return _read(candidate)
+        except UserError as exc:
+            raise UserError(f"{option} {exc}", exc.exit_code) from exc.__cause__
     directory = targets_dir()
     path = directory / f"{text}.yaml"
     if not path.is_file():

@@ -87,11 +87,13 @@ def test_missing_input_and_missing_output_directory(art, tmp_path, capsys):
     code, _, err = _run(capsys, "export", tmp_path / "nope.pt", "--out", tmp_path / "m.onnx")
     assert code == 2
     _one_line_error(err, "nope.pt", "not found")
-    missing = tmp_path / "no" / "such" / "dir" / "m.onnx"
-    code, _, err = _run(capsys, "export", art["a"], "--out", missing)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file where a directory would have to be")
+    code, _, err = _run(capsys, "export", art["a"], "--out", blocker / "such" / "dir" / "m.onnx")
     assert code == 2
-    _one_line_error(err, "does not exist")
-    assert list(tmp_path.iterdir()) == []
+    _one_line_error(err, "is a file, not a directory")
+    assert list(tmp_path.iterdir()) == [blocker]
+    blocker.unlink()
     code, _, err = _run(capsys, "export", art["a"], "--out", tmp_path / "model.pt")
     assert code == 2
     _one_line_error(err, "name the file *.onnx")

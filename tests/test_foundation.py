@@ -225,9 +225,12 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert target.read_bytes() == b"whole"
 
 
-def test_atomic_output_missing_directory_is_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        with atomic_output(tmp_path / "nope" / "x.onnx"):
+def test_atomic_output_makes_a_missing_directory_and_refuses_a_file_in_the_way(tmp_path):
+    with atomic_output(tmp_path / "nope" / "x.onnx") as tmp:
+        tmp.write_bytes(b"onnx")
+    assert (tmp_path / "nope" / "x.onnx").read_bytes() == b"onnx"
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        with atomic_output(tmp_path / "nope" / "x.onnx" / "y.onnx"):
             pass
 
 

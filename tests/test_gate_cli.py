@@ -146,8 +146,10 @@ def test_bad_sample_values_and_missing_files_exit_2(tmp_path, base, capsys):
     assert code == 2 and "--tolerance 5: ambiguous" in err
     code, _, err = run(["regress", "-b", str(base), "-c", str(base), "--metric", "p50"], capsys)
     assert code == 2 and "--metric p50" in err
-    code, _, err = run(["regress", "-b", str(base), "-c", str(base), "--junit", str(tmp_path / "no" / "x.xml")], capsys)
-    assert code == 2 and "--junit" in err and "does not exist" in err
+    (tmp_path / "plain").write_text("x")  # missing directories are created; a regular file in the way is refused
+    code, _, err = run(["regress", "-b", str(base), "-c", str(base), "--junit", str(tmp_path / "plain" / "x.xml")],
+                       capsys)
+    assert code == 2 and "--junit" in err and "is a file, not a directory" in err
     assert run(["regress", "--current", str(base)], capsys)[0] == 2  # --baseline is required
 
 

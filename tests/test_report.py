@@ -110,9 +110,10 @@ def test_report_of_an_empty_dir_and_bad_paths(tmp_path, capsys):
         main(["report", str(tmp_path / "absent"), "--out", str(tmp_path / "r2.html")])
     assert info.value.code == 2 and "run directory not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        main(["report", str(empty), "--out", str(tmp_path / "no" / "such" / "r.html")])
+        (tmp_path / "plain").write_text("x")  # missing directories are created; a regular file in the way is not
+        main(["report", str(empty), "--out", str(tmp_path / "plain" / "such" / "r.html")])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "--out" in err and "does not exist" in err
+    assert info.value.code == 2 and "--out" in err and "is a file, not a directory" in err
 
 
 def test_benchmark_run_dir_for_the_demo(assets, tmp_path):

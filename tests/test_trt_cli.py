@@ -161,7 +161,7 @@ def test_out_is_a_file(tmp_path, capsys):
     onnx = make_classifier_onnx(tmp_path / "m.onnx")
     (tmp_path / "file").write_text("x")
     code, _, err = run(["build", str(onnx), "--target", "agx-orin", "--dry-run", "--out", str(tmp_path / "file")], capsys)
-    assert code == 2 and "is a file; give a directory" in err
+    assert code == 2 and "exists and is not a directory" in err
 
 
 def test_building_without_tensorrt_says_how_to_plan(tmp_path, capsys):

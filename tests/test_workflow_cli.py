@@ -94,7 +94,7 @@ def test_corrupt_image_is_skipped_and_named(capsys, tmp_path, digit_folder):
     code, stdout, err = run_cli(capsys, "train", "--data", data, "--epochs", "1", "--max-steps", "1",
                                 "--out", tmp_path / "run", *SMALL_TRAIN)
     assert code == 0, err
-    assert "skipped 1 corrupt or non-image file(s): broken.png" in stdout
+    assert "skipped 1 corrupt or non-image file(s): digit1/broken.png" in stdout
     assert "(1 corrupt files skipped)" in stdout
 
 

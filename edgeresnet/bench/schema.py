@@ -47,7 +47,57 @@ def validation_errors(document: Any) -> list[str]:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         message = " ".join(error.message.split())
         out.append(f"{where}: {message[:200]}")
+    return out or content_errors(document)
+
+
+# Statistics a result holds (schema $defs/stats); each is milliseconds, so never negative.
+_STAT_FIELDS = ("latency_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms", "enqueue_ms")
+_STAT_VALUES = ("min", "max", "mean", "median", "p90", "p95", "p99", "std")
+
+
+def content_errors(document: Any) -> list[str]:
+    """What JSON Schema cannot say: at least one result, finite numbers, no negative times, min <= median <= max.
+
+    Python's json module reads NaN and Infinity although RFC 8259 section 6 excludes them from JSON, and
+    every statistic here is a duration or a rate, so such a value (or a negative one) means a damaged file.
+    """
+    out: list[str] = []
+    _non_finite(document, "", out)
+    results = document.get("results") if isinstance(document, dict) else None
+    if isinstance(results, list) and not results:
+        out.append("results: the list is empty; the file holds no measurement")
+    for index, result in enumerate(results if isinstance(results, list) else []):
+        if not isinstance(result, dict):
+            continue
+        for name in _STAT_FIELDS:
+            stats = result.get(name)
+            if not isinstance(stats, dict):
+                continue
+            for key in _STAT_VALUES:
+                if _is_number(stats.get(key)) and stats[key] < 0:
+                    out.append(f"results/{index}/{name}/{key}: {stats[key]!r} ms is negative")
+            samples = stats.get("samples")
+            if isinstance(samples, list) and any(_is_number(v) and v < 0 for v in samples):
+                out.append(f"results/{index}/{name}/samples: holds negative times (positive finite numbers expected)")
+            low, mid, high = (stats.get(k) for k in ("min", "median", "max"))
+            if all(_is_number(v) for v in (low, mid, high)) and not low <= mid <= high:
+                out.append(f"results/{index}/{name}: min {low} <= median {mid} <= max {high} does not hold")
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _non_finite(value: Any, where: str, out: list[str]) -> None:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        out.append(f"{where or '(top level)'}: {value!r} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _non_finite(item, f"{where}/{key}" if where else str(key), out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _non_finite(item, f"{where}/{i}" if where else str(i), out)
 
 
 def validate(document: Any, source: str = "results") -> dict[str, Any]:
@@ -108,18 +158,25 @@ def is_sidecar_manifest(path: str | Path) -> bool:
     return p.name.endswith(".json.json") and p.with_name(p.name[: -len(".json")]).exists()
 
 
-def read_results(path: str | Path) -> dict[str, Any]:
-    """Load and validate one results file; every problem is one UserError line naming the file."""
+def read_results(path: str | Path, option: str | None = None) -> dict[str, Any]:
+    """Load and validate one results file; every problem is one UserError line naming the option and file."""
     p = Path(path)
+    where = f"{option} {p}" if option else str(p)
     if not p.exists():
-        raise UserError(f"{p}: results file not found; check the path")
+        raise UserError(f"{where}: results file not found; check the path")
     if p.is_dir():
-        raise UserError(f"{p}: is a directory; pass the results JSON files (e.g. results/*.json)")
+        raise UserError(f"{where}: is a directory; pass the results JSON files (e.g. results/*.json)")
     try:
         document = json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise UserError(f"{p}: not a text file; pass a results JSON written by `edgeresnet benchmark --json`") from exc
+        raise UserError(f"{where}: not a text file; pass a results JSON written by `edgeresnet benchmark --json`"
+                        ) from exc
     except json.JSONDecodeError as exc:
-        raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg}); "
+        raise UserError(f"{where}: not valid JSON (line {exc.lineno}: {exc.msg}); "
                         "pass a results file written by `edgeresnet benchmark --json`") from exc
-    return validate(document, str(p))
+    except OSError as exc:
+        raise UserError(f"{where}: cannot be read ({exc.strerror or exc.__class__.__name__}); check its "
+                        "permissions") from exc
+    except RecursionError as exc:
+        raise UserError(f"{where}: JSON nested too deeply to be a results file") from exc
+    return validate(document, where)

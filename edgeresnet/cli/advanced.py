@@ -45,12 +45,12 @@ def _recipe(config: Path | None, overrides: dict[str, Any]) -> Any:
 
 
 def _prepare_out(out: Path, marker: str, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; pass a directory")
+    """Refuse an --out that cannot hold the results before any work; it is created (with parents) later."""
+    from edgeresnet.artifacts import check_output_folder
+
+    check_output_folder(out)
     if (out / marker).exists() and not overwrite:
         raise UserError(f"--out {out}: already holds results ({marker}); pass --overwrite or choose another --out")
-    if not out.parent.exists():
-        raise UserError(f"--out {out}: directory {out.parent} does not exist; create it or choose another path")
     return out
 
 
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         Folds are cut from train+val; the test split is not used. Every fold trains from the same
         initial weights with the same recipe and is scored on its held-out fold.
         """
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import emit_json, make_output_dir
         from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
         from edgeresnet.train.job import load_splits
 
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         _prepare_out(out, "cv.json", overwrite)
         splits, notes = load_splits(recipe)
         check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
-        out.mkdir(exist_ok=True)
+        make_output_dir(out)
         console = _console(json_out)
         with _progress(console, progress) as bar:
             task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
@@ -342,7 +342,7 @@ def register(app: typer.Typer) -> None:
 
         Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
         """
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import emit_json, make_output_dir
         from edgeresnet.tune import METHODS, load_space, tune, write_outputs
 
         if trials is not None and trials < 1:
@@ -378,7 +378,7 @@ def register(app: typer.Typer) -> None:
             result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
                           prune_warmup=prune_warmup, sampler_seed=sampler_seed, on_trial=on_trial, on_epoch=on_epoch,
                           on_done=on_done, where=f"--space {space}")
-        out.mkdir(exist_ok=True)
+        make_output_dir(out)
         outputs = write_outputs(result, out, space)
         report = {**result.to_dict(), "outputs": outputs}
         console.print(tune_table(report))

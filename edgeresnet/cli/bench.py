@@ -57,9 +57,9 @@ def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Pat
         write_results(json_dest, document, option="--json", inputs=inputs)
         console.print(f"results: {json_dest}", highlight=False, markup=False)
     if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"--out {out_dir}: is a file; pass a directory for the results JSON")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from edgeresnet.artifacts import make_output_dir
+
+        make_output_dir(out_dir, "--out")  # with missing parents; a file in the way is one line
         first = document["results"][0]
         name = _slug(f"{stem or first['model']}_{first['backend']}_{first['precision']}_{first['target']}") + ".json"
         path = out_dir / name
@@ -204,9 +204,9 @@ def register(app: typer.Typer) -> None:
         for note in notes + dupes:
             console.print(f"note: {note}", highlight=False, markup=False)
         if out is not None:
-            if out.exists() and not out.is_dir():
-                raise UserError(f"--out {out}: is a file; pass a directory for the plots")
-            out.mkdir(parents=True, exist_ok=True)
+            from edgeresnet.artifacts import make_output_dir
+
+            make_output_dir(out, "--out")  # with missing parents; a file in the way is one line
             written = []
             if plots.latency_cdf(rows, out / "latency_cdf.png") is not None:
                 written.append(out / "latency_cdf.png")

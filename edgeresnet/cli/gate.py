@@ -132,10 +132,9 @@ def baseline_update(
     if target_name.endswith(".json.json"):
         raise UserError(f"--name {target_name}: that is a sidecar-manifest name; choose e.g. "
                         f"{target_name[: -len('.json')]}")
-    try:
-        into.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--into {into}: cannot create the directory ({exc.strerror or exc})") from None
+    from edgeresnet.artifacts import make_output_dir
+
+    make_output_dir(into, "--into")  # with missing parents; a file in the way is one line
     dest = into / target_name
     if dest.exists() and dest.resolve() == result.resolve():
         raise UserError(f"{result}: is already the baseline file {dest}; promote a new result instead")

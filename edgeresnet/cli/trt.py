@@ -74,7 +74,7 @@ def targets_show(
     from edgeresnet.artifacts import emit_json
     from edgeresnet.targets import load_target
 
-    target = load_target(name)
+    target = load_target(name, option="NAME")
     if json_out == "-":
         emit_json(target.to_dict(), "-")
         return
@@ -109,13 +109,10 @@ def targets_show(
 
 
 def _out_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; give a directory")
-    if not out.exists():
-        if not out.parent.exists():
-            raise UserError(f"--out {out}: parent directory {out.parent} does not exist; create it first")
-        out.mkdir()
-    return out
+    """--out is created with its missing parents; a file in the way or no permission is one line."""
+    from edgeresnet.artifacts import make_output_dir
+
+    return make_output_dir(out, "--out")
 
 
 def _copy_into(src: Path, out: Path) -> str:

@@ -229,10 +229,11 @@ def register(app: typer.Typer) -> None:
         OUT/recipe.yaml. Ctrl-C (or a crash) leaves OUT/last.pt loadable; --resume continues from it.
         Runs unchanged under 'torchrun --nproc-per-node N -m edgeresnet train ...' (or use --nproc N).
         """
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
         from edgeresnet.train.job import run_training, saved_recipe
 
+        check_json_dest(json_out)
         file_values = read_recipe_file(config) if config is not None else {}
         flags = _given(ctx, field_names())
         base = None
@@ -256,8 +257,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     def import_cmd(
-        weights: Path = typer.Argument(..., help="Local torchvision- or timm-format ResNet state dict (.pth/.pt); "
-                                       "loaded with weights_only=True, so a file that would run code is refused."),
+        weights: Path = typer.Argument(..., help="Local torchvision- or timm-format ResNet weights: a state dict or "
+                                       "training checkpoint (.pth/.pt, loaded with weights_only=True, so a file that "
+                                       "would run code is refused) or a .safetensors file. DDP 'module.' and "
+                                       "torch.compile '_orig_mod.' prefixes are stripped."),
         arch: str = typer.Option(..., "--arch", help="resnet18 or resnet50: the architecture of the file."),
         num_classes: int = typer.Option(..., "--num-classes", help="Classes of the new head; when it differs from the "
                                         "file's, the head is re-initialised (and you are told)."),
@@ -268,11 +271,14 @@ def register(app: typer.Typer) -> None:
         class_names: str | None = typer.Option(None, "--class-names", help="Comma-separated class names "
                                                "(default 0..K-1)."),
         dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the classifier, in [0, 1)."),
+        ema: bool = typer.Option(True, "--ema/--no-ema", help="Take the EMA weights when the file has them (timm "
+                                 "'state_dict_ema', torchvision references 'model_ema'), as timm does."),
         json_out: str | None = typer.Option(None, "--json", help="Write what was imported as JSON to PATH "
                                             "('-' = stdout)."),
     ) -> None:
         """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
-        from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir, emit_json, write_manifest
+        from edgeresnet.artifacts import (atomic_output, build_manifest, check_json_dest, check_output_dir, emit_json,
+                                          write_manifest)
         from edgeresnet.data.presets import preset_for
         from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
 
@@ -288,7 +294,8 @@ def register(app: typer.Typer) -> None:
         if out.is_dir():
             raise UserError(f"--out {out}: is a directory; pass a file name such as {out}/model.pt")
         check_output_dir(out)
-        model, notes = import_weights(weights, spec)
+        check_json_dest(json_out)
+        model, notes = import_weights(weights, spec, ema=ema)
         import torch
 
         checkpoint = make_checkpoint(model, spec, preprocess.to_dict(), source=str(weights), notes=notes)
@@ -296,7 +303,7 @@ def register(app: typer.Typer) -> None:
             torch.save(checkpoint, tmp)
         write_manifest(out, build_manifest("checkpoint", out, command="import", inputs={"weights": weights},
                                            settings={"arch": arch, "num_classes": num_classes, "small_stem": small_stem,
-                                                     "image_size": image_size, "dropout": dropout},
+                                                     "image_size": image_size, "dropout": dropout, "ema": ema},
                                            extra={"preprocess": preprocess.to_dict(), "model": spec.to_dict(),
                                                   "notes": notes}))
         console = _console(json_out)
@@ -336,6 +343,10 @@ def register(app: typer.Typer) -> None:
 
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: must be a positive integer")
+        from edgeresnet.artifacts import check_json_dest, check_output_folder
+
+        check_output_folder(out if out is not None else model.parent)  # before the evaluation, not after it
+        check_json_dest(json_out)
         console = _console(json_out)
         metrics = evaluate_model_file(model, data, split, batch_size=batch_size, limit=limit, split_seed=split_seed,
                                       backend=backend, device=device, cuda_backend=cuda_backend)
@@ -362,10 +373,11 @@ def register(app: typer.Typer) -> None:
                                             "('-' = stdout)."),
     ) -> None:
         """The main job end to end on the embedded digits: train ResNet18, evaluate it (later: export, build, ...)."""
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.demo import run_demo
 
         if epochs is not None and epochs < 1:
             raise UserError(f"--epochs {epochs}: must be a positive integer")
+        check_json_dest(json_out)
         report = run_demo(out, fast=fast, epochs=epochs, progress=progress, console=_console(json_out))
         emit_json(report, json_out)

@@ -291,14 +291,15 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: with --sweep, --out is a directory; {out_dir} is a file")
-    if not out_dir.parent.exists():
-        raise UserError(f"--out {out_dir}: parent directory {out_dir.parent} does not exist")
+    from edgeresnet.artifacts import check_output_folder, make_output_dir
+
+    check_output_folder(out_dir)  # created (with its parents) once the sweep has its data
     _ckpt, model, spec, preprocess = load_source(source)
     teacher_model, teacher_path = load_teacher(teacher, model, spec.num_classes, image_size=preprocess.image_size)
     data_spec = resolve_data(data, source, preprocess)
     splits = load_splits(data_spec, preprocess, options.seed)
     test = splits.arrays("test")
-    out_dir.mkdir(exist_ok=True)
+    make_output_dir(out_dir)
     base_costs = count_costs(model, preprocess.image_size)
     rows: list[dict[str, Any]] = [{"ratio": 0.0, "file": str(source), "top1": round(accuracy(model, *test), 3),
                                    "top1_no_finetune": None, "top1_raw": None, "params": base_costs.params,

@@ -180,9 +180,28 @@ def _scan_class_dirs(root: Path) -> list[str]:
     return classes
 
 
-def _scan_images(root: Path, class_names: Sequence[str], skipped: list[str]) -> list[Sample]:
+def _readable_image(path: Path) -> bool:
+    """Whether PIL opens and verifies ``path`` within its pixel limit.
+
+    Pillow's decompression-bomb guard (PIL/Image.py ``_decompression_bomb_check``) warns above
+    ``Image.MAX_IMAGE_PIXELS`` (89,478,485 pixels) and raises DecompressionBombError above twice that; both
+    are refused here, as Pillow's docs suggest (``warnings.simplefilter('error', Image.DecompressionBombWarning)``),
+    so a file claiming 20000x20000 pixels is skipped like a corrupt one instead of being decoded later.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError, OSError,
+                SyntaxError, ValueError, EOFError):
+            return False
+    return True
+
+
+def _scan_images(root: Path, class_names: Sequence[str], skipped: list[str]) -> list[Sample]:
     samples: list[Sample] = []
     for label, name in enumerate(class_names):
         folder = root / name
@@ -191,17 +210,28 @@ def _scan_images(root: Path, class_names: Sequence[str], skipped: list[str]) -> 
         for path in files:
             if path.name.startswith("."):
                 continue
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            if not _readable_image(path):
                 skipped.append(str(path))
                 continue
             samples.append(Sample(label=label, path=path))
             good += 1
         if good == 0:
-            raise UserError(f"--data {root}: class folder {name!r} has no readable images; add images or remove the folder")
+            bad = [s for s in skipped if folder in Path(s).parents]
+            why = f" ({len(bad)} unreadable, e.g. {_preview(bad, root, 3)})" if bad else ""
+            raise UserError(f"--data {root}: class folder {name!r} has no readable images{why}; add images or "
+                            "remove the folder")
     return samples
+
+
+def _preview(paths: Sequence[str], root: Path, show: int = 5) -> str:
+    """The first few paths, relative to the data root (as the user would look for them)."""
+    def rel(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return path
+
+    return ", ".join(rel(p) for p in paths[:show]) + (f" ... ({len(paths) - show} more)" if len(paths) > show else "")
 
 
 def load_image_folder(root: Path, image_size: int, seed: int = 0,
@@ -224,8 +254,8 @@ def load_image_folder(root: Path, image_size: int, seed: int = 0,
         class_names = tuple(_scan_class_dirs(root))
         splits = stratified_split(_scan_images(root, class_names, skipped), fractions, seed)
     if skipped:
-        preview = ", ".join(Path(s).name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        warnings.warn(f"--data {root}: skipped {len(skipped)} corrupt or non-image file(s): {preview}", stacklevel=2)
+        warnings.warn(f"--data {root}: skipped {len(skipped)} corrupt or non-image file(s): "
+                      f"{_preview(skipped, root)}", stacklevel=2)
     counts = Counter(s.label for s in splits["train"])
     if len(counts) < len(class_names):
         missing = [class_names[i] for i in range(len(class_names)) if counts[i] == 0]

@@ -96,9 +96,9 @@ def export_stage(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
     desktop ranges stop at 17) and the TorchScript path exports in seconds. Returns a JSON-ready summary;
     raises UserError (exit code 1) when parity fails, with nothing written.
     """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise UserError(f"{out_dir}: output directory does not exist; create it first")
+    from edgeresnet.artifacts import make_output_dir
+
+    out_dir = make_output_dir(Path(out_dir))
     out = out_dir / (name or (Path(checkpoint).stem + ".onnx"))
     result = export_checkpoint(checkpoint, out, opset=opset, batch=dynamic_batch, data=data, simplify=simplify,
                                parity_images=parity_images)

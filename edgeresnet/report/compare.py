@@ -16,7 +16,8 @@ from edgeresnet.bench.schema import is_sidecar_manifest, read_results
 PAIR_KEY = ("model", "target", "backend", "precision", "batch")
 
 
-def load_documents(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+def load_documents(paths: Sequence[str | Path], option: str | None = "RESULTS"
+                   ) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """Read every results file (validated); sidecar manifests matched by a glob are skipped with a note."""
     documents, notes = [], []
     for raw in paths:
@@ -24,7 +25,7 @@ def load_documents(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, dict[s
         if is_sidecar_manifest(path):
             notes.append(f"{path}: sidecar manifest of {path.name[:-5]}, skipped")
             continue
-        documents.append((path, read_results(path)))
+        documents.append((path, read_results(path, option)))
     return documents, notes
 
 

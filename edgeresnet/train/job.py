@@ -50,11 +50,9 @@ def distributed_summary(recipe: TrainRecipe, ctx: distributed.DistContext | None
 
 def make_out_dir(path: Path, option: str = "--out") -> Path:
     """Create an output directory (parents too) or fail in one line."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{option} {path}: cannot create the directory ({exc.strerror}); choose another path") from exc
-    return path
+    from edgeresnet.artifacts import make_output_dir
+
+    return make_output_dir(path, option)
 
 
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
