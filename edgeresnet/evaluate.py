@@ -232,15 +232,9 @@ def _recorded_settings(path: Path) -> dict[str, Any]:
 
 def write_evaluation(metrics: dict[str, Any], out_dir: Path, plot: bool = True) -> dict[str, str]:
     """``<model>-<type>-<split>-metrics.json`` (+ manifest) and the confusion PNG in ``out_dir``."""
-    from edgeresnet.artifacts import build_manifest, write_json_atomic, write_manifest
+    from edgeresnet.artifacts import build_manifest, make_output_dir, write_json_atomic, write_manifest
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir}: is a file; pass a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot create the directory ({exc.strerror}); choose another path") from exc
+    out_dir = make_output_dir(Path(out_dir), "--out")  # with missing parents; a file in the way is one line
     model = Path(metrics["model"])
     stem = f"{model.stem}-{model.suffix.lstrip('.') or 'model'}-{metrics['split']}"
     outputs: dict[str, str] = {}

@@ -356,3 +356,27 @@ def test_results_files_with_impossible_content_are_refused(capsys, tmp_path, cas
     assert_one_line_error(code, err, f"RESULTS {bad}", fragment)
     code, _, err = run_cli(capsys, "regress", "--baseline", good, "--current", bad)
     assert_one_line_error(code, err, f"--current {bad}", fragment)
+
+
+def test_benchmark_run_dir_results_under_a_regular_file_is_one_line(tmp_path, tmp_path_factory):
+    """Was: NotADirectoryError from ``mkdir(parents=True)`` after the whole benchmark had run."""
+    import shutil
+
+    from bench_fixtures import bench_assets
+    from edgeresnet.bench.rundir import benchmark_run_dir
+
+    assets = bench_assets(tmp_path_factory)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(assets["onnx"], run / assets["onnx"].name)
+    shutil.copy(str(assets["onnx"]) + ".json", run / (assets["onnx"].name + ".json"))
+    blocker = tmp_path / "plain"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        benchmark_run_dir(run, data=None, batches=(1,), duration_s=0.02, warmup_ms=0, warmup_iterations=1,
+                          min_iterations=2, target="host-cpu", out=blocker / "b" / "results.json", report=None,
+                          progress=False)
+    outcome = benchmark_run_dir(run, data=None, batches=(1,), duration_s=0.02, warmup_ms=0, warmup_iterations=1,
+                                min_iterations=2, target="host-cpu", out=tmp_path / "new" / "dir" / "results.json",
+                                report=None, progress=False)
+    assert outcome["results"].exists()

@@ -97,7 +97,6 @@ def benchmark_run_dir(
     finally:
         finish()
     results_path = Path(out) if out else root / "benchmark" / "results.json"
-    results_path.parent.mkdir(parents=True, exist_ok=True)
     write_results(results_path, document, option="--out", inputs={f"artifact{i}": p for i, p in enumerate(paths)},
                   command="benchmark")
     report_path = None
