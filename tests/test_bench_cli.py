@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from bench_fixtures import bench_assets, ort_results
 
+from bench_fixtures import bench_assets, ort_results
 from edgeresnet.bench.schema import read_results, validate
 from edgeresnet.cli.main import main
 
@@ -223,7 +223,7 @@ def test_torch_cuda_events_no_transfers_and_graph(assets, capsys):
 
 def test_round_timing_and_pooling_keep_the_budget_and_the_order():
     from edgeresnet.bench.core import pool_timings, round_timing
-    from edgeresnet.bench.timing import Timings, TimingConfig
+    from edgeresnet.bench.timing import TimingConfig, Timings
 
     timing = TimingConfig(warmup_ms=200, warmup_iterations=5, min_iterations=10, duration_s=3.0)
     first, later = round_timing(timing, 4, first=True), round_timing(timing, 4, first=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeresnet.compress.distill import DistillSettings, Distiller, kd_loss
+from edgeresnet.compress.distill import Distiller, DistillSettings, kd_loss
 from edgeresnet.compress.prune import PruneSettings, prune_model
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model

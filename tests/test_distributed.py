@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
 
+from conftest import assert_one_line_error, run_cli
 from edgeresnet.errors import UserError
 
 TOLERANCE = 1e-5

@@ -16,7 +16,6 @@ import torch
 from conftest import trim_splits
 from edgeresnet.errors import UserError
 
-
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
@@ -163,7 +162,7 @@ def test_ensemble_exports_one_onnx_graph_and_evaluates_it(members, tmp_path, cap
 
 
 def test_ensemble_refuses_members_with_other_classes(members, tmp_path, capsys):
-    from edgeresnet.models import load_checkpoint, model_from_checkpoint, make_checkpoint, ModelSpec
+    from edgeresnet.models import ModelSpec, load_checkpoint, make_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(members[0])
     model, spec = model_from_checkpoint(ckpt)

@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from edgeresnet.gate import GateSettings, Outcome, Status, Verdict, compare_latency, run_gate
-from edgeresnet.gate.decision import (AccuracyFinding, AccuracyReason, Finding, FewSamples, LatencyReason, SpeedDrift,
-                                      ThinTail, compare_accuracy, decide_latency)
+from edgeresnet.gate.decision import (
+    AccuracyFinding,
+    AccuracyReason,
+    FewSamples,
+    Finding,
+    LatencyReason,
+    SpeedDrift,
+    ThinTail,
+    compare_accuracy,
+    decide_latency,
+)
 from edgeresnet.gate.inputs import EnvDifference, VersionChange
 from edgeresnet.gate.report import KeyResult
 

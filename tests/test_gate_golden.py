@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_gate import ORIN_ENV, document, lognormal, result
 
 from edgeresnet.gate import GateSettings, run_gate, to_junit, to_markdown
+from test_gate import ORIN_ENV, document, lognormal, result
 
 GOLDEN = Path(__file__).parent / "data" / "gate" / "golden_reports.json"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trim_splits
-from fake_trt import FakeMemory
 
+from conftest import trim_splits
 from edgeresnet.errors import UserError
+from fake_trt import FakeMemory
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bench_fixtures import bench_assets, ort_results
 
+from bench_fixtures import bench_assets, ort_results
 from edgeresnet.cli.main import main
 from edgeresnet.report import plots
 from edgeresnet.report.compare import pareto_front

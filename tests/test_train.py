@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import trim_splits
 
+from conftest import trim_splits
 from edgeresnet.config import TrainRecipe
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import assert_one_line_error, run_cli
 
 FLAGS = ["--image-size", "16", "--small-stem", "--batch-size", "4", "--no-augment", "--schedule", "constant",

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_trt import NO_SCALING_FACTORS, FakeEngineSpec, FakeMemory, FakeTrt, fake_timing_cache
 
 from edgeresnet.errors import UserError
 from edgeresnet.trt import adapter
 from edgeresnet.trt.errors import EngineLoadError
 from edgeresnet.trt.features import TrtFeatures
 from edgeresnet.trt.plan import STEP_OPS, BuildPlan, BuildSpec, DeviceCaps, Step, plan_build
+from fake_trt import NO_SCALING_FACTORS, FakeEngineSpec, FakeMemory, FakeTrt, fake_timing_cache
 
 A100 = DeviceCaps("NVIDIA A100", (8, 0))
 L4 = DeviceCaps("NVIDIA L4", (8, 9))

@@ -285,9 +285,8 @@ def test_desktop_trt11_has_no_calibrators(tmp_path, capsys, calib_cache):
 @pytest.fixture()
 def fake_gpu_build(monkeypatch):
     """``edgeresnet build`` with FakeTrt as the installed TensorRT and an SM 8.6 GPU reported present."""
-    from fake_trt import FakeEngineSpec, FakeTrt
-
     from edgeresnet.trt import adapter, engine_manifest
+    from fake_trt import FakeEngineSpec, FakeTrt
 
     trt = FakeTrt("10.3", engine=FakeEngineSpec())
     real_env = engine_manifest.collect_environment

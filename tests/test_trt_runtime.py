@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
-from fake_cuda import FakeCudart, FakePycudaDriver
-from fake_trt import FakeEngineSpec, FakeMemory, FakeTrt
 
+from conftest import assert_one_line_error, run_cli
 from edgeresnet.artifacts import build_manifest, write_manifest
 from edgeresnet.errors import UserError
 from edgeresnet.runners.base import load_runner
@@ -24,6 +21,8 @@ from edgeresnet.trt import cuda_mem
 from edgeresnet.trt.errors import EngineLoadError
 from edgeresnet.trt.planfile import PLAN_TAG, parse_plan_header
 from edgeresnet.trt.runtime import EngineSession, check_engine_compat, engine_compat_notes, rebuild_command
+from fake_cuda import FakeCudart, FakePycudaDriver
+from fake_trt import FakeEngineSpec, FakeMemory, FakeTrt
 
 
 def plan_bytes(version: tuple[int, int, int, int] = (10, 3, 0, 26), size: int = 4096) -> bytes:

@@ -85,7 +85,7 @@ def test_space_values_must_make_valid_recipes_and_grids_need_points():
 
 
 def test_grid_search_prunes_a_hopeless_trial_and_writes_a_trainable_recipe(digits8, tmp_path):
-    from edgeresnet.config import merge_recipe, read_recipe_file, TrainRecipe
+    from edgeresnet.config import TrainRecipe, merge_recipe, read_recipe_file
     from edgeresnet.tune import parse_space, tune, write_outputs
 
     base = TrainRecipe(**BASE)

@@ -119,8 +119,7 @@ def baseline_update(
     json_out: Optional[str] = typer.Option(None, "--json", help="Write what was promoted as JSON (- = stdout)."),
 ) -> None:
     """Promote a benchmark result to the baseline: an exact copy plus a manifest of where it came from."""
-    from edgeresnet.artifacts import (atomic_output, build_manifest, emit_json, manifest_path, read_manifest,
-                                      sha256_file)
+    from edgeresnet.artifacts import atomic_output, build_manifest, emit_json, manifest_path, read_manifest, sha256_file
     from edgeresnet.gate import key_label, load_results, result_key
 
     document = load_results(result, "RESULT")

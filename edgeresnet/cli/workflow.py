@@ -277,8 +277,14 @@ def register(app: typer.Typer) -> None:
                                             "('-' = stdout)."),
     ) -> None:
         """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
-        from edgeresnet.artifacts import (atomic_output, build_manifest, check_json_dest, check_output_dir, emit_json,
-                                          write_manifest)
+        from edgeresnet.artifacts import (
+            atomic_output,
+            build_manifest,
+            check_json_dest,
+            check_output_dir,
+            emit_json,
+            write_manifest,
+        )
         from edgeresnet.data.presets import preset_for
         from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
 

@@ -87,7 +87,6 @@ def ort_latencies(paths: list[Path], image_size: int, rounds: int = 3, duration_
     """
     from edgeresnet.bench.stats import summarize
     from edgeresnet.bench.timing import TimingConfig, measure
-
     from edgeresnet.runners import load_runner
 
     images = np.random.default_rng(seed).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)

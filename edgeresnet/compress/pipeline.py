@@ -119,7 +119,7 @@ class FinetuneOptions:
 def finetune_pruned(model: Any, splits: Any, teacher: Any, options: FinetuneOptions,
                     spec: Any) -> tuple[Any, dict[str, Any]]:
     """Fine-tune with KD from ``teacher`` (or plain cross-entropy without one)."""
-    from edgeresnet.compress.distill import DistillSettings, Distiller
+    from edgeresnet.compress.distill import Distiller, DistillSettings
     from edgeresnet.compress.measure import finetune
 
     if options.epochs == 0:
@@ -284,9 +284,9 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
     import tempfile
 
     from edgeresnet.artifacts import build_manifest, sha256_file, write_json_atomic, write_manifest, write_text_atomic
+    from edgeresnet.compress.flops import count_costs
     from edgeresnet.compress.measure import accuracy, export_onnx_file, ort_latencies
     from edgeresnet.compress.prune import PruneSettings
-    from edgeresnet.compress.flops import count_costs
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -54,9 +54,8 @@ def export_checkpoint(
 
     ``precision="fp16"`` writes an FP16 ONNX (float32 I/O unless ``io_fp16``), checked against the FP32 model."""
     from edgeresnet.data.presets import Preprocess
-    from edgeresnet.models import load_checkpoint, model_from_checkpoint
-
     from edgeresnet.export.fp16 import check_precision
+    from edgeresnet.models import load_checkpoint, model_from_checkpoint
 
     check_onnx_out(out)
     check_precision(precision, io_fp16)

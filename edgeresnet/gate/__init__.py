@@ -28,11 +28,27 @@ reasons), ``inputs`` (files, pairing, environments), ``report`` (JSON, Markdown,
 (``regress``: files in, report out).
 """
 
-from edgeresnet.gate.decision import (AccuracyComparison, LatencyComparison, Outcome, Status, Verdict,
-                                      compare_accuracy, compare_latency)
+from edgeresnet.gate.decision import (
+    AccuracyComparison,
+    LatencyComparison,
+    Outcome,
+    Status,
+    Verdict,
+    compare_accuracy,
+    compare_latency,
+)
 from edgeresnet.gate.inputs import key_label, load_results, result_key, validate_results
-from edgeresnet.gate.report import (EXIT_INPUT, EXIT_PASS, EXIT_REGRESSION, HEADERS, GateReport, KeyResult,
-                                    table_rows, to_junit, to_markdown)
+from edgeresnet.gate.report import (
+    EXIT_INPUT,
+    EXIT_PASS,
+    EXIT_REGRESSION,
+    HEADERS,
+    GateReport,
+    KeyResult,
+    table_rows,
+    to_junit,
+    to_markdown,
+)
 from edgeresnet.gate.settings import GateSettings, parse_fraction
 from edgeresnet.gate.stage import regress, run_gate
 

@@ -12,8 +12,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeresnet.gate.decision import (FAILING, AccuracyComparison, LatencyComparison, Note, Outcome, Reason, Status,
-                                      Verdict)
+from edgeresnet.gate.decision import (
+    FAILING,
+    AccuracyComparison,
+    LatencyComparison,
+    Note,
+    Outcome,
+    Reason,
+    Status,
+    Verdict,
+)
 from edgeresnet.gate.inputs import KEY_FIELDS, EnvComparison, Key, key_label
 from edgeresnet.gate.settings import GateSettings
 

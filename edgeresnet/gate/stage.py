@@ -6,8 +6,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from edgeresnet.errors import UserError
-from edgeresnet.gate.decision import Status, Verdict, compare_accuracy, compare_latency, key_verdict, missing_verdict
-from edgeresnet.gate.decision import PairingReason, Reason
+from edgeresnet.gate.decision import (
+    PairingReason,
+    Reason,
+    Status,
+    Verdict,
+    compare_accuracy,
+    compare_latency,
+    key_verdict,
+    missing_verdict,
+)
 from edgeresnet.gate.inputs import Documents, collect, compare_environments, key_label, load_results
 from edgeresnet.gate.report import GateReport, KeyResult
 from edgeresnet.gate.settings import GateSettings
