@@ -380,3 +380,30 @@ def test_benchmark_run_dir_results_under_a_regular_file_is_one_line(tmp_path, tm
                                 min_iterations=2, target="host-cpu", out=tmp_path / "new" / "dir" / "results.json",
                                 report=None, progress=False)
     assert outcome["results"].exists()
+
+
+def test_json_path_that_cannot_be_written_fails_before_the_work(capsys, tmp_path, tiny_checkpoint):
+    """Was: the command did its work (export, pruning, a build ...) and only then died on --json."""
+    blocker = tmp_path / "plain"
+    blocker.write_text("x")
+    bad_json = blocker / "report.json"
+    (tmp_path / "space.yaml").write_text("lr: {type: categorical, choices: [0.05, 0.1]}\n")
+    cases = [
+        ["export", tiny_checkpoint, "--out", tmp_path / "m.onnx"],
+        ["verify", tiny_checkpoint, tiny_checkpoint],
+        ["prune", tiny_checkpoint, "--flops", "0.5", "--out", tmp_path / "p.pt"],
+        ["distill", "--teacher", tiny_checkpoint, "--student", "resnet18", "--out", tmp_path / "d.pt"],
+        ["calibrate", tmp_path / "m.onnx", "--out", tmp_path / "q.onnx"],
+        ["qat", tiny_checkpoint, "--out", tmp_path / "qat.onnx"],
+        ["build", tmp_path / "m.onnx", "--target", "agx-orin", "--dry-run", "--out", tmp_path / "build"],
+        ["cv", "--folds", "2", "--out", tmp_path / "cv"],
+        ["ensemble", tiny_checkpoint, tiny_checkpoint],
+        ["tune", "--space", tmp_path / "space.yaml", "--out", tmp_path / "tune"],
+        ["train", "--max-steps", "1", "--out", tmp_path / "run"],
+        ["import", tiny_checkpoint, "--arch", "resnet18", "--num-classes", "10", "--small-stem",
+         "--out", tmp_path / "i.pt"],
+    ]
+    for args in cases:
+        code, _, err = run_cli(capsys, *args, "--json", bad_json)
+        assert_one_line_error(code, err, "--json", str(blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "space.yaml"]

@@ -192,9 +192,11 @@ def register(app: typer.Typer) -> None:
         Folds are cut from train+val; the test split is not used. Every fold trains from the same
         initial weights with the same recipe and is scored on its held-out fold.
         """
-        from edgeresnet.artifacts import emit_json, make_output_dir
+        from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
         from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
         from edgeresnet.train.job import load_splits
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         if folds < 2:
             raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
@@ -268,7 +270,9 @@ def register(app: typer.Typer) -> None:
                                       rich_help_panel=_OUTPUT),
     ) -> None:
         """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: must be a positive integer")
@@ -342,8 +346,10 @@ def register(app: typer.Typer) -> None:
 
         Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
         """
-        from edgeresnet.artifacts import emit_json, make_output_dir
+        from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
         from edgeresnet.tune import METHODS, load_space, tune, write_outputs
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         if trials is not None and trials < 1:
             raise UserError(f"--trials {trials}: must be at least 1")

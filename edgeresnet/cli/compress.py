@@ -77,10 +77,12 @@ def _register_prune(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Structured channel pruning to a smaller dense model, with its accuracy cost measured."""
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.compress import pipeline
         from edgeresnet.compress.prune import PruneSettings
         from edgeresnet.errors import UserError
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         if exporter not in (None, "auto", "dynamo", "torchscript"):
             raise UserError(f"--exporter {exporter}: choose dynamo or torchscript")
@@ -187,9 +189,11 @@ def _register_distill(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Knowledge distillation: teacher -> student, reported beside the student trained alone."""
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.compress import pipeline
         from edgeresnet.compress.distill import DistillSettings
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         settings = DistillSettings(temperature, alpha, feature_loss, feature_weight)
         console = _console(json_out)

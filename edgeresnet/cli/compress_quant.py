@@ -107,11 +107,13 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
-        from edgeresnet.artifacts import check_output_dir, emit_json
+        from edgeresnet.artifacts import check_json_dest, check_output_dir, emit_json
         from edgeresnet.compress import calibration as cal
         from edgeresnet.compress import ptq
         from edgeresnet.compress.sensitivity import check_max_drop
         from edgeresnet.data import load_data
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         cal.check_method(method)
         check_max_drop(max_drop)
@@ -184,11 +186,13 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
-        from edgeresnet.artifacts import check_output_dir, emit_json, require_file
+        from edgeresnet.artifacts import check_json_dest, check_output_dir, emit_json, require_file
         from edgeresnet.compress import calibration as cal
         from edgeresnet.compress import qat
         from edgeresnet.compress.ptq import gate_failure
         from edgeresnet.compress.sensitivity import check_max_drop
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         cal.check_method(method)
         check_max_drop(max_drop)

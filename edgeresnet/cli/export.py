@@ -136,8 +136,10 @@ def register(app: typer.Typer) -> None:
 
         The preprocessing contract and batch profile go into its metadata_props and into OUT.json.
         """
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.export import export_checkpoint
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         if batch is not None and dynamic_batch is not None:
             raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
@@ -178,10 +180,12 @@ def register(app: typer.Typer) -> None:
         json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
-        from edgeresnet.artifacts import emit_json
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.export import resolve_data_spec
         from edgeresnet.parity import common_batches, compare_runners, load_parity_images, planned_steps
         from edgeresnet.runners import load_runner
+
+        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
         tolerance = _tolerance(atol, rtol, min_agreement)
         if max_batch < 1:

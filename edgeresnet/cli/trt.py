@@ -336,11 +336,13 @@ def build(
     json_out: str | None = typer.Option(None, "--json", help="Write the plan and outputs as JSON to PATH ('-' = stdout)."),
 ) -> None:
     """Plan (and build) a TensorRT engine for a target; optionally emit trtexec and deployment configs."""
-    from edgeresnet.artifacts import emit_json, write_text_atomic
+    from edgeresnet.artifacts import check_json_dest, emit_json, write_text_atomic
     from edgeresnet.targets import load_target
     from edgeresnet.trt.engine_manifest import collect_environment, rebuild_command
     from edgeresnet.trt.onnx_info import inspect_onnx
     from edgeresnet.trt.plan import BuildSpec, parse_batch, plan_build
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
     to_stderr = json_out == "-"
     console = _console(stderr=to_stderr)
