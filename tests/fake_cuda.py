@@ -181,6 +181,11 @@ class FakePycudaDriver:
     class Error(Exception):
         pass
 
+    class MemoryError(Error):  # pycuda/_driver: cuMemAlloc's CUDA_ERROR_OUT_OF_MEMORY raises pycuda.driver.MemoryError
+        pass
+
+    memory_bytes = 16 << 30  # the fake GPU's memory: a larger mem_alloc is refused as the driver refuses it
+
     def __init__(self, devices: int = 1, cc: tuple[int, int] = (8, 7), calls: list[str] | None = None) -> None:
         self.devices, self.cc = devices, cc
         self.calls = calls if calls is not None else []
@@ -254,6 +259,8 @@ class FakePycudaDriver:
 
     def mem_alloc(self, nbytes: int) -> Any:
         self._need_context("mem_alloc")
+        if int(nbytes) > self.memory_bytes:
+            raise self.MemoryError("cuMemAlloc failed: out of memory")
         ptr = self.next_ptr
         self.next_ptr += int(nbytes) + 0x100
         self.buffers[ptr] = bytearray(int(nbytes))

@@ -729,3 +729,13 @@ def test_trt_runner_takes_the_common_load_options_and_guards_its_session(tmp_pat
         step = runner.benchmark_step(np.zeros((2, 3, 8, 8), np.float32))
         assert set(step()) >= {"gpu_compute", "h2d", "d2h"}
         step.close()
+
+
+def test_pycuda_refused_allocation_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pycuda raises pycuda.driver.MemoryError for cuMemAlloc's out-of-memory; we report it in one line."""
+    driver = FakePycudaDriver()
+    _with_pycuda(monkeypatch, driver)
+    backend = cuda_mem.get_backend("pycuda")
+    with pytest.raises(UserError, match=r"cannot allocate 1125899906842624 bytes .*out of memory") as info:
+        backend.alloc(1 << 50)
+    assert "\n" not in str(info.value)

@@ -390,7 +390,11 @@ class PycudaBackend:
 
     def alloc(self, nbytes: int) -> int:
         self._require_context()
-        allocation = self.cuda.mem_alloc(max(int(nbytes), 1))
+        try:
+            allocation = self.cuda.mem_alloc(max(int(nbytes), 1))
+        except self.cuda.Error as exc:  # pycuda.driver.MemoryError: "cuMemAlloc failed: out of memory"
+            raise UserError(f"pycuda: cannot allocate {int(nbytes)} bytes of device memory "
+                            f"({' '.join(str(exc).split())[:120]}); use a smaller --batch or free the GPU") from exc
         ptr = int(allocation)
         self._allocations[ptr] = allocation
         return ptr
