@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         tuned = getattr(tuned, "student", tuned).eval()
         rows[name] = {"model": tuned, "top1_as_cut": round(acc_raw, 3), "top1_no_finetune": round(acc_pruned, 3),
                       "finetune_s": round(time.perf_counter() - t0, 1)}
-    for name, row in rows.items():
+    for row in rows.values():
         m = row["model"]
         cost, cost224 = count_costs(m, size), count_costs(m, args.latency_size)
         row.update({"top1": round(accuracy(m, *test), 3), "params": cost.params, "gmacs": round(cost.gmacs, 5),
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [p.stat().st_size for p in paths]
         lats = ort_latencies(paths, args.latency_size, rounds=args.latency_rounds, duration_s=args.latency_duration,
                              threads=args.ort_threads)
-    for (name, row), size_b, lat in zip(rows.items(), sizes, lats):
+    for row, size_b, lat in zip(rows.values(), sizes, lats):
         row.update({"onnx_bytes": size_b, "latency_ms": lat.to_dict()})
         row.pop("model")
     base_lat = rows["original"]["latency_ms"]["median_ms"]

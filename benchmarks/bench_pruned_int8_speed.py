@@ -1,4 +1,4 @@
-"""Issue 8's speed claim: ResNet-18 at 224 pruned to about half its FLOPs + INT8 (ONNX Runtime flavour)
+"""The compression speed claim: ResNet-18 at 224 pruned to about half its FLOPs + INT8 (ONNX Runtime flavour)
 runs >= 2.5x faster than the FP32 original in ONNX Runtime on the same machine, measured in one run.
 
     python benchmarks/bench_pruned_int8_speed.py [--baseline CKPT] [--pruned CKPT] [--flops 0.5]
@@ -96,7 +96,7 @@ def int8_gemm_speedup(size: int = 512, repeats: int = 30) -> dict[str, float]:
 
     sessions = {"fp32": session(False), "int8": session(True)}
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for name, (sess, feed) in sessions.items():
+    for sess, feed in sessions.values():
         for _ in range(5):
             sess.run(None, {"a": feed})
     for _ in range(repeats):  # interleaved, so drift hits both alike

@@ -1,4 +1,4 @@
-"""Issue 8's accuracy figures on digits: what each compression costs, measured on the artifact it writes.
+"""The compression accuracy figures on digits: what each compression costs, measured on the artifact it writes.
 
     python benchmarks/compression_accuracy.py [--baseline CKPT] [--epochs 12] [--finetune-epochs 4]
                                               [--workdir runs/compression] [--only ROW,ROW]

@@ -475,7 +475,7 @@ class FakeTrt(types.ModuleType):
             pointers = _trampoline("get_batch", calibrator.get_batch, None, ["input"])
             if pointers is None or len(pointers) == 0:
                 break
-            if _trampoline("get_batch", lambda: [int(p) for p in pointers], None) is None:  # vector<size_t> cast
+            if _trampoline("get_batch", lambda got=pointers: [int(p) for p in got], None) is None:  # vector<size_t>
                 break
             self.calibration_batches += 1
         if self.calibration_batches == 0:

@@ -59,7 +59,7 @@ def test_board_capabilities_from_the_notes():
     orin = load_target("agx-orin")
     assert (orin.tensorrt, orin.compute_capability, orin.dla_cores, orin.install_path) == ("10.3.0", "8.7", 2, "package")
     assert load_target("orin-nano").dla_cores == 0
-    # MLPerf v3.0 AGX Orin SingleStream p90 (anchors.md §3.1)
+    # MLPerf v3.0 AGX Orin SingleStream p90 (mlcommons/inference_results_v3.0 closed/NVIDIA/results/Orin_TRT/resnet50)
     assert any(r.value == 0.633 and "inference_results_v3.0" in r.source for r in orin.reference_latencies)
     assert load_target("orin-nano").reference_latencies == ()  # none published: never invented
 

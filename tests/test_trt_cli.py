@@ -63,7 +63,7 @@ def test_done_criterion_int8_dla_emit_trtexec_without_tensorrt(torch_onnx, calib
     assert "INT8 by calibration), DLA core 0" in flat
     for op in ("create_network", "parse_onnx", "set_flag", "dla", "calibrator", "profiling_verbosity", "build"):
         assert op in stdout
-    line = next(l for l in stdout.splitlines() if l.startswith("trtexec --"))
+    line = next(text for text in stdout.splitlines() if text.startswith("trtexec --"))
     assert shlex.split(line) == [
         "trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--int8", "--calib=calib.cache",
         "--useDLACore=0", "--minShapes=input:1x3x32x32", "--optShapes=input:1x3x32x32",
@@ -89,7 +89,7 @@ def test_qdq_model_builds_int8_without_calibration(tmp_path, capsys):
                              "--gpu-fallback", "--emit-trtexec", "--dry-run", "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
     assert "INT8 from Q/DQ scales" in " ".join(stdout.split())
-    line = next(l for l in stdout.splitlines() if l.startswith("trtexec --"))
+    line = next(text for text in stdout.splitlines() if text.startswith("trtexec --"))
     assert "--int8 --useDLACore=1 --allowGPUFallback" in line and "--calib" not in line and "Shapes" not in line
 
 

@@ -1,4 +1,4 @@
-"""classify_trt_messages on the strings TensorRT and CUDA really log (tensorrt.md §1.10, §1.11)."""
+"""classify_trt_messages on the strings TensorRT and CUDA really log, each from a public log named beside it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from edgeresnet.errors import UserError
 from edgeresnet.trt.errors import KINDS, EngineLoadError, classify_trt_messages
 
-# Recorded messages, quoted in the reference notes with their public sources.
+# Recorded messages; the comment names the GitHub repository#issue each was pasted in.
 TRT10_VERSION = ("IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization assertion "
                  "stdVersionRead == kSERIALIZATION_VERSION failed.Version tag does not match. Note: Current Version: "
                  "237, Serialized Engine Version: 239)")  # yuvraj108c/ComfyUI-Dwpose-Tensorrt#5
@@ -20,7 +20,7 @@ WRONG_GPU = ("IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (Th
 CUDA35 = "CUDA initialization failure with error: 35. Please check your CUDA installation"  # TensorRT#2913
 CUDA100 = "CUDA initialization failure with error: 100"  # CUDA_VISIBLE_DEVICES=-1
 CUDA2_NEW = "createInferBuilder: Error Code 6: API Usage Error (CUDA initialization failure with error: 2 ...)"
-RTX_NO_DRIVER = "[defaultAllocator.cpp::catchCudaError] cudaError 35: CUDA driver version is insufficient"  # testing §3
+RTX_NO_DRIVER = "[defaultAllocator.cpp::catchCudaError] cudaError 35: CUDA driver version is insufficient"  # RTX 1.7
 YOLOX = "[runtime.cpp::isCudaInstalledCorrectly::41] Error Code 6: Cuda Runtime (initialization error)"  # YOLOX#515
 
 

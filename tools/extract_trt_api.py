@@ -40,7 +40,7 @@ RELEASES: dict[str, str] = {
     "11.4": "tensorrt-cu12-bindings==11.4.0.106",
 }
 
-# The C entry points the bindings link against (tensorrt-testing.md section 2).
+# The C entry points the bindings link against (`ldd`/`nm -D` of tensorrt.so in the binding wheels 8.6.1-11.4).
 STUB_C = r"""
 #include <stddef.h>
 void *createInferBuilder_INTERNAL(void *logger, int version) { return NULL; }

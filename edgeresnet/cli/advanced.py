@@ -405,8 +405,14 @@ def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, o
                  progress: bool) -> dict[str, Any]:
     """Members and ensemble evaluated through runners on one split; ``out`` exports and evaluates the ONNX."""
     from edgeresnet.data import load_data
-    from edgeresnet.ensemble import (build_ensemble, duplicate_notes, export_ensemble, load_members, parse_weights,
-                                     recorded_data)
+    from edgeresnet.ensemble import (
+        build_ensemble,
+        duplicate_notes,
+        export_ensemble,
+        load_members,
+        parse_weights,
+        recorded_data,
+    )
     from edgeresnet.evaluate import evaluate_runner
     from edgeresnet.runners import load_runner
     from edgeresnet.runners.torch_runner import TorchRunner

@@ -1,4 +1,4 @@
-"""CLI of issue 6: ``benchmark``, ``compare`` and ``report``.
+"""Benchmark CLI: ``benchmark``, ``compare`` and ``report``.
 
 Parsing, printing and exit codes only; the measuring lives in ``edgeresnet.bench``, tables and plots in
 ``edgeresnet.report``. Heavy imports stay inside the commands.

@@ -1,4 +1,4 @@
-"""CLI of issue 7: ``regress`` (the CI gate) and ``baseline update`` (promote a result to the baseline).
+"""Regression-gate CLI: ``regress`` (the CI gate) and ``baseline update`` (promote a result to the baseline).
 
 Parsing, printing and exit codes only; the statistics and verdicts live in the ``edgeresnet.gate`` package,
 the Markdown and JUnit renderers in ``edgeresnet.gate.report``. Exit codes: 0 pass, 1 regression (or a

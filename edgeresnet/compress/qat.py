@@ -2,7 +2,7 @@
 
 Our own small fake-quant modules on ``torch.fake_quantize_per_channel_affine`` / ``_per_tensor_affine`` with
 range -128..127: the legacy (TorchScript) ONNX exporter maps exactly these to QuantizeLinear/DequantizeLinear
-at opset >= 13, on CPU. The libraries were weighed and not used (facts measured on torch 2.14.1, issue 8):
+at opset >= 13, on CPU. The libraries were weighed and not used (facts measured on torch 2.14.1):
 ``torch.ao.quantization`` is deprecated and its FX QAT leaves BatchNorm unfolded and exports Q/DQ only with a
 custom QConfig; torchao's pt2e path exports only through dynamo (opset >= 18, which older TensorRT cannot
 parse) and only with the deprecated XNNPACKQuantizer, whose placement (outputs quantized, add outputs
@@ -168,7 +168,7 @@ def fold_batchnorms(model: nn.Module) -> int:
                     folded += 1
         if isinstance(module, nn.Sequential):
             items = list(module.named_children())
-            for (n1, c1), (n2, c2) in zip(items, items[1:]):
+            for (_n1, c1), (n2, c2) in zip(items, items[1:]):
                 if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.BatchNorm2d):
                     fold_into_conv(c1, c2)
                     setattr(module, n2, nn.Identity())

@@ -76,10 +76,10 @@ class Runner(abc.ABC):
         self.active = False
         self.deactivate_impl()
 
-    def activate_impl(self) -> None:
+    def activate_impl(self) -> None:  # noqa: B027 - an optional hook: backends with nothing to open keep it
         """Backend part of ``activate``."""
 
-    def deactivate_impl(self) -> None:
+    def deactivate_impl(self) -> None:  # noqa: B027 - an optional hook, like activate_impl
         """Backend part of ``deactivate``."""
 
     # -- inference -------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ def _import_tensorrt() -> tuple[ModuleType | None, str]:
             reasons.append(f"import {name}: {' '.join(str(exc).split())[:160]}")
             continue
         if not hasattr(module, "Builder"):
-            # tensorrt-stubs installs an empty namespace package: `import tensorrt` succeeds (tensorrt.md §5)
+            # tensorrt-stubs installs an empty namespace package: `import tensorrt` succeeds
+            # (github.com/sync-dev-org/tensorrt-stubs ships tensorrt/__init__.pyi and no module)
             reasons.append(f"{name} is a stub-only package without the bindings (uninstall tensorrt-stubs)")
             continue
         return module, ""
@@ -365,7 +366,8 @@ class _Build:
         self.parser: Any = None
         self.profile: Any = None
         self.calibrator: Any = None  # must outlive the build
-        self.timing_cache: Any = None  # "must not be destroyed until after the engine is built" (§1.4)
+        self.timing_cache: Any = None  # "must not be destroyed until after the engine is built"
+        # (IBuilderConfig.create_timing_cache docstring, TRT@v10.3.0:python/docstrings/infer/pyCoreDoc.h)
         self.timing_cache_path: Path | None = None
         self.serialized: bytes | None = None
         self.notes: list[str] = []
@@ -389,7 +391,8 @@ class _Build:
         trt = self.trt
         try:
             builder = trt.Builder(self.logger)
-        except TypeError as exc:  # "pybind11::init(): factory function returned nullptr" (§1.11)
+        except TypeError as exc:  # "pybind11::init(): factory function returned nullptr" without CUDA
+            # (github.com/NVIDIA/TensorRT/issues/2913)
             raise classify_failure(self.logger, self.onnx) from exc
         if rtx.is_rtx(trt):
             flags = rtx.network_flags(trt)
@@ -771,7 +774,8 @@ def make_calibrator(trt: Any, kind: str = "entropy2", *, cache: str | None = Non
 
     class Calibrator(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
-            base.__init__(self)  # required: without it pybind11 calibrators crash (polygraphy's note, §1.5)
+            base.__init__(self)  # required: without it pybind11 calibrators crash ("Will mysteriously segfault without
+            # this", TRT@HEAD:tools/Polygraphy/polygraphy/backend/trt/calibrator.py)
             self.cache_path = Path(cache) if cache else None
             self.batches = iter(batches) if batches is not None else iter(())
             self.backend = backend
@@ -864,7 +868,8 @@ def deserialize_engine(trt: Any, data: bytes, logger: Any = None, *, dla_core: i
     logger = logger if logger is not None else make_logger(trt)
     try:
         runtime = trt.Runtime(logger)
-    except TypeError as exc:  # factory returned nullptr: CUDA could not be initialised (§1.11)
+    except TypeError as exc:  # factory returned nullptr: CUDA could not be initialised
+        # (github.com/NVIDIA/TensorRT/issues/2913)
         raise classify_failure(logger, source, rebuild) from exc
     if dla_core is not None:
         runtime.DLA_core = int(dla_core)

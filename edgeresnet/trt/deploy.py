@@ -1,5 +1,7 @@
 """DeepStream ``nvinfer`` and Triton ``config.pbtxt`` generated from the engine section and the
-preprocessing contract, so nobody hand-translates mean/std again (anchors.md pain point 7).
+preprocessing contract, so nobody hand-translates mean/std again (a common
+deployment mismatch: DeepStream's ``net-scale-factor`` is one scale for all channels, so torchvision's
+per-channel std has to be folded by hand).
 
 DeepStream computes ``y = net-scale-factor * (x - offsets[c])`` on 0-255 pixels: one scale for all
 channels. Our contract is ``y = (x * scale - mean[c]) / std[c]``, so ``offsets[c] = mean[c] / scale`` and

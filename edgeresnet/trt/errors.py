@@ -1,11 +1,13 @@
 """Turn what TensorRT and CUDA log on a failed load into one readable reason and its fix.
 
-``deserialize_cuda_engine`` returns None and the reason is only in the logger (tensorrt.md §1.10), and a
-missing driver shows up as "CUDA initialization failure with error: N" followed by a nullptr factory
-TypeError (§1.11). ``classify_trt_messages`` reads the recorded messages and returns an
-``EngineLoadError`` (a ``UserError``, so the CLI prints it as one line) of one of these kinds:
-``version_mismatch``, ``wrong_compute_capability``, ``not_a_plan``, ``no_cuda_driver``, ``no_device``,
-``unknown``. Pure: regexes over strings, tested with the strings recorded in the notes.
+``deserialize_cuda_engine`` returns None and the reason is only in the logger ("returns: The ICudaEngine, or
+None if it could not be deserialized", RuntimeDoc in python/docstrings/infer/pyCoreDoc.h of
+github.com/NVIDIA/TensorRT at v10.3.0), and a missing driver shows up as "CUDA initialization failure with
+error: N" followed by a nullptr factory TypeError (github.com/NVIDIA/TensorRT/issues/2913).
+``classify_trt_messages`` reads the recorded messages and returns an ``EngineLoadError`` (a ``UserError``, so
+the CLI prints it as one line) of one of these kinds: ``version_mismatch``, ``wrong_compute_capability``, ``not_a_plan``, ``no_cuda_driver``, ``no_device``,
+``unknown``. Pure: regexes over strings, tested with strings from public logs
+(tests/test_trt_errors.py names the source of each).
 """
 
 from __future__ import annotations

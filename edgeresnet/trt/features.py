@@ -1,8 +1,10 @@
 """What a given TensorRT release can do, as a pure table keyed by version (and platform for DLA).
 
-Every rule cites where it comes from (``../shared/reference/tensorrt.md`` sections in brackets, and the
-primary sources it quotes). The build plan, the trtexec emitter and the adapter all ask this table instead
-of testing version numbers themselves, so a new release changes one place.
+Every rule cites its primary source in brackets: NVIDIA docs pages, or files of github.com/NVIDIA/TensorRT at a
+release tag, written ``TRT@<tag>:<path>`` (``python/src/infer/pyCore.cpp`` holds the pybind11 definitions of the
+``tensorrt`` module, ``python/docstrings/infer/pyCoreDoc.h`` their docstrings). The build plan, the trtexec
+emitter and the adapter all ask this table instead of testing version numbers themselves, so a new release
+changes one place.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from edgeresnet.errors import UserError
 
 Version = tuple[int, int, int]
 
-#: Oldest TensorRT we plan for: JetPack 4.6.x on Nano/TX2 ships 8.2.1 [§4]. Older releases lack the
-#: DETAILED profiling verbosity and the engine inspector (both 8.2, trtexec release/8.2 sampleOptions.cpp).
+#: Oldest TensorRT we plan for: JetPack 4.6.x on Nano/TX2 ships 8.2.1 [JetPack 4.6.1/4.6.2 components:
+#: TensorRT 8.2.1, CUDA 10.2]. Older releases lack the DETAILED profiling verbosity and the engine inspector
+#: (both 8.2, trtexec release/8.2 sampleOptions.cpp).
 MIN_VERSION: Version = (8, 2, 0)
 
 #: ONNX opset ceilings of the TensorRT ONNX parser, from onnx/onnx-tensorrt ``docs/operators.md`` per
@@ -33,7 +36,8 @@ _OPSET_TABLE: tuple[tuple[Version, int], ...] = (
 )
 
 #: TensorRT-RTX (CPU-only ahead-of-time builder, versions 1.x): opset 20 is the highest one checked by
-#: building a real dynamo export with it (tensorrt-testing.md §3); newer opsets are probably accepted.
+#: building a real dynamo export with tensorrt-rtx-cu12 1.7.1.116 (tests/test_trt_rtx_build.py); newer opsets
+#: are probably accepted.
 _RTX_MAX_OPSET = 20
 
 HARDWARE_COMPAT_LEVELS = ("AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
@@ -76,11 +80,11 @@ class TrtFeatures:
     platform: str = "desktop"  # "desktop" or "jetson"
     board: str | None = None  # target name, for DLA rules that name a board
     jetpack: Version | None = None
-    # -- network creation [§1.1, §1.12]
+    # -- network creation [TRT@release/8.2, release/8.5, v10.3.0, HEAD (11.x): python/src/infer/pyCore.cpp]
     explicit_batch_default: bool = True  # >= 10: "networks are always explicit batch"
     explicit_batch_flag: bool = False  # 8.x/9.x: ONNX needs 1 << EXPLICIT_BATCH; flag gone in 11
-    build_serialized_network: bool = True  # exists from 8.0; build_engine gone in 10 [§1.1]
-    # -- typing and precision [§0.1, §1.2, §1.5]
+    build_serialized_network: bool = True  # exists from 8.0; build_engine gone in 10 [not in TRT@v10.3.0 pyCore.cpp]
+    # -- typing and precision [TRT@v10.3.0, v10.13.3: pyCoreDoc.h, pyInt8Doc.h; TRT@HEAD (11.x): pyCore.cpp]
     weak_typing: bool = True  # BuilderFlag.FP16/INT8 exist (< 11)
     calibrators: bool = True  # IInt8*Calibrator exist (< 11; deprecated 10.1)
     strongly_typed_flag: bool = False  # NetworkDefinitionCreationFlag.STRONGLY_TYPED (>= 9.1)
@@ -90,21 +94,22 @@ class TrtFeatures:
     calibrators_deprecated: bool = False  # "Deprecated in TensorRT 10.1"
     precision_constraints: bool = True  # PREFER/OBEY_PRECISION_CONSTRAINTS (8.2 .. 10.x)
     direct_io: bool = True  # BuilderFlag.DIRECT_IO usable (deprecated in 10.7, gone in 11)
-    # -- execution and memory [§1.12]
+    # -- execution and memory [TRT@release/8.2, release/8.5, v10.3.0: python/src/infer/pyCore.cpp]
     v3_execution: bool = True  # execute_async_v3 / set_tensor_address from 8.5
     memory_pools: bool = True  # set_memory_pool_limit from 8.4
     max_workspace_size: bool = False  # IBuilderConfig.max_workspace_size (< 10)
-    # -- DLA [§0.5, §4]
+    # -- DLA [TensorRT 11.4.1 docs, inference-library/work-with-dla.html]
     dla: bool = False
     dla_reason: str = ""
-    # -- portability [§1.9]
+    # -- portability [TRT@v10.13.3 pyCoreDoc.h HardwareCompatibilityLevelDoc; TensorRT 10.16.1 docs,
+    # inference-library/version-compatibility.html: "supported from version 8.6"]
     hardware_compat_levels: tuple[str, ...] = ()
     version_compatible: bool = False  # BuilderFlag.VERSION_COMPATIBLE from 8.6
     builder_optimization_level: bool = False  # IBuilderConfig.builder_optimization_level from 8.6
     # -- parser and hardware floor
     max_onnx_opset: int = 13
     min_compute_capability: tuple[int, int] = (5, 3)
-    # -- trtexec spelling differences [§3; trtexec sampleOptions.cpp release/8.2 and 8.6]
+    # -- trtexec spelling differences [TRT@release/8.2, release/8.6: samples/common/sampleOptions.cpp]
     trtexec_mem_pool_size: bool = True  # --memPoolSize from 8.4, --workspace before
     trtexec_mem_pool_suffix: bool = True  # "workspace:1024M" base-2 suffixes documented in 10.x
     trtexec_build_only_flag: str = "--skipInference"  # --buildOnly before 8.6 (deprecated alias there)
@@ -134,7 +139,8 @@ class TrtFeatures:
         dla, dla_reason = _dla_rule(v, platform, board, jp)
         hw_levels: tuple[str, ...] = ()
         if platform == "desktop":
-            # AMPERE_PLUS from 8.6, SAME_COMPUTE_CAPABILITY added in 10.9 [§1.9]; not on JetPack.
+            # AMPERE_PLUS from 8.6, SAME_COMPUTE_CAPABILITY added in 10.9 [TRT@v10.13.3 pyCoreDoc.h
+            # HardwareCompatibilityLevelDoc]; not on JetPack.
             if v >= (8, 6, 0):
                 hw_levels += ("AMPERE_PLUS",)
             if v >= (10, 9, 0):
@@ -169,7 +175,8 @@ class TrtFeatures:
             version_compatible=v >= (8, 6, 0),
             builder_optimization_level=v >= (8, 6, 0),
             max_onnx_opset=max_onnx_opset(v),
-            # TensorRT 9.0 dropped Maxwell (8.5.2 release notes); 10.1: "SM 7.0 or higher" [§4].
+            # TensorRT 9.0 dropped Maxwell (8.5.2 release notes); 10.1: "SM 7.0 or higher" [TensorRT 10.1 support
+            # matrix].
             min_compute_capability=(5, 3) if v < (9, 0, 0) else (7, 0),
             trtexec_mem_pool_size=v >= (8, 4, 0),
             trtexec_mem_pool_suffix=v >= (10, 0, 0),
@@ -181,7 +188,8 @@ class TrtFeatures:
     @classmethod
     def for_rtx(cls, version: Any) -> TrtFeatures:
         """TensorRT-RTX 1.x: the CPU-capable ahead-of-time builder, strongly typed like 11.x,
-        no calibrators, no DLA, no weak precision flags (tensorrt-testing.md §3)."""
+        no calibrators, no DLA, no weak precision flags (names of the 1.7 bindings:
+        edgeresnet/trt/api/trt-rtx-1.7.json)."""
         v = parse_version(version, "TensorRT-RTX version")
         return cls(
             version=v,
@@ -236,7 +244,7 @@ class TrtFeatures:
 
 
 def _dla_rule(v: Version, platform: str, board: str | None, jetpack: Version | None) -> tuple[bool, str]:
-    """DLA availability [§0.5]: JetPack with TensorRT <= 10.7; none in 11.0-11.4.0; 11.4.1+ only on AGX Orin
+    """DLA availability: JetPack with TensorRT <= 10.7; none in 11.0-11.4.0; 11.4.1+ only on AGX Orin
     with JetPack >= 7.2.2 ("TensorRT 10.7 was the last 10.x release that supported DLA", TensorRT 11.4.1
     work-with-dla page). Whether the board *has* cores is the device's business, not the release's."""
     if platform != "jetson":

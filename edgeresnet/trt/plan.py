@@ -89,7 +89,7 @@ FLAGS = ("FP16", "INT8", "PREFER_PRECISION_CONSTRAINTS", "GPU_FALLBACK", "DIRECT
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 TYPINGS = ("auto", "strong", "weak")
 CALIBRATORS = ("entropy2", "minmax")
-DLA_MAX_BATCH = 4096  # "max batch 4096" (DLA layer restrictions page) [§1.2]
+DLA_MAX_BATCH = 4096  # "max batch 4096" (TensorRT docs, inference-library/dla-layer-restrictions.html)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class BuildSpec:
     calib_cache_exists: bool = False
     calib_data: str | None = None
     calibrator: str = "entropy2"
-    calib_max_images: int = 512  # ModelOpt: "at least 500 for CNN" (anchors §1.5)
+    calib_max_images: int = 512  # "at least 500 for CNN" (NVIDIA Model Optimizer examples/onnx_ptq/README.md)
     typing: str = "auto"  # "auto" | "strong" | "weak"
     builder_optimization_level: int | None = None
     hardware_compatibility: str | None = None
@@ -295,7 +295,8 @@ def parse_batch(text: str | int, option: str = "--batch") -> tuple[int, int, int
 
 def timing_cache_key(gpu_name: str, compute_capability: Any, trt_version: Any) -> str:
     """A file-name-safe key for a timing cache: caches are only valid for one GPU and one TensorRT
-    ("A failure will be reported if the CUDA device property in the provided cache is different", §1.4)."""
+    ("A failure will be reported if the CUDA device property in the provided cache is different",
+    IBuilderConfig.create_timing_cache docstring, TRT@v10.3.0:python/docstrings/infer/pyCoreDoc.h)."""
     slug = re.sub(r"[^a-z0-9]+", "-", str(gpu_name).lower()).strip("-") or "gpu"
     if isinstance(compute_capability, (tuple, list)):
         cc = "".join(str(int(p)) for p in compute_capability[:2])
@@ -365,7 +366,8 @@ def plan_build(spec: BuildSpec, features: TrtFeatures, device: DeviceCaps) -> Bu
         strong = True
     else:
         # TensorRT 10.12+ deprecates precision flags: build a Q/DQ model strongly typed there. Before it
-        # (e.g. 10.3 on JetPack 6) the conservative path is weak typing + INT8 flag [§7.13]; whether
+        # (e.g. 10.3 on JetPack 6) the conservative path is weak typing + INT8 flag (flags deprecated only from 10.12,
+        # TRT@v10.13.3 pyCoreDoc.h); whether
         # STRONGLY_TYPED + DLA works on 10.x was not established, so DLA stays weakly typed.
         strong = spec.onnx_has_qdq and features.strongly_typed_recommended and not want_dla
 
@@ -528,7 +530,7 @@ def plan_build(spec: BuildSpec, features: TrtFeatures, device: DeviceCaps) -> Bu
             flags.append("FP16")
         if int8_mode is not None:
             # Weakly typed Q/DQ also needs it: "To enable any quantization operations, the INT8 flag must
-            # be set in the builder config" (TensorRT 8.x developer guide, §1.5).
+            # be set in the builder config" (TensorRT 8.x developer guide, explicit quantization).
             flags.append("INT8")
     steps.extend(Step("set_flag", {"flag": f}) for f in flags)
     if want_dla:

@@ -4,10 +4,10 @@ These are NOT recordings from a device: no Jetson was available. They are seeded
 in the exact output formats of trtexec as found in TensorRT's ``samples/common/sampleReporting.cpp`` (8.2
 era: one percentile, End-to-End Host Latency, warm-up queries and ``endToEndMs`` in --exportTimes; 8.6+
 and 10.x: percentiles 90/95/99, warm-ups left out of --exportTimes) and in public trtexec logs quoted in
-NVIDIA/TensorRT and OE4T/meta-tegra issues. Timing magnitudes follow the anchors (Nano ResNet-18 FP16
-~11 ms; Orin-class INT8 ResNet-50). Summary numbers are computed from the same trace with trtexec's
-definitions in float32 and printed with C++'s default 6 significant digits, so log and trace agree the way
-a real run's do.
+NVIDIA/TensorRT and OE4T/meta-tegra issues. Timing magnitudes follow published figures (Nano ResNet-18
+FP16 ~11 ms, torch2trt benchmarks; Orin-class INT8 ResNet-50). Summary numbers are computed from the same
+trace with trtexec's definitions in float32 and printed with C++'s default 6 significant digits, so log and
+trace agree the way a real run's do.
 """
 
 from __future__ import annotations
