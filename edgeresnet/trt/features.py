@@ -16,6 +16,8 @@ from typing import Any
 from edgeresnet.errors import UserError
 
 Version = tuple[int, int, int]
+#: What a version may be written as: "10.3", 10.3 (YAML reads it as a float), (10, 3), ["10", "3"]
+VersionLike = str | int | float | tuple[int | str, ...] | list[int | str]
 
 #: Oldest TensorRT we plan for: JetPack 4.6.x on Nano/TX2 ships 8.2.1 [JetPack 4.6.1/4.6.2 components:
 #: TensorRT 8.2.1, CUDA 10.2]. Older releases lack the DETAILED profiling verbosity and the engine inspector
@@ -43,7 +45,7 @@ _RTX_MAX_OPSET = 20
 HARDWARE_COMPAT_LEVELS = ("AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
 
 
-def parse_version(value: Any, what: str = "--trt-version") -> Version:
+def parse_version(value: VersionLike, what: str = "--trt-version") -> Version:
     """``"10.3"``, ``"10.3.0.30"``, ``(10, 3)`` or ``"v100300"``-free strings -> ``(10, 3, 0)``."""
     if isinstance(value, (tuple, list)):
         parts = [int(p) for p in value]
@@ -120,11 +122,11 @@ class TrtFeatures:
     @classmethod
     def for_version(
         cls,
-        version: Any,
+        version: VersionLike,
         *,
         platform: str = "desktop",
         board: str | None = None,
-        jetpack: Any = None,
+        jetpack: VersionLike | None = None,
     ) -> TrtFeatures:
         """The feature table of TensorRT ``version`` (tuple or "X.Y[.Z]") on ``platform``."""
         v = parse_version(version)
@@ -186,7 +188,7 @@ class TrtFeatures:
         )
 
     @classmethod
-    def for_rtx(cls, version: Any) -> TrtFeatures:
+    def for_rtx(cls, version: VersionLike) -> TrtFeatures:
         """TensorRT-RTX 1.x: the CPU-capable ahead-of-time builder, strongly typed like 11.x,
         no calibrators, no DLA, no weak precision flags (names of the 1.7 bindings:
         edgeresnet/trt/api/trt-rtx-1.7.json)."""

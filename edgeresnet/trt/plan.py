@@ -51,11 +51,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeresnet.errors import UserError
-from edgeresnet.trt.features import TrtFeatures, format_version
-from edgeresnet.trt.onnx_info import onnx_has_qdq  # re-exported: the plan's notion of "a Q/DQ ONNX"
+from edgeresnet.trt.features import TrtFeatures, VersionLike, format_version
+from edgeresnet.trt.onnx_info import OnnxInfo, onnx_has_qdq  # re-exported: the plan's notion of "a Q/DQ ONNX"
+
+if TYPE_CHECKING:  # for the annotation only: edgeresnet.targets is imported by its callers
+    from edgeresnet.targets import Target
 
 __all__ = [
     "STEP_OPS",
@@ -126,7 +129,7 @@ class DeviceCaps:
     is_jetson: bool = False
 
     @classmethod
-    def from_target(cls, target: Any) -> DeviceCaps:
+    def from_target(cls, target: Target) -> DeviceCaps:
         cc = None
         if getattr(target, "compute_capability", None):
             major, minor = str(target.compute_capability).split(".")
@@ -172,7 +175,7 @@ class BuildSpec:
     version_compatible: bool = False
 
     @classmethod
-    def from_onnx_info(cls, info: Any, **options: Any) -> BuildSpec:
+    def from_onnx_info(cls, info: OnnxInfo, **options: Any) -> BuildSpec:
         """Fill the ONNX facts from an ``OnnxInfo``; everything else from ``options``."""
         return cls(
             onnx=info.path,
@@ -293,7 +296,8 @@ def parse_batch(text: str | int, option: str = "--batch") -> tuple[int, int, int
     return (lo, opt, hi)
 
 
-def timing_cache_key(gpu_name: str, compute_capability: Any, trt_version: Any) -> str:
+def timing_cache_key(gpu_name: str, compute_capability: tuple[int, int] | str | None,
+                     trt_version: VersionLike) -> str:
     """A file-name-safe key for a timing cache: caches are only valid for one GPU and one TensorRT
     ("A failure will be reported if the CUDA device property in the provided cache is different",
     IBuilderConfig.create_timing_cache docstring, TRT@v10.3.0:python/docstrings/infer/pyCoreDoc.h)."""
