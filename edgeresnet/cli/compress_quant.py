@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from edgeresnet.errors import UserError
+from edgeresnet.cli import common
 
 
 @contextlib.contextmanager
@@ -22,13 +22,12 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
     if not enabled:
         yield lambda stage, done, total: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     labels = {"calibrate": "calibrating", "sweep": "sensitivity sweep", "keep": "keeping layers in float"}
     tasks: dict[str, Any] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=common.console(stderr=True), transient=True) as bar:
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
@@ -37,16 +36,7 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
         yield update
 
 
-def _warn(messages: list[str]) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    for m in messages:
-        console.print(f"[yellow]warning:[/yellow] {m}", highlight=False)
-
-
 def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: dict[str, Any], extra: list[tuple[str, str]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -57,7 +47,7 @@ def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: di
             a = accuracy[split]
             label = f"{split} (gate)" if split == accuracy.get("split_gated") else split
             table.add_row(label, str(a["n"]), f"{a['fp32_top1']:.2f}", f"{a['int8_top1']:.2f}", f"{a['drop']:+.2f}")
-    console = Console()
+    console = common.console()
     console.print(table)
     console.print(f"measured on: {accuracy.get('measured_on', '?')}", highlight=False)
     if "test_ort_cpu_int8_kernels" in accuracy:
@@ -107,48 +97,17 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
-        from edgeresnet.artifacts import check_json_dest, check_output_dir, emit_json
-        from edgeresnet.compress import calibration as cal
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.compress import ptq
-        from edgeresnet.compress.sensitivity import check_max_drop
-        from edgeresnet.data import load_data
+        from edgeresnet.compress.ptq_stage import CalibrateSettings, calibrate
 
         check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        cal.check_method(method)
-        check_max_drop(max_drop)
-        chosen, why, trt_version = ptq.choose_flavour(flavour, target)
-        if ort_format not in ptq.ORT_FORMATS:
-            raise UserError(f"--format {ort_format}: choose qdq or qoperator")
-        if images is not None and calib_list is not None:
-            raise UserError("--images and --calib-list both given; pass one source of calibration images")
-        if max_keep is not None and max_keep < 0:
-            raise UserError(f"--max-keep {max_keep}: must be 0 or more")
-        check_output_dir(out)
-        if out.resolve() == Path(model).resolve():
-            raise UserError(f"--out {out}: would overwrite the FP32 model; choose another path")
-        if cache is not None:
-            check_output_dir(cache, "--cache")
-        source = Path(model)
-        onnx_model = ptq.qdq.load_onnx(source)
-        ptq.qdq.check_float_source(onnx_model, source)
-        preprocess = ptq.preprocess_for_onnx(source, onnx_model)
-        data_spec = data or ptq.recorded_data_spec(source)
-        if data_spec is None:
-            raise UserError(f"MODEL {source}: no data set recorded with it; pass --data (held-out images for the "
-                            "accuracy gate, and calibration images unless --calib-list is given)")
-        splits = load_data(data_spec, preprocess.image_size)
-        if calib_list is not None:
-            calib = cal.read_calibration_list(calib_list)
-        else:
-            calib = cal.calibration_from_data(data_spec, splits.splits["train"], images)
-        _warn(list(calib.warnings))
-        options = ptq.PtqOptions(method=method, flavour=chosen, flavour_reason=why, ort_format=ort_format,
-                                 reduce_range=reduce_range, percentile=percentile, max_drop=max_drop,
-                                 max_keep=max_keep, cache=cache, trt_version=trt_version,
-                                 bench_iterations=bench_iters, eval_images=eval_images, data_spec=data_spec)
-        with _progress() as progress:
-            report = ptq.quantize_onnx(source, out, calib, splits, options, progress)
+        settings = CalibrateSettings(model=model, out=out, method=method, flavour=flavour, target=target,
+                                     images=images, calib_list=calib_list, data=data, max_drop=max_drop,
+                                     max_keep=max_keep, cache=cache, percentile=percentile, ort_format=ort_format,
+                                     reduce_range=reduce_range, eval_images=eval_images, bench_iters=bench_iters)
+        done = calibrate(settings, console=common.console(stderr=True), progress=_progress)
+        report, calib, chosen, why, source = done.report, done.calibration, done.flavour, done.flavour_reason, settings.model
         extra = [("flavour", f"{chosen} ({why})"), ("method", method),
                  ("calibration", f"{len(calib)} images from {calib.source} (sha256 {calib.sha256[:12]})"),
                  ("cache", f"{report.cache['path']} ({'reused' if report.cache['hit'] else 'written'})")]
@@ -186,34 +145,16 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
     ) -> None:
         """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
-        from edgeresnet.artifacts import check_json_dest, check_output_dir, emit_json, require_file
-        from edgeresnet.compress import calibration as cal
-        from edgeresnet.compress import qat
+        from edgeresnet.artifacts import check_json_dest, emit_json
         from edgeresnet.compress.ptq import gate_failure
-        from edgeresnet.compress.sensitivity import check_max_drop
+        from edgeresnet.compress.ptq_stage import QatSettings, qat
 
         check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        cal.check_method(method)
-        check_max_drop(max_drop)
-        require_file(model, "checkpoint")
-        if model.suffix.lower() == ".onnx":
-            raise UserError(f"MODEL {model}: qat fine-tunes a checkpoint (.pt); for an ONNX use 'edgeresnet calibrate'")
-        check_output_dir(out)
-        if max_steps is not None and max_steps < 1:
-            raise UserError(f"--max-steps {max_steps}: must be at least 1")
-        if calib_images is not None and calib_images < 1:
-            raise UserError(f"--calib-images {calib_images}: must be at least 1")
-        data_spec = data or _checkpoint_data(model)
-        if data_spec is None:
-            raise UserError(f"MODEL {model}: no data set recorded in the checkpoint; pass --data")
-        options = qat.QatOptions(epochs=epochs, lr=lr, batch_size=batch_size, calib_images=calib_images,
-                                 method=method, percentile=percentile, opset=opset, max_drop=max_drop,
-                                 max_keep=max_keep, seed=seed, bench_iterations=bench_iters, eval_images=eval_images,
-                                 max_steps=max_steps)
-        with _progress() as progress:
-            report = qat.run_qat(model, out, data_spec, options, progress)
-        _warn(report.warnings)
+        settings = QatSettings(model=model, out=out, calib_images=calib_images, epochs=epochs, lr=lr,
+                               batch_size=batch_size, method=method, percentile=percentile, max_drop=max_drop,
+                               max_keep=max_keep, data=data, opset=opset, seed=seed, max_steps=max_steps,
+                               eval_images=eval_images, bench_iters=bench_iters)
+        report = qat(settings, console=common.console(stderr=True), progress=_progress)
         extra = [("calibration", f"{report.calibration['count']} train images, method {method}"),
                  ("fine-tune", f"{epochs} epoch(s) at lr {lr:g}; val top-1 (torch) before "
                                f"{report.fine_tune.get('val_top1_before')}, after {report.fine_tune.get('val_top1_after', '-')}"
@@ -226,15 +167,3 @@ def register(app: typer.Typer) -> None:
         if not report.gate.passed:
             raise gate_failure(report)
         typer.echo(f"wrote {out} and {out}.json")
-
-
-def _checkpoint_data(path: Path) -> str | None:
-    """The data set a checkpoint records (in the checkpoint itself, else its manifest chain)."""
-    from edgeresnet.models import load_checkpoint
-    from edgeresnet.onnx_meta import data_spec_of
-
-    ckpt = load_checkpoint(path)
-    value = ckpt.get("data")
-    if isinstance(value, str) and value:
-        return value
-    return data_spec_of(path)
