@@ -37,7 +37,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_BASELINE = ROOT / "runs" / "compression" / "baseline" / "best.pt"
-VARIANTS = ("fp32", "trt", "ort-qdq", "ort-qoperator")
 
 
 def load_model(arch: str, baseline: Path, image_size: int) -> tuple[Any, Any, str]:

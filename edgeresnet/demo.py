@@ -1,8 +1,8 @@
 """``edgeresnet demo`` (what ``make demo`` runs): the main job end to end on the embedded digits.
 
 The demo is an ordered list of named stages; each stage reads what earlier stages produced from
-``ctx.results`` and returns its own numbers and output paths. Later issues add their stage with
-``add_stage(Stage(...), after="evaluate")`` (export, build, benchmark, ...), so the demo grows with the tool.
+``ctx.results`` and returns its own numbers and output paths. A new step of the tool is one more ``Stage`` in
+``STAGES`` (``run_demo(stages=...)`` runs another list).
 """
 
 from __future__ import annotations
@@ -241,16 +241,6 @@ STAGES: list[Stage] = [
     Stage("build", "TensorRT: trtexec script for AGX Orin, real engine via TensorRT-RTX", _build),
     Stage("benchmark", "benchmark every artifact and write the HTML report", _benchmark),
 ]
-
-
-def add_stage(stage: Stage, after: str | None = None) -> None:
-    """Insert ``stage`` after the named one (default: at the end); re-adding a name replaces it."""
-    names = [s.name for s in STAGES]
-    if stage.name in names:
-        STAGES[names.index(stage.name)] = stage
-        return
-    index = names.index(after) + 1 if after in names else len(STAGES)
-    STAGES.insert(index, stage)
 
 
 def run_demo(out: Path, *, fast: bool = False, epochs: int | None = None, progress: bool = True, console: Any = None,

@@ -12,27 +12,15 @@ from typing import Any
 
 import typer
 
+from edgeresnet.cli import common
 from edgeresnet.errors import UserError
 
 _RECIPE = "Training recipe (default: the train defaults; --config file; these flags win)"
 _OUTPUT = "Outputs"
 
 
-def _console(json_dest: str | None) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} %"
-
-
-def _mean_std(stats: dict[str, Any], pct: bool = True, digits: int = 2) -> str:
-    if stats.get("mean") is None:
-        return "-"
-    unit = " %" if pct else ""
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}{unit}"
 
 
 def _recipe(config: Path | None, overrides: dict[str, Any]) -> Any:
@@ -208,7 +196,7 @@ def register(app: typer.Typer) -> None:
         splits, notes = load_splits(recipe)
         check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
         make_output_dir(out)
-        console = _console(json_out)
+        console = common.console(json_out)
         with _progress(console, progress) as bar:
             task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
 
@@ -271,31 +259,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
         from edgeresnet.artifacts import check_json_dest, emit_json
+        from edgeresnet.ensemble import EnsembleSettings, evaluate_ensemble
 
         check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        if batch_size < 1:
-            raise UserError(f"--batch-size {batch_size}: must be a positive integer")
-        if split not in ("train", "val", "test"):
-            raise UserError(f"--split {split}: choose train, val or test")
-        if limit is not None and limit < 1:
-            raise UserError(f"--limit {limit}: must be a positive number of images")
-        if batch is not None and dynamic_batch is not None:
-            raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
-        from edgeresnet.ensemble import parse_weights
-
-        parse_weights(weights, len(models), method)  # bad method/weights: fail before loading anything
-        if out is not None:
-            if out.suffix.lower() != ".onnx":
-                raise UserError(f"--out {out}: the ensemble is written as ONNX; use a file name ending in .onnx")
-            from edgeresnet.artifacts import check_output_dir
-
-            check_output_dir(out)
-        console = _console(json_out)
-        report = run_ensemble(models, method, weights, out=out, data=data, split=split, split_seed=split_seed,
-                              limit=limit, batch_size=batch_size, device=device, opset=opset, exporter=exporter,
-                              profile=dynamic_batch if dynamic_batch is not None else (batch or 1), target=target,
-                              parity_images=parity_images, console=console, progress=progress)
+        settings = EnsembleSettings(models=models, method=method, weights=weights, out=out, data=data, split=split,
+                                    split_seed=split_seed, limit=limit, batch_size=batch_size, device=device,
+                                    opset=opset, exporter=exporter, batch=batch, dynamic_batch=dynamic_batch,
+                                    target=target, parity_images=parity_images)
+        console = common.console(json_out)
+        report = evaluate_ensemble(settings, console=console, progress=progress).to_dict()
         console.print(ensemble_table(report))
         for note in report["notes"]:
             console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
@@ -362,7 +334,7 @@ def register(app: typer.Typer) -> None:
                                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
                                 "max_steps": max_steps, "seed": seed, "device": device, "workers": workers})
         _prepare_out(out, "tune.json", overwrite)
-        console = _console(json_out)
+        console = common.console(json_out)
         with _progress(console, progress) as bar:
             trial_task = bar.add_task("trials", total=trials or None, stats="")
             epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
@@ -397,106 +369,3 @@ def register(app: typer.Typer) -> None:
         emit_json(report, json_out)
         if result.best is None:
             raise typer.Exit(1)
-
-
-def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, out: Path | None, data: str | None,
-                 split: str, split_seed: int | None, limit: int | None, batch_size: int, device: str | None,
-                 opset: int | None, exporter: str, profile: Any, target: str | None, parity_images: int, console: Any,
-                 progress: bool) -> dict[str, Any]:
-    """Members and ensemble evaluated through runners on one split; ``out`` exports and evaluates the ONNX."""
-    from edgeresnet.data import load_data
-    from edgeresnet.ensemble import (
-        build_ensemble,
-        duplicate_notes,
-        export_ensemble,
-        load_members,
-        parse_weights,
-        recorded_data,
-    )
-    from edgeresnet.evaluate import evaluate_runner
-    from edgeresnet.runners import load_runner
-    from edgeresnet.runners.torch_runner import TorchRunner
-
-    members = load_members(models)
-    weights = parse_weights(weights_text, len(members), method)
-    recorded, recorded_seed, notes = recorded_data(members)
-    if method == "vote":
-        notes.append("a vote's output is the share of (weighted) votes per class: its cross-entropy is not comparable "
-                     "with that of probabilities")
-    notes += duplicate_notes(members)
-    data = data or recorded or "digits"
-    seed = split_seed if split_seed is not None else (recorded_seed or 0)
-    preprocess = members[0].preprocess
-    target_obj = None
-    if target is not None:
-        from edgeresnet.export import resolve_target
-
-        target_obj = resolve_target(target)
-    splits = load_data(data, preprocess.image_size, seed=seed)
-    if preprocess.class_names and tuple(splits.class_names) != tuple(preprocess.class_names):
-        raise UserError(f"--data {data}: classes {list(splits.class_names)[:6]} do not match the models' "
-                        f"{list(preprocess.class_names)[:6]}; evaluate on the data set the models were trained on")
-    splits.preprocess = preprocess
-    names = list(splits.class_names)
-
-    def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-        return {"top1": metrics["top1"], "top5": metrics["top5"], "macro_f1": metrics["macro"]["f1"],
-                "loss": metrics["loss"], "n": metrics["n"]}
-
-    with _progress(console, progress) as bar:
-        weights_from = "--weights" if weights is not None else None
-        if method == "weighted" and weights is None:  # weigh by validation accuracy: never by the split we report
-            val_images, val_labels = splits.arrays("val")
-            task = bar.add_task("weights from val top-1", total=len(members), stats="")
-            accs = []
-            for member in members:
-                accs.append(evaluate_runner(_member_runner(member, device), val_images, val_labels, batch_size,
-                                            names)["top1"])
-                bar.advance(task)
-            if min(accs) <= 0:
-                raise UserError("--method weighted: a model has 0 % validation top-1; pass --weights or drop it")
-            weights = parse_weights(accs, len(members), method)
-            weights_from = "validation top-1 of each model"
-        images, labels = splits.arrays(split, limit=limit)
-        if not len(labels):
-            raise UserError(f"--data {data}: the {split} split is empty; nothing to evaluate")
-        member_reports = []
-        for member in members:
-            task = bar.add_task(str(member.path), total=len(labels), stats="")
-            metrics = evaluate_runner(_member_runner(member, device), images, labels, batch_size, names,
-                                      on_batch=lambda done, _total, t=task: bar.update(t, completed=done))
-            member_reports.append({**member.describe(), "metrics": headline(metrics)})
-        module = build_ensemble(members, method, weights)
-        export_report = None
-        if out is not None:
-            from edgeresnet.parity import load_parity_images
-
-            task = bar.add_task("export ONNX + parity", total=None, stats="")
-            images_for_parity = load_parity_images(data, preprocess, max(parity_images, 1), seed=seed)
-            result = export_ensemble(module, members, out, method=method, weights=weights, weights_from=weights_from,
-                                     data=data, parity_images=images_for_parity, opset=opset, batch=profile,
-                                     exporter=exporter,
-                                     target=target_obj, stage=lambda name, _steps: bar.update(task, description=name))
-            bar.update(task, total=1, completed=1)
-            export_report = result.to_dict()
-            runner = load_runner(out)
-        else:
-            runner = TorchRunner.from_model(module, preprocess, name="ensemble", device=device)
-        task = bar.add_task(f"ensemble ({runner.backend})", total=len(labels), stats="")
-        metrics = evaluate_runner(runner, images, labels, batch_size, names,
-                                  on_batch=lambda done, _total: bar.update(task, completed=done))
-    return {"schema": "edgeresnet.ensemble/1", "method": method,
-            "weights": list(module.weights.tolist()), "weights_from": weights_from, "members": member_reports,
-            "ensemble": {**headline(metrics), "backend": runner.backend, "path": str(out) if out else None,
-                         "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"]},
-            "evaluation": {"data": data, "split": split, "split_seed": seed, "n": int(len(labels)),
-                           "class_names": names},
-            "export": export_report, "notes": notes}
-
-
-def _member_runner(member: Any, device: str | None) -> Any:
-    """A member through the ordinary PyTorch runner, reusing the model already loaded from its checkpoint."""
-    from edgeresnet.runners.torch_runner import TorchRunner
-
-    return TorchRunner.from_model(member.model, member.preprocess, name=str(member.path), spec=member.spec,
-                                  device=device)

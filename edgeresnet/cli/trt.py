@@ -18,10 +18,6 @@ from edgeresnet.cli.common import JsonOut, OutDir
 targets_app = typer.Typer(name="targets", help="Deployment targets: boards and GPU classes.", no_args_is_help=True)
 
 
-def _yes(value: bool) -> str:
-    return "yes" if value else "no"
-
-
 # -- targets -------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,6 @@ MIN_RECOMMENDED_IMAGES = 500
 DEFAULT_PERCENTILE = 99.99
 HISTOGRAM_BINS = 2048
 ENTROPY_LEVELS = 128  # |x| of a symmetric int8 tensor maps to 0..127
-DIGITS_PREFIX = "digits:"
 # named in-memory data sets whose samples are referenced as NAME:SPLIT:INDEX (edgeresnet.data.BUILTIN_SOURCES)
 MEMORY_PREFIXES = ("digits:", "fashion-mnist:")
 # TensorRT 10.3 (JetPack 6) is the last release line with implicit calibrators that read these caches.

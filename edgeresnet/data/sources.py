@@ -18,7 +18,6 @@ import numpy as np
 from edgeresnet.data.presets import Augment, Preprocess, digits_augment, preset_for
 from edgeresnet.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 

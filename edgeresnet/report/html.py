@@ -272,9 +272,6 @@ def _evaluation_section(c: RunContents) -> str:
     return "<section id='evaluation'><h2>Evaluation</h2>" + "".join(parts) + "</section>"
 
 
-TOP1_KEYS = ("top1", "test_top1", "val_top1", "top1_after", "top1_int8", "top1_pruned", "best_val_acc", "accuracy")
-
-
 def _accuracy_numbers(data: Any, prefix: str = "", depth: int = 4) -> list[tuple[str, float]]:
     """(key path, value) of every top-1-like number inside a manifest."""
     found: list[tuple[str, float]] = []

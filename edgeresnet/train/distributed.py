@@ -234,18 +234,6 @@ def all_reduce_sums(values: Sequence[float], ctx: DistContext | None) -> list[fl
     return [float(v) for v in tensor.cpu().tolist()]
 
 
-def broadcast_flag(flag: bool, ctx: DistContext | None) -> bool:
-    """Rank 0's decision for everybody (so no rank leaves a collective the others still wait in)."""
-    if ctx is None:
-        return flag
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_reduce_device(ctx))
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
-
-
 # -- model and data ---------------------------------------------------------------------------------------
 
 
