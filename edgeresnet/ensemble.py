@@ -213,3 +213,199 @@ def export_ensemble(module: EnsembleModule, members: Sequence[Member], out: str 
     write_manifest(result.path, manifest)
     result.manifest = manifest
     return result
+
+
+# -- the stage --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EnsembleSettings:
+    """What ``edgeresnet ensemble`` takes, one field per option (same defaults)."""
+
+    models: list[Path]
+    method: str = "average"
+    weights: str | None = None
+    out: Path | None = None
+    data: str | None = None
+    split: str = "test"
+    split_seed: int | None = None
+    limit: int | None = None
+    batch_size: int = 64
+    device: str | None = None
+    opset: int | None = None
+    exporter: str = "auto"
+    batch: int | None = None
+    dynamic_batch: str | None = None
+    target: str | None = None
+    parity_images: int = 32
+
+    def __post_init__(self) -> None:
+        self.models = [Path(m) for m in self.models]
+        self.out = Path(self.out) if self.out is not None else None
+
+    def check(self) -> EnsembleSettings:
+        """Bad options fail before any model is loaded."""
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be a positive integer")
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"--split {self.split}: choose train, val or test")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit {self.limit}: must be a positive number of images")
+        if self.batch is not None and self.dynamic_batch is not None:
+            raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
+        parse_weights(self.weights, len(self.models), self.method)  # bad method/weights: fail before loading
+        if self.out is not None:
+            if self.out.suffix.lower() != ".onnx":
+                raise UserError(f"--out {self.out}: the ensemble is written as ONNX; use a file name ending in .onnx")
+            from edgeresnet.artifacts import check_output_dir
+
+            check_output_dir(self.out)
+        return self
+
+
+@dataclass
+class EnsembleReport:
+    """Members' and the ensemble's metrics on one split (and the export, with ``out``); ``document`` is the JSON."""
+
+    document: dict[str, Any]
+
+    @property
+    def ensemble(self) -> dict[str, Any]:
+        return self.document["ensemble"]
+
+    @property
+    def members(self) -> list[dict[str, Any]]:
+        return self.document["members"]
+
+    @property
+    def notes(self) -> list[str]:
+        return self.document["notes"]
+
+    @property
+    def export(self) -> dict[str, Any] | None:
+        return self.document.get("export")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.document
+
+
+def evaluate_ensemble(settings: EnsembleSettings | None = None, *, console: Any = None, progress: bool = False,
+                      **options: Any) -> EnsembleReport:
+    """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model.
+
+    Takes an ``EnsembleSettings`` or its fields as keywords; ``progress`` shows bars on ``console``.
+    """
+    if settings is not None and options:
+        raise TypeError("evaluate_ensemble() takes an EnsembleSettings or keyword options, not both")
+    s = (settings if settings is not None else EnsembleSettings(**options)).check()
+    if console is None:
+        from rich.console import Console
+
+        console = Console(quiet=True)
+    profile = s.dynamic_batch if s.dynamic_batch is not None else (s.batch or 1)
+    return EnsembleReport(run_ensemble(
+        s.models, s.method, s.weights, out=s.out, data=s.data, split=s.split, split_seed=s.split_seed, limit=s.limit,
+        batch_size=s.batch_size, device=s.device, opset=s.opset, exporter=s.exporter, profile=profile,
+        target=s.target, parity_images=s.parity_images, console=console, progress=progress))
+
+
+def _progress(console: Any, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[stats]}"), console=console, disable=not enabled, transient=False)
+
+
+def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, out: Path | None, data: str | None,
+                 split: str, split_seed: int | None, limit: int | None, batch_size: int, device: str | None,
+                 opset: int | None, exporter: str, profile: Any, target: str | None, parity_images: int, console: Any,
+                 progress: bool) -> dict[str, Any]:
+    """Members and ensemble evaluated through runners on one split; ``out`` exports and evaluates the ONNX."""
+    from edgeresnet.data import load_data
+    from edgeresnet.evaluate import evaluate_runner
+    from edgeresnet.runners import load_runner
+    from edgeresnet.runners.torch_runner import TorchRunner
+
+    members = load_members(models)
+    weights = parse_weights(weights_text, len(members), method)
+    recorded, recorded_seed, notes = recorded_data(members)
+    if method == "vote":
+        notes.append("a vote's output is the share of (weighted) votes per class: its cross-entropy is not comparable "
+                     "with that of probabilities")
+    notes += duplicate_notes(members)
+    data = data or recorded or "digits"
+    seed = split_seed if split_seed is not None else (recorded_seed or 0)
+    preprocess = members[0].preprocess
+    target_obj = None
+    if target is not None:
+        from edgeresnet.export import resolve_target
+
+        target_obj = resolve_target(target)
+    splits = load_data(data, preprocess.image_size, seed=seed)
+    if preprocess.class_names and tuple(splits.class_names) != tuple(preprocess.class_names):
+        raise UserError(f"--data {data}: classes {list(splits.class_names)[:6]} do not match the models' "
+                        f"{list(preprocess.class_names)[:6]}; evaluate on the data set the models were trained on")
+    splits.preprocess = preprocess
+    names = list(splits.class_names)
+
+    def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"top1": metrics["top1"], "top5": metrics["top5"], "macro_f1": metrics["macro"]["f1"],
+                "loss": metrics["loss"], "n": metrics["n"]}
+
+    with _progress(console, progress) as bar:
+        weights_from = "--weights" if weights is not None else None
+        if method == "weighted" and weights is None:  # weigh by validation accuracy: never by the split we report
+            val_images, val_labels = splits.arrays("val")
+            task = bar.add_task("weights from val top-1", total=len(members), stats="")
+            accs = []
+            for member in members:
+                accs.append(evaluate_runner(_member_runner(member, device), val_images, val_labels, batch_size,
+                                            names)["top1"])
+                bar.advance(task)
+            if min(accs) <= 0:
+                raise UserError("--method weighted: a model has 0 % validation top-1; pass --weights or drop it")
+            weights = parse_weights(accs, len(members), method)
+            weights_from = "validation top-1 of each model"
+        images, labels = splits.arrays(split, limit=limit)
+        if not len(labels):
+            raise UserError(f"--data {data}: the {split} split is empty; nothing to evaluate")
+        member_reports = []
+        for member in members:
+            task = bar.add_task(str(member.path), total=len(labels), stats="")
+            metrics = evaluate_runner(_member_runner(member, device), images, labels, batch_size, names,
+                                      on_batch=lambda done, _total, t=task: bar.update(t, completed=done))
+            member_reports.append({**member.describe(), "metrics": headline(metrics)})
+        module = build_ensemble(members, method, weights)
+        export_report = None
+        if out is not None:
+            from edgeresnet.parity import load_parity_images
+
+            task = bar.add_task("export ONNX + parity", total=None, stats="")
+            images_for_parity = load_parity_images(data, preprocess, max(parity_images, 1), seed=seed)
+            result = export_ensemble(module, members, out, method=method, weights=weights, weights_from=weights_from,
+                                     data=data, parity_images=images_for_parity, opset=opset, batch=profile,
+                                     exporter=exporter,
+                                     target=target_obj, stage=lambda name, _steps: bar.update(task, description=name))
+            bar.update(task, total=1, completed=1)
+            export_report = result.to_dict()
+            runner = load_runner(out)
+        else:
+            runner = TorchRunner.from_model(module, preprocess, name="ensemble", device=device)
+        task = bar.add_task(f"ensemble ({runner.backend})", total=len(labels), stats="")
+        metrics = evaluate_runner(runner, images, labels, batch_size, names,
+                                  on_batch=lambda done, _total: bar.update(task, completed=done))
+    return {"schema": "edgeresnet.ensemble/1", "method": method,
+            "weights": list(module.weights.tolist()), "weights_from": weights_from, "members": member_reports,
+            "ensemble": {**headline(metrics), "backend": runner.backend, "path": str(out) if out else None,
+                         "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"]},
+            "evaluation": {"data": data, "split": split, "split_seed": seed, "n": int(len(labels)),
+                           "class_names": names},
+            "export": export_report, "notes": notes}
+
+
+def _member_runner(member: Any, device: str | None) -> Any:
+    """A member through the ordinary PyTorch runner, reusing the model already loaded from its checkpoint."""
+    from edgeresnet.runners.torch_runner import TorchRunner
+
+    return TorchRunner.from_model(member.model, member.preprocess, name=str(member.path), spec=member.spec,
+                                  device=device)

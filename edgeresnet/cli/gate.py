@@ -7,25 +7,12 @@ baseline result missing from the current run), 2 usage or input error.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from edgeresnet.errors import UserError
-
-_GIT_ENV = ("GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_WORKFLOW", "CI_COMMIT_SHA",
-            "CI_PIPELINE_ID")
-
-
-def _console(to_stderr: bool) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=to_stderr)
+from edgeresnet.cli import common
 
 
 def regress(
@@ -68,7 +55,7 @@ def regress(
 
             check_output_dir(path, option)
     report = regress_files(baseline, current, settings)
-    console = _console(to_stderr=json_out == "-" or markdown == "-")
+    console = common.console(stderr=json_out == "-" or markdown == "-")
     _print_report(console, report)
     if junit is not None:
         write_text_atomic(junit, to_junit(report), option="--junit")
@@ -119,64 +106,16 @@ def baseline_update(
     json_out: Optional[str] = typer.Option(None, "--json", help="Write what was promoted as JSON (- = stdout)."),
 ) -> None:
     """Promote a benchmark result to the baseline: an exact copy plus a manifest of where it came from."""
-    from edgeresnet.artifacts import atomic_output, build_manifest, emit_json, manifest_path, read_manifest, sha256_file
-    from edgeresnet.gate import key_label, load_results, result_key
+    from edgeresnet.artifacts import emit_json
+    from edgeresnet.gate.baseline import promote_baseline
 
-    document = load_results(result, "RESULT")
-    if into.exists() and not into.is_dir():
-        raise UserError(f"--into {into}: is a file; pass the baseline directory")
-    target_name = name or result.name
-    if not target_name or "/" in target_name or os.sep in target_name or target_name in (".", ".."):
-        raise UserError(f"--name {target_name!r}: must be a plain file name such as resnet18_orin.json")
-    if target_name.endswith(".json.json"):
-        raise UserError(f"--name {target_name}: that is a sidecar-manifest name; choose e.g. "
-                        f"{target_name[: -len('.json')]}")
-    from edgeresnet.artifacts import make_output_dir
-
-    make_output_dir(into, "--into")  # with missing parents; a file in the way is one line
-    dest = into / target_name
-    if dest.exists() and dest.resolve() == result.resolve():
-        raise UserError(f"{result}: is already the baseline file {dest}; promote a new result instead")
-    source_sha = sha256_file(result)
-    previous = sha256_file(dest) if dest.exists() else None
-    provenance: dict[str, Any] = {
-        "path": str(result.resolve()),
-        "sha256": source_sha,
-        "created": document.get("created"),
-        "manifest": read_manifest(result),
-        "ci": {k: os.environ[k] for k in _GIT_ENV if os.environ.get(k)},
-        "git": _git_state(),
-    }
-    keys = [key_label(result_key(r)) for r in document["results"]]
-    with atomic_output(manifest_path(dest), "--into") as manifest_tmp:
-        with atomic_output(dest, "--into") as data_tmp:
-            shutil.copyfile(result, data_tmp)
-            if sha256_file(data_tmp) != source_sha:
-                raise UserError(f"{result}: changed while it was copied; run baseline update again")
-            manifest = build_manifest("benchmark-baseline", data_tmp, command="baseline update",
-                                      inputs={"result": result},
-                                      settings={"schema": document.get("schema"), "results": keys},
-                                      extra={"promoted_from": provenance, "replaces_sha256": previous})
-            manifest["file"] = dest.name
-            manifest_tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-    summary = {"baseline": str(dest), "manifest": str(manifest_path(dest)), "sha256": source_sha,
-               "source": str(result), "replaced_sha256": previous, "results": keys}
-    console = _console(to_stderr=json_out == "-")
-    verb = "replaced" if previous else "created"
+    promotion = promote_baseline(result, into, name)
+    dest, keys = promotion.baseline, promotion.results
+    console = common.console(stderr=json_out == "-")
+    verb = "replaced" if promotion.replaced_sha256 else "created"
     _line(console, f"baseline {verb}: {dest} ({len(keys)} result{'s' if len(keys) != 1 else ''}: {', '.join(keys)})")
-    _line(console, f"manifest: {manifest_path(dest)} (sha256 {source_sha[:12]}, from {result})")
-    emit_json(summary, json_out)
-
-
-def _git_state() -> dict[str, Any] | None:
-    """The commit the baseline was promoted at, when run inside a git checkout (best effort)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True, timeout=5, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    _line(console, f"manifest: {promotion.manifest} (sha256 {promotion.sha256[:12]}, from {result})")
+    emit_json(promotion.to_dict(), json_out)
 
 
 def register(app: typer.Typer) -> None:
