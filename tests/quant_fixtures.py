@@ -23,6 +23,8 @@ from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False on
 
 IMAGE_SIZE = 8
 TRAIN_IMAGES = 160
+# 5 epochs left some seeds at 91-94 % FP32 val top-1 and a 1.1 pt INT8 drop; 15 reached 97.8-100 % and 0 (seeds 1-8).
+RESIDUAL_EPOCHS = 15
 
 
 @dataclass
@@ -44,7 +46,11 @@ def _fit_head(model: Any, images: np.ndarray, labels: np.ndarray) -> None:
     with torch.no_grad():
         model(torch.from_numpy(images))
     handle.remove()
-    clf = LogisticRegression(max_iter=500, C=1.0).fit(features[0].numpy(), labels)
+    # float64 features: scikit-learn 1.8.0's LogisticRegression.fit casts X to float64 for lbfgs
+    # (sklearn/linear_model/_logistic.py: `if solver == "lbfgs": _dtype = np.float64`); 1.9.0 accepts float32
+    # (`dtype=[xp.float64, xp.float32]`) and solves in float32, which stops at other coefficients within tol.
+    # Casting here gives every scikit-learn version the same float64 problem, so the same head.
+    clf = LogisticRegression(max_iter=500, C=1.0).fit(features[0].numpy().astype(np.float64), labels)
     with torch.no_grad():
         model.fc.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
         model.fc.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
@@ -152,6 +158,11 @@ def _tiny_residual_module(classes: int, width: int = 32) -> Any:
 def tiny_residual_onnx(outlier: bool = False) -> tuple[Path, Any]:
     """A small residual CNN ONNX (fast to quantize many times), optionally with one outlier channel.
 
+    Trained end to end (a few seconds), not random features under a fitted head: such a head sits on features
+    that differ little between classes, so INT8 rounding of its input alone flipped 2-3 % of val predictions
+    and whether the drop stayed within 1 pt came down to one image. Trained, INT8 (conv3 in float) agreed
+    with FP32 on every val and test image for each seed measured (1-8; 5-7 s of training with one thread).
+
     ``outlier``: channel 0 after ``bn2`` is scaled up 1000x and ``conv3``'s weights on it scaled down 1000x.
     The FP32 function is unchanged, but ``conv3``'s per-tensor input quantization then crushes every other
     channel: the accuracy gate must find ``conv3`` and keep it in float.
@@ -165,15 +176,19 @@ def tiny_residual_onnx(outlier: bool = False) -> tuple[Path, Any]:
     torch.manual_seed(1)
     data = load_data("digits", IMAGE_SIZE)
     model = _tiny_residual_module(data.num_classes)
-    images, labels = data.arrays("train", limit=TRAIN_IMAGES * 2)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
+    images, labels = data.arrays("train")
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+    order = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(images))
+    for _ in range(RESIDUAL_EPOCHS):
+        perm = torch.randperm(len(x), generator=order)
+        for i in range(0, len(x), 64):
+            batch = perm[i:i + 64]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
     model.eval()
-    _fit_head(model, images, labels)
     if outlier:
         with torch.no_grad():
             model.bn2.weight[0] *= 1000.0
