@@ -52,12 +52,14 @@ def _progress(console: Any, enabled: bool) -> Any:
 # -- tables -----------------------------------------------------------------------------------------------
 
 
+def num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def cv_tables(report: dict[str, Any]) -> list[Any]:
     """Per-fold numbers, then mean / std / min / max over folds."""
     from rich.table import Table
 
-    def num(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
 
     folds = Table(title=f"{report['k']}-fold stratified cross-validation on {report['data'].get('name')} "
                   f"(train+val {report['data'].get('pool')} images; test split untouched)")
@@ -137,235 +139,238 @@ def _fmt_param(value: Any) -> str:
 # -- commands ---------------------------------------------------------------------------------------------
 
 
+def cv_cmd(
+    folds: int = typer.Option(5, "--folds", "-k", help="Number of folds (2 .. images of the smallest class)."),
+    inner_val: float = typer.Option(0.15, "--inner-val", help="Share of the training folds that picks the best "
+                                    "epoch (and early stopping), so the held-out fold is scored unseen."),
+    fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
+    out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="Directory for cv.json (+ manifest) and "
+                             "folds.csv.", rich_help_panel=_OUTPUT),
+    checkpoints: bool = typer.Option(False, "--checkpoints/--no-checkpoints", help="Keep every fold's training "
+                                     "outputs (best.pt, last.pt, metrics.csv, ...) in OUT/fold-N.",
+                                     rich_help_panel=_OUTPUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
+                                   rich_help_panel=_OUTPUT),
+    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                        rich_help_panel=_OUTPUT),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.",
+                                  rich_help_panel=_OUTPUT),
+    config: Path | None = typer.Option(None, "--config", help="YAML training recipe (as for train).",
+                                       rich_help_panel=_RECIPE),
+    data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory.", rich_help_panel=_RECIPE),
+    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
+    arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
+    small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
+    epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=_RECIPE),
+    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
+    optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=_RECIPE),
+    lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
+    early_stop: int | None = typer.Option(None, "--early-stop", rich_help_panel=_RECIPE),
+    max_steps: int | None = typer.Option(None, "--max-steps", rich_help_panel=_RECIPE),
+    seed: int | None = typer.Option(None, "--seed", help="Initialisation/shuffling seed (the same for every fold).",
+                                    rich_help_panel=_RECIPE),
+    device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
+    workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+) -> None:
+    """Stratified k-fold cross-validation of a training recipe: per-fold results, mean and std.
+
+    Folds are cut from train+val; the test split is not used. Every fold trains from the same
+    initial weights with the same recipe and is scored on its held-out fold.
+    """
+    from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
+    from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
+    from edgeresnet.train.job import load_splits
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+
+    if folds < 2:
+        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    recipe = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
+                              "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                              "augment": augment, "early_stop": early_stop, "max_steps": max_steps, "seed": seed,
+                              "device": device, "workers": workers})
+    _prepare_out(out, "cv.json", overwrite)
+    splits, notes = load_splits(recipe)
+    check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
+    make_output_dir(out)
+    console = common.console(json_out)
+    with _progress(console, progress) as bar:
+        task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
+
+        def on_epoch(fold: int, record: dict[str, Any]) -> None:
+            bar.update(task, completed=(fold - 1) * recipe.epochs + record["epoch"],
+                       description=f"fold {fold}/{folds} epoch {record['epoch']}/{recipe.epochs}",
+                       stats=f"select val {record['val_acc']:.1f} %")
+
+        def on_fold(result: Any) -> None:
+            bar.update(task, completed=result.fold * recipe.epochs,
+                       description=f"fold {min(result.fold + 1, folds)}/{folds}",
+                       stats=f"fold {result.fold} held-out top-1 {result.metrics['top1']:.2f} %")
+
+        result = cross_validate(splits, recipe, folds, out_dir=out if checkpoints else None, inner_val=inner_val,
+                                fold_seed=fold_seed, on_epoch=on_epoch, on_fold=on_fold)
+    result.notes = notes + result.notes
+    outputs = write_report(result, out)
+    report = result.to_dict()
+    report["outputs"] = outputs
+    for table in cv_tables(report):
+        console.print(table)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for name, path in outputs.items():
+        console.print(f"{name}: {path}", highlight=False)
+    emit_json(report, json_out)
+
+
+def ensemble_cmd(
+    models: list[Path] = typer.Argument(..., help="Two or more checkpoints (.pt) with the same classes and "
+                                        "preprocessing (architectures may differ, pruned ones too)."),
+    method: str = typer.Option("average", "--method", "-m", help="average (mean probability) | weighted "
+                               "(weighted mean probability) | vote (majority of top-1, ties by probability)."),
+    weights: str | None = typer.Option(None, "--weights", help="Comma-separated weight per model, in order (weighted, "
+                                       "vote). Default for weighted: each model's validation top-1."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the ensemble as ONE ONNX graph (+ manifest "
+                                    "listing the members' sha256) and evaluate that file; it then goes through "
+                                    "build/benchmark like any model.", rich_help_panel=_OUTPUT),
+    data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the members' recorded data set)."),
+    split: str = typer.Option("test", "--split", help="train | val | test."),
+    split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the members')."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
+    device: str | None = typer.Option(None, "--device", help="Device of the members' PyTorch runs: cpu or cuda."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset of --out (as for export).",
+                                     rich_help_panel=_OUTPUT),
+    exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript.", rich_help_panel=_OUTPUT),
+    batch: int | None = typer.Option(None, "--batch", help="Static batch of --out (default 1).",
+                                     rich_help_panel=_OUTPUT),
+    dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch of --out, MIN:OPT:MAX.",
+                                             rich_help_panel=_OUTPUT),
+    target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses.",
+                                      rich_help_panel=_OUTPUT),
+    parity_images: int = typer.Option(32, "--parity-images", help="Real images for the export's parity check.",
+                                      rich_help_panel=_OUTPUT),
+    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                        rich_help_panel=_OUTPUT),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
+                                  rich_help_panel=_OUTPUT),
+) -> None:
+    """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.ensemble import EnsembleSettings, evaluate_ensemble
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    settings = EnsembleSettings(models=models, method=method, weights=weights, out=out, data=data, split=split,
+                                split_seed=split_seed, limit=limit, batch_size=batch_size, device=device,
+                                opset=opset, exporter=exporter, batch=batch, dynamic_batch=dynamic_batch,
+                                target=target, parity_images=parity_images)
+    console = common.console(json_out)
+    report = evaluate_ensemble(settings, console=console, progress=progress).to_dict()
+    console.print(ensemble_table(report))
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if report.get("export"):
+        console.print(f"wrote {report['export']['path']} and {report['export']['path']}.json "
+                      f"(parity max-abs {report['export']['parity']['max_abs']:.2g})", highlight=False)
+    emit_json(report, json_out)
+
+
+def tune_cmd(
+    space: Path = typer.Option(..., "--space", help="YAML search space: {field: {type: float|int|categorical|"
+                               "loguniform, low, high, choices, step, num}} over TrainRecipe fields."),
+    trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials (bayes default 20; grid "
+                                      "default: the whole grid)."),
+    method: str = typer.Option("bayes", "--method", help="grid (every combination, in file order) | bayes "
+                               "(Optuna TPE)."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop trials whose validation top-1 is below the "
+                               "median of earlier trials at the same epoch (Optuna MedianPruner)."),
+    prune_startup: int = typer.Option(3, "--prune-startup", help="Complete trials before pruning starts."),
+    prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of every trial that are never pruned."),
+    sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the Bayesian sampler."),
+    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
+                             "tune.json (+ manifests).", rich_help_panel=_OUTPUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
+                                   rich_help_panel=_OUTPUT),
+    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                        rich_help_panel=_OUTPUT),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
+                                  rich_help_panel=_OUTPUT),
+    config: Path | None = typer.Option(None, "--config", help="YAML base recipe (as for train); the space "
+                                       "overrides its fields per trial.", rich_help_panel=_RECIPE),
+    data: str | None = typer.Option(None, "--data", rich_help_panel=_RECIPE),
+    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
+    arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
+    small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per trial.", rich_help_panel=_RECIPE),
+    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
+    lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps per trial (a budget).",
+                                         rich_help_panel=_RECIPE),
+    seed: int | None = typer.Option(None, "--seed", help="Initialisation seed (the same for every trial).",
+                                    rich_help_panel=_RECIPE),
+    device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
+    workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+) -> None:
+    """Search the training recipe (grid or Bayesian) with early pruning; writes the best recipe as YAML.
+
+    Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
+    """
+    from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
+    from edgeresnet.tune import METHODS, load_space, tune, write_outputs
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+
+    if trials is not None and trials < 1:
+        raise UserError(f"--trials {trials}: must be at least 1")
+    if method not in METHODS:
+        raise UserError(f"--method {method}: choose grid or bayes")
+    if prune_startup < 0 or prune_warmup < 0:
+        raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+    param_space = load_space(space)
+    base = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
+                            "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
+                            "max_steps": max_steps, "seed": seed, "device": device, "workers": workers})
+    _prepare_out(out, "tune.json", overwrite)
+    console = common.console(json_out)
+    with _progress(console, progress) as bar:
+        trial_task = bar.add_task("trials", total=trials or None, stats="")
+        epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
+        best: list[float] = []
+
+        def on_trial(number: int, planned: int, params: dict[str, Any]) -> None:
+            bar.update(trial_task, total=planned, description=f"trial {number + 1}/{planned}",
+                       stats=", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items()))
+            bar.reset(epoch_task, total=params.get("epochs", base.epochs), stats="")
+
+        def on_epoch(number: int, record: dict[str, Any]) -> None:
+            bar.update(epoch_task, completed=record["epoch"], stats=f"val {record['val_acc']:.1f} %")
+
+        def on_done(record: Any) -> None:
+            if record.state == "complete" and record.value is not None:
+                best.append(record.value)
+            bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
+
+        result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
+                      prune_warmup=prune_warmup, sampler_seed=sampler_seed, on_trial=on_trial, on_epoch=on_epoch,
+                      on_done=on_done, where=f"--space {space}")
+    make_output_dir(out)
+    outputs = write_outputs(result, out, space)
+    report = {**result.to_dict(), "outputs": outputs}
+    console.print(tune_table(report))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if result.best is None:
+        console.print("[red]no trial completed[/red]: no best recipe written", highlight=False)
+    for name, path in outputs.items():
+        console.print(f"{name}: {path}", highlight=False)
+    emit_json(report, json_out)
+    if result.best is None:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cv``, ``ensemble`` and ``tune``."""
-
-    @app.command("cv")
-    def cv_cmd(
-        folds: int = typer.Option(5, "--folds", "-k", help="Number of folds (2 .. images of the smallest class)."),
-        inner_val: float = typer.Option(0.15, "--inner-val", help="Share of the training folds that picks the best "
-                                        "epoch (and early stopping), so the held-out fold is scored unseen."),
-        fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
-        out: Path = typer.Option(Path("runs/cv"), "--out", "-o", help="Directory for cv.json (+ manifest) and "
-                                 "folds.csv.", rich_help_panel=_OUTPUT),
-        checkpoints: bool = typer.Option(False, "--checkpoints/--no-checkpoints", help="Keep every fold's training "
-                                         "outputs (best.pt, last.pt, metrics.csv, ...) in OUT/fold-N.",
-                                         rich_help_panel=_OUTPUT),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
-                                       rich_help_panel=_OUTPUT),
-        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                            rich_help_panel=_OUTPUT),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.",
-                                      rich_help_panel=_OUTPUT),
-        config: Path | None = typer.Option(None, "--config", help="YAML training recipe (as for train).",
-                                           rich_help_panel=_RECIPE),
-        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory.", rich_help_panel=_RECIPE),
-        image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
-        arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
-        small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
-        epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=_RECIPE),
-        batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
-        optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=_RECIPE),
-        lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
-        augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
-        early_stop: int | None = typer.Option(None, "--early-stop", rich_help_panel=_RECIPE),
-        max_steps: int | None = typer.Option(None, "--max-steps", rich_help_panel=_RECIPE),
-        seed: int | None = typer.Option(None, "--seed", help="Initialisation/shuffling seed (the same for every fold).",
-                                        rich_help_panel=_RECIPE),
-        device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
-        workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
-    ) -> None:
-        """Stratified k-fold cross-validation of a training recipe: per-fold results, mean and std.
-
-        Folds are cut from train+val; the test split is not used. Every fold trains from the same
-        initial weights with the same recipe and is scored on its held-out fold.
-        """
-        from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-        from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
-        from edgeresnet.train.job import load_splits
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        if folds < 2:
-            raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
-        recipe = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
-                                  "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-                                  "augment": augment, "early_stop": early_stop, "max_steps": max_steps, "seed": seed,
-                                  "device": device, "workers": workers})
-        _prepare_out(out, "cv.json", overwrite)
-        splits, notes = load_splits(recipe)
-        check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
-        make_output_dir(out)
-        console = common.console(json_out)
-        with _progress(console, progress) as bar:
-            task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
-
-            def on_epoch(fold: int, record: dict[str, Any]) -> None:
-                bar.update(task, completed=(fold - 1) * recipe.epochs + record["epoch"],
-                           description=f"fold {fold}/{folds} epoch {record['epoch']}/{recipe.epochs}",
-                           stats=f"select val {record['val_acc']:.1f} %")
-
-            def on_fold(result: Any) -> None:
-                bar.update(task, completed=result.fold * recipe.epochs,
-                           description=f"fold {min(result.fold + 1, folds)}/{folds}",
-                           stats=f"fold {result.fold} held-out top-1 {result.metrics['top1']:.2f} %")
-
-            result = cross_validate(splits, recipe, folds, out_dir=out if checkpoints else None, inner_val=inner_val,
-                                    fold_seed=fold_seed, on_epoch=on_epoch, on_fold=on_fold)
-        result.notes = notes + result.notes
-        outputs = write_report(result, out)
-        report = result.to_dict()
-        report["outputs"] = outputs
-        for table in cv_tables(report):
-            console.print(table)
-        for note in report["notes"]:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        for name, path in outputs.items():
-            console.print(f"{name}: {path}", highlight=False)
-        emit_json(report, json_out)
-
-    @app.command("ensemble")
-    def ensemble_cmd(
-        models: list[Path] = typer.Argument(..., help="Two or more checkpoints (.pt) with the same classes and "
-                                            "preprocessing (architectures may differ, pruned ones too)."),
-        method: str = typer.Option("average", "--method", "-m", help="average (mean probability) | weighted "
-                                   "(weighted mean probability) | vote (majority of top-1, ties by probability)."),
-        weights: str | None = typer.Option(None, "--weights", help="Comma-separated weight per model, in order (weighted, "
-                                           "vote). Default for weighted: each model's validation top-1."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Write the ensemble as ONE ONNX graph (+ manifest "
-                                        "listing the members' sha256) and evaluate that file; it then goes through "
-                                        "build/benchmark like any model.", rich_help_panel=_OUTPUT),
-        data: str | None = typer.Option(None, "--data", help="Evaluation data (default: the members' recorded data set)."),
-        split: str = typer.Option("test", "--split", help="train | val | test."),
-        split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the members')."),
-        limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images."),
-        batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
-        device: str | None = typer.Option(None, "--device", help="Device of the members' PyTorch runs: cpu or cuda."),
-        opset: int | None = typer.Option(None, "--opset", help="ONNX opset of --out (as for export).",
-                                         rich_help_panel=_OUTPUT),
-        exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript.", rich_help_panel=_OUTPUT),
-        batch: int | None = typer.Option(None, "--batch", help="Static batch of --out (default 1).",
-                                         rich_help_panel=_OUTPUT),
-        dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch of --out, MIN:OPT:MAX.",
-                                                 rich_help_panel=_OUTPUT),
-        target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses.",
-                                          rich_help_panel=_OUTPUT),
-        parity_images: int = typer.Option(32, "--parity-images", help="Real images for the export's parity check.",
-                                          rich_help_panel=_OUTPUT),
-        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                            rich_help_panel=_OUTPUT),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
-                                      rich_help_panel=_OUTPUT),
-    ) -> None:
-        """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.ensemble import EnsembleSettings, evaluate_ensemble
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-        settings = EnsembleSettings(models=models, method=method, weights=weights, out=out, data=data, split=split,
-                                    split_seed=split_seed, limit=limit, batch_size=batch_size, device=device,
-                                    opset=opset, exporter=exporter, batch=batch, dynamic_batch=dynamic_batch,
-                                    target=target, parity_images=parity_images)
-        console = common.console(json_out)
-        report = evaluate_ensemble(settings, console=console, progress=progress).to_dict()
-        console.print(ensemble_table(report))
-        for note in report["notes"]:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        if report.get("export"):
-            console.print(f"wrote {report['export']['path']} and {report['export']['path']}.json "
-                          f"(parity max-abs {report['export']['parity']['max_abs']:.2g})", highlight=False)
-        emit_json(report, json_out)
-
-    @app.command("tune")
-    def tune_cmd(
-        space: Path = typer.Option(..., "--space", help="YAML search space: {field: {type: float|int|categorical|"
-                                   "loguniform, low, high, choices, step, num}} over TrainRecipe fields."),
-        trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials (bayes default 20; grid "
-                                          "default: the whole grid)."),
-        method: str = typer.Option("bayes", "--method", help="grid (every combination, in file order) | bayes "
-                                   "(Optuna TPE)."),
-        prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop trials whose validation top-1 is below the "
-                                   "median of earlier trials at the same epoch (Optuna MedianPruner)."),
-        prune_startup: int = typer.Option(3, "--prune-startup", help="Complete trials before pruning starts."),
-        prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of every trial that are never pruned."),
-        sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the Bayesian sampler."),
-        out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
-                                 "tune.json (+ manifests).", rich_help_panel=_OUTPUT),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
-                                       rich_help_panel=_OUTPUT),
-        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                            rich_help_panel=_OUTPUT),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
-                                      rich_help_panel=_OUTPUT),
-        config: Path | None = typer.Option(None, "--config", help="YAML base recipe (as for train); the space "
-                                           "overrides its fields per trial.", rich_help_panel=_RECIPE),
-        data: str | None = typer.Option(None, "--data", rich_help_panel=_RECIPE),
-        image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
-        arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
-        small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
-        epochs: int | None = typer.Option(None, "--epochs", help="Epochs per trial.", rich_help_panel=_RECIPE),
-        batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
-        lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
-        augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
-        max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps per trial (a budget).",
-                                             rich_help_panel=_RECIPE),
-        seed: int | None = typer.Option(None, "--seed", help="Initialisation seed (the same for every trial).",
-                                        rich_help_panel=_RECIPE),
-        device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
-        workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
-    ) -> None:
-        """Search the training recipe (grid or Bayesian) with early pruning; writes the best recipe as YAML.
-
-        Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
-        """
-        from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-        from edgeresnet.tune import METHODS, load_space, tune, write_outputs
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        if trials is not None and trials < 1:
-            raise UserError(f"--trials {trials}: must be at least 1")
-        if method not in METHODS:
-            raise UserError(f"--method {method}: choose grid or bayes")
-        if prune_startup < 0 or prune_warmup < 0:
-            raise UserError("--prune-startup/--prune-warmup: must be >= 0")
-        param_space = load_space(space)
-        base = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
-                                "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
-                                "max_steps": max_steps, "seed": seed, "device": device, "workers": workers})
-        _prepare_out(out, "tune.json", overwrite)
-        console = common.console(json_out)
-        with _progress(console, progress) as bar:
-            trial_task = bar.add_task("trials", total=trials or None, stats="")
-            epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
-            best: list[float] = []
-
-            def on_trial(number: int, planned: int, params: dict[str, Any]) -> None:
-                bar.update(trial_task, total=planned, description=f"trial {number + 1}/{planned}",
-                           stats=", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items()))
-                bar.reset(epoch_task, total=params.get("epochs", base.epochs), stats="")
-
-            def on_epoch(number: int, record: dict[str, Any]) -> None:
-                bar.update(epoch_task, completed=record["epoch"], stats=f"val {record['val_acc']:.1f} %")
-
-            def on_done(record: Any) -> None:
-                if record.state == "complete" and record.value is not None:
-                    best.append(record.value)
-                bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
-
-            result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
-                          prune_warmup=prune_warmup, sampler_seed=sampler_seed, on_trial=on_trial, on_epoch=on_epoch,
-                          on_done=on_done, where=f"--space {space}")
-        make_output_dir(out)
-        outputs = write_outputs(result, out, space)
-        report = {**result.to_dict(), "outputs": outputs}
-        console.print(tune_table(report))
-        for note in result.notes:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        if result.best is None:
-            console.print("[red]no trial completed[/red]: no best recipe written", highlight=False)
-        for name, path in outputs.items():
-            console.print(f"{name}: {path}", highlight=False)
-        emit_json(report, json_out)
-        if result.best is None:
-            raise typer.Exit(1)
+    app.command("cv")(cv_cmd)
+    app.command("ensemble")(ensemble_cmd)
+    app.command("tune")(tune_cmd)

@@ -12,17 +12,8 @@ from typing import Any
 
 import typer
 
+from edgeresnet.cli import common
 from edgeresnet.errors import UserError
-
-
-def _console(json_dest: str | None) -> Any:
-    """Tables go to stderr when JSON goes to stdout, so ``--json -`` stays parseable."""
-    from rich.console import Console
-
-    console = Console(stderr=json_dest == "-")
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(stderr=json_dest == "-", width=200)
-    return console
 
 
 def _slug(text: str) -> str:
@@ -67,167 +58,170 @@ def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Pat
         console.print(f"results: {path}", highlight=False, markup=False)
 
 
+def benchmark(
+    models: list[Path] | None = typer.Argument(
+        None, metavar="MODEL...", help="Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine)."),
+    backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
+    batch: str | None = typer.Option(None, "--batch", help="Batch sizes to sweep, e.g. 1,8,32 (default 1)."),
+    warmup_ms: float = typer.Option(200.0, "--warmup-ms", help="Warm-up wall time (ms), with --warmup-iterations."),
+    warmup_iterations: int = typer.Option(5, "--warmup-iterations", help="Minimum warm-up iterations."),
+    min_iterations: int = typer.Option(10, "--min-iterations", help="Minimum timed iterations."),
+    duration: float = typer.Option(3.0, "--duration", help="Minimum timed wall time per batch size (s)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtime."),
+    data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder: timing inputs and accuracy."),
+    accuracy: bool | None = typer.Option(None, "--accuracy/--no-accuracy",
+                                            help="Top-1/top-5 on the test split of --data (default on with --data)."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Input size when the model does not say."),
+    no_transfers: bool = typer.Option(False, "--no-transfers", help="Device-resident inputs/outputs (torch on CUDA)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (torch on CUDA)."),
+    device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: cuda if present); "
+                                      "trt: cuda, cuda:N or N (default 0)."),
+    cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
+                                     "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
+    target: str | None = typer.Option(None, "--target", help="Where this runs, e.g. host-cpu, orin-nano."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Name used to pair results (default: file stem)."),
+    precision: str | None = typer.Option(None, "--precision", help="Override the precision label."),
+    from_trtexec: list[Path] | None = typer.Option(
+        None, "--from-trtexec", help="Import a trtexec log and/or its --exportTimes JSON instead of measuring."),
+    seed: int = typer.Option(0, "--seed", help="Seed for noise inputs and the bootstrap."),
+    rounds: int = typer.Option(1, "--rounds", help="Time all MODELs interleaved in N rounds: A B, B A, ... "
+                               "(more models: a balanced order), each round a 1/N share of --duration and "
+                               "--min-iterations, samples pooled: a load change then hits every model alike "
+                               "(baseline vs current on shared CI machines; use an even N)."),
+    split: bool = typer.Option(False, "--split", help="With --out: one results file per MODEL, named after "
+                               "its file (e.g. base_*.json and head_*.json for 'edgeresnet regress')."),
+    json_out: str | None = typer.Option(None, "--json", help="Write results JSON here ('-' = stdout)."),
+    out: Path | None = typer.Option(None, "--out", help="Directory to write the results JSON into."),
+) -> None:
+    """Measure latency (trtexec statistics), throughput and accuracy of a model, or import a trtexec run.
+
+    Several MODELs with --rounds N are measured interleaved in one process, the protocol the regression
+    gate trusts on noisy machines: 'edgeresnet benchmark base.onnx head.onnx --rounds 6 --model-name m
+    --split --out gate/' then 'edgeresnet regress --baseline gate/base_*.json --current gate/head_*.json'.
+    """
+    from edgeresnet.bench.artifact import BenchSettings, parse_batches
+    from edgeresnet.bench.timing import TimingConfig
+
+    console = common.console(json_out, wide=True)
+    batches = parse_batches(batch if batch is not None else "1")
+    if from_trtexec:
+        if models:
+            raise UserError("--from-trtexec: pass either MODEL files to measure or trtexec files to import, not both")
+        if len(batches) > 1:
+            raise UserError(f"--batch {batch}: a trtexec run has one batch size; pass one value or leave it out")
+        _import_trtexec(from_trtexec, batches[0] if batch is not None else None, precision, model_name, target, seed,
+                        json_out, out, console)
+        return
+    if not models:
+        raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
+    if split:
+        if out is None:
+            raise UserError("--split: needs --out DIR, where one results file per MODEL goes")
+        stems = [m.stem for m in models]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            raise UserError(f"--split: several MODELs are named {twice[0]!r}; give them distinct file names")
+    if accuracy and data is None:
+        raise UserError("--accuracy: needs --data (digits or an ImageFolder) to measure on")
+    settings = BenchSettings(
+        backend=backend, batches=batches,
+        timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
+                            min_iterations=min_iterations, duration_s=duration),
+        threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
+        model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
+        cuda_backend=cuda_backend,
+    ).validate()
+    if json_out and json_out != "-":
+        from edgeresnet.artifacts import check_output_dir
+
+        check_output_dir(json_out, "--json")
+    for model in models:
+        if not model.exists():
+            raise UserError(f"{model}: model file not found; check the path")
+    from edgeresnet.bench.core import run_benchmark
+    from edgeresnet.bench.rundir import _console_progress
+
+    update, finish = _console_progress()
+    try:
+        document = run_benchmark(models, settings, data=data, accuracy=accuracy is not False,
+                                 progress=update, rounds=rounds)
+    finally:
+        finish()
+    _print_results(console, document)
+    if not split:
+        _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
+        return
+    _write_outputs(document, json_out, None, {f"model{i}": m for i, m in enumerate(models)}, console)
+    for model in models:
+        own = [r for r in document["results"] if r["artifact"] == str(model)]
+        if own:
+            _write_outputs({**document, "results": own}, None, out, {"model0": model}, console, stem=model.stem)
+
+
+def _import_trtexec(files: list[Path], batch: int | None, precision: str | None, model_name: str | None,
+                    target: str | None, seed: int, json_out: str | None, out: Path | None, console: Any) -> None:
+    from edgeresnet.bench.schema import make_document
+    from edgeresnet.bench.trtexec_import import import_trtexec
+
+    result, environment = import_trtexec(files, batch=batch, precision=precision, model_name=model_name,
+                                         target=target, seed=seed)
+    document = make_document(environment, [result])
+    _print_results(console, document)
+    _write_outputs(document, json_out, out, {f"trtexec{i}": f for i, f in enumerate(files)}, console)
+
+
+def compare_cmd(
+    files: list[Path] = typer.Argument(..., metavar="RESULTS.json...", help="Results files to put side by side."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for latency_cdf.png and pareto.png."),
+    json_out: str | None = typer.Option(None, "--json", help="Write the comparison table as JSON ('-' = stdout)."),
+) -> None:
+    """One table across targets, backends, precisions and batches, plus latency-CDF and Pareto plots."""
+    from edgeresnet.artifacts import emit_json
+    from edgeresnet.report import compare, plots
+
+    console = common.console(json_out, wide=True)
+    documents, notes = compare.load_documents(files)
+    if not documents:
+        raise UserError("compare: no results files left after skipping manifests; pass results/*.json")
+    rows = compare.rows_from(documents)
+    console.print(compare.rich_table(rows, title=f"{len(rows)} results from {len(documents)} files"))
+    keys = {}
+    for row in rows:
+        keys.setdefault(tuple(row[k] for k in compare.PAIR_KEY), []).append(row["file"])
+    dupes = [f"{'/'.join(map(str, k))} appears in {len(v)} files" for k, v in keys.items() if len(v) > 1]
+    for note in notes + dupes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    if out is not None:
+        from edgeresnet.artifacts import make_output_dir
+
+        make_output_dir(out, "--out")  # with missing parents; a file in the way is one line
+        written = []
+        if plots.latency_cdf(rows, out / "latency_cdf.png") is not None:
+            written.append(out / "latency_cdf.png")
+        if plots.pareto(rows, out / "pareto.png") is not None:
+            written.append(out / "pareto.png")
+        else:
+            console.print("note: no accuracy in these results, so no Pareto plot (benchmark with --data)")
+        for path in written:
+            console.print(f"plot: {path}", highlight=False, markup=False)
+    emit_json(compare.comparison_json(rows, notes + dupes), json_out)
+
+
+def report_cmd(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Directory the pipeline wrote into."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
+    title: str | None = typer.Option(None, "--title", help="Report title."),
+) -> None:
+    """One self-contained HTML file with every stage found in RUN_DIR (plots embedded)."""
+
+    from edgeresnet.report.html import write_report
+
+    path = write_report(run_dir, out, title)
+    common.console().print(f"report: {path}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add benchmark, compare and report to the app."""
-
-    @app.command("benchmark")
-    def benchmark(
-        models: list[Path] | None = typer.Argument(
-            None, metavar="MODEL...", help="Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine)."),
-        backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
-        batch: str | None = typer.Option(None, "--batch", help="Batch sizes to sweep, e.g. 1,8,32 (default 1)."),
-        warmup_ms: float = typer.Option(200.0, "--warmup-ms", help="Warm-up wall time (ms), with --warmup-iterations."),
-        warmup_iterations: int = typer.Option(5, "--warmup-iterations", help="Minimum warm-up iterations."),
-        min_iterations: int = typer.Option(10, "--min-iterations", help="Minimum timed iterations."),
-        duration: float = typer.Option(3.0, "--duration", help="Minimum timed wall time per batch size (s)."),
-        threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtime."),
-        data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder: timing inputs and accuracy."),
-        accuracy: bool | None = typer.Option(None, "--accuracy/--no-accuracy",
-                                                help="Top-1/top-5 on the test split of --data (default on with --data)."),
-        image_size: int | None = typer.Option(None, "--image-size", help="Input size when the model does not say."),
-        no_transfers: bool = typer.Option(False, "--no-transfers", help="Device-resident inputs/outputs (torch on CUDA)."),
-        cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (torch on CUDA)."),
-        device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: cuda if present); "
-                                          "trt: cuda, cuda:N or N (default 0)."),
-        cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
-                                         "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
-        target: str | None = typer.Option(None, "--target", help="Where this runs, e.g. host-cpu, orin-nano."),
-        model_name: str | None = typer.Option(None, "--model-name", help="Name used to pair results (default: file stem)."),
-        precision: str | None = typer.Option(None, "--precision", help="Override the precision label."),
-        from_trtexec: list[Path] | None = typer.Option(
-            None, "--from-trtexec", help="Import a trtexec log and/or its --exportTimes JSON instead of measuring."),
-        seed: int = typer.Option(0, "--seed", help="Seed for noise inputs and the bootstrap."),
-        rounds: int = typer.Option(1, "--rounds", help="Time all MODELs interleaved in N rounds: A B, B A, ... "
-                                   "(more models: a balanced order), each round a 1/N share of --duration and "
-                                   "--min-iterations, samples pooled: a load change then hits every model alike "
-                                   "(baseline vs current on shared CI machines; use an even N)."),
-        split: bool = typer.Option(False, "--split", help="With --out: one results file per MODEL, named after "
-                                   "its file (e.g. base_*.json and head_*.json for 'edgeresnet regress')."),
-        json_out: str | None = typer.Option(None, "--json", help="Write results JSON here ('-' = stdout)."),
-        out: Path | None = typer.Option(None, "--out", help="Directory to write the results JSON into."),
-    ) -> None:
-        """Measure latency (trtexec statistics), throughput and accuracy of a model, or import a trtexec run.
-
-        Several MODELs with --rounds N are measured interleaved in one process, the protocol the regression
-        gate trusts on noisy machines: 'edgeresnet benchmark base.onnx head.onnx --rounds 6 --model-name m
-        --split --out gate/' then 'edgeresnet regress --baseline gate/base_*.json --current gate/head_*.json'.
-        """
-        from edgeresnet.bench.artifact import BenchSettings, parse_batches
-        from edgeresnet.bench.timing import TimingConfig
-
-        console = _console(json_out)
-        batches = parse_batches(batch if batch is not None else "1")
-        if from_trtexec:
-            if models:
-                raise UserError("--from-trtexec: pass either MODEL files to measure or trtexec files to import, not both")
-            if len(batches) > 1:
-                raise UserError(f"--batch {batch}: a trtexec run has one batch size; pass one value or leave it out")
-            _import_trtexec(from_trtexec, batches[0] if batch is not None else None, precision, model_name, target, seed,
-                            json_out, out, console)
-            return
-        if not models:
-            raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
-        if split:
-            if out is None:
-                raise UserError("--split: needs --out DIR, where one results file per MODEL goes")
-            stems = [m.stem for m in models]
-            twice = sorted({s for s in stems if stems.count(s) > 1})
-            if twice:
-                raise UserError(f"--split: several MODELs are named {twice[0]!r}; give them distinct file names")
-        if accuracy and data is None:
-            raise UserError("--accuracy: needs --data (digits or an ImageFolder) to measure on")
-        settings = BenchSettings(
-            backend=backend, batches=batches,
-            timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
-                                min_iterations=min_iterations, duration_s=duration),
-            threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
-            model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
-            cuda_backend=cuda_backend,
-        ).validate()
-        if json_out and json_out != "-":
-            from edgeresnet.artifacts import check_output_dir
-
-            check_output_dir(json_out, "--json")
-        for model in models:
-            if not model.exists():
-                raise UserError(f"{model}: model file not found; check the path")
-        from edgeresnet.bench.core import run_benchmark
-        from edgeresnet.bench.rundir import _console_progress
-
-        update, finish = _console_progress()
-        try:
-            document = run_benchmark(models, settings, data=data, accuracy=accuracy is not False,
-                                     progress=update, rounds=rounds)
-        finally:
-            finish()
-        _print_results(console, document)
-        if not split:
-            _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
-            return
-        _write_outputs(document, json_out, None, {f"model{i}": m for i, m in enumerate(models)}, console)
-        for model in models:
-            own = [r for r in document["results"] if r["artifact"] == str(model)]
-            if own:
-                _write_outputs({**document, "results": own}, None, out, {"model0": model}, console, stem=model.stem)
-
-    def _import_trtexec(files: list[Path], batch: int | None, precision: str | None, model_name: str | None,
-                        target: str | None, seed: int, json_out: str | None, out: Path | None, console: Any) -> None:
-        from edgeresnet.bench.schema import make_document
-        from edgeresnet.bench.trtexec_import import import_trtexec
-
-        result, environment = import_trtexec(files, batch=batch, precision=precision, model_name=model_name,
-                                             target=target, seed=seed)
-        document = make_document(environment, [result])
-        _print_results(console, document)
-        _write_outputs(document, json_out, out, {f"trtexec{i}": f for i, f in enumerate(files)}, console)
-
-    @app.command("compare")
-    def compare_cmd(
-        files: list[Path] = typer.Argument(..., metavar="RESULTS.json...", help="Results files to put side by side."),
-        out: Path | None = typer.Option(None, "--out", help="Directory for latency_cdf.png and pareto.png."),
-        json_out: str | None = typer.Option(None, "--json", help="Write the comparison table as JSON ('-' = stdout)."),
-    ) -> None:
-        """One table across targets, backends, precisions and batches, plus latency-CDF and Pareto plots."""
-        from edgeresnet.artifacts import emit_json
-        from edgeresnet.report import compare, plots
-
-        console = _console(json_out)
-        documents, notes = compare.load_documents(files)
-        if not documents:
-            raise UserError("compare: no results files left after skipping manifests; pass results/*.json")
-        rows = compare.rows_from(documents)
-        console.print(compare.rich_table(rows, title=f"{len(rows)} results from {len(documents)} files"))
-        keys = {}
-        for row in rows:
-            keys.setdefault(tuple(row[k] for k in compare.PAIR_KEY), []).append(row["file"])
-        dupes = [f"{'/'.join(map(str, k))} appears in {len(v)} files" for k, v in keys.items() if len(v) > 1]
-        for note in notes + dupes:
-            console.print(f"note: {note}", highlight=False, markup=False)
-        if out is not None:
-            from edgeresnet.artifacts import make_output_dir
-
-            make_output_dir(out, "--out")  # with missing parents; a file in the way is one line
-            written = []
-            if plots.latency_cdf(rows, out / "latency_cdf.png") is not None:
-                written.append(out / "latency_cdf.png")
-            if plots.pareto(rows, out / "pareto.png") is not None:
-                written.append(out / "pareto.png")
-            else:
-                console.print("note: no accuracy in these results, so no Pareto plot (benchmark with --data)")
-            for path in written:
-                console.print(f"plot: {path}", highlight=False, markup=False)
-        emit_json(compare.comparison_json(rows, notes + dupes), json_out)
-
-    @app.command("report")
-    def report_cmd(
-        run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Directory the pipeline wrote into."),
-        out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
-        title: str | None = typer.Option(None, "--title", help="Report title."),
-    ) -> None:
-        """One self-contained HTML file with every stage found in RUN_DIR (plots embedded)."""
-        from rich.console import Console
-
-        from edgeresnet.report.html import write_report
-
-        path = write_report(run_dir, out, title)
-        Console().print(f"report: {path}", highlight=False, markup=False)
+    app.command("benchmark")(benchmark)
+    app.command("compare")(compare_cmd)
+    app.command("report")(report_cmd)

@@ -11,20 +11,14 @@ from typing import Any, Optional
 
 import typer
 
-from edgeresnet.cli import compress_quant
+from edgeresnet.cli import common, compress_quant
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands: prune, distill, then qat and calibrate."""
-    _register_prune(app)
-    _register_distill(app)
+    app.command("prune")(prune_cmd)
+    app.command("distill")(distill_cmd)
     compress_quant.register(app)
-
-
-def _console(json_out: str | None) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=json_out == "-")  # keep stdout clean for --json -
 
 
 def _say(console: Any) -> Any:
@@ -35,82 +29,80 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
-def _register_prune(app: typer.Typer) -> None:
-    @app.command("prune")
-    def prune_cmd(
-        model: Path = typer.Argument(..., help="Checkpoint (.pt) to prune."),
-        out: Path = typer.Option(..., "--out", help="Pruned checkpoint (.pt); with --sweep, a directory."),
-        ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of channels removed from every "
-                                              "prunable group, in (0, 1)."),
-        flops: Optional[float] = typer.Option(None, "--flops", help="Fraction of FLOPs (MACs) to keep, in (0, 1); the "
-                                              "ratio is searched."),
-        threshold: Optional[float] = typer.Option(None, "--threshold", help="TAO's threshold: keep filters whose "
-                                                  "max-normalised norm is above it, in (0, 1)."),
-        criterion: str = typer.Option("l2", "--criterion", help="Filter importance: l2 or l1 kernel norm."),
-        normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="Divide each layer's norms by its "
-                                       "largest before merging coupled layers (always on with --threshold)."),
-        equalization: str = typer.Option("union", "--equalization", help="Merging of residual-coupled layers: union "
-                                         "(max), intersection (min), arithmetic_mean or geometric_mean."),
-        granularity: int = typer.Option(8, "--granularity", help="Kept channel counts are multiples of this."),
-        min_filters: int = typer.Option(16, "--min-filters", help="Never keep fewer channels in a layer."),
-        bn_images: int = typer.Option(512, "--bn-images", help="Training images used to re-estimate BatchNorm "
-                                      "statistics right after pruning (0 = off)."),
-        finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Fine-tune epochs after pruning (0 = none)."),
-        teacher: Optional[str] = typer.Option(None, "--teacher", help="KD teacher for the fine-tune: a checkpoint, or "
-                                              "'none'; default: the unpruned model."),
-        temperature: float = typer.Option(4.0, "--temperature", help="KD temperature."),
-        alpha: float = typer.Option(0.7, "--alpha", help="KD weight of the teacher term (1 - alpha: labels)."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tune learning rate (default 0.01, cosine, "
-                                           "no warm-up)."),
-        batch_size: int = typer.Option(64, "--batch-size", help="Fine-tune batch size."),
-        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the data set "
-                                           "recorded with the model)."),
-        sweep: Optional[str] = typer.Option(None, "--sweep", help="Comma-separated ratios, e.g. 0.2,0.3,0.4,0.5,0.6: "
-                                            "prune + fine-tune at each, write a Pareto table and plot into --out."),
-        latency_rounds: int = typer.Option(3, "--latency-rounds", help="Sweep: interleaved latency rounds."),
-        latency_duration: float = typer.Option(1.0, "--latency-duration", help="Sweep: seconds per model per round."),
-        latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Sweep: ONNX Runtime intra-op "
-                                                      "threads (default: ONNX Runtime's)."),
-        exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter for the size/latency "
-                                               "measurements: dynamo or torchscript (default: export's default)."),
-        seed: int = typer.Option(0, "--seed", help="Data split and fine-tune seed."),
-        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
-    ) -> None:
-        """Structured channel pruning to a smaller dense model, with its accuracy cost measured."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.compress import pipeline
-        from edgeresnet.compress.prune import PruneSettings
-        from edgeresnet.errors import UserError
+def prune_cmd(
+    model: Path = typer.Argument(..., help="Checkpoint (.pt) to prune."),
+    out: Path = typer.Option(..., "--out", help="Pruned checkpoint (.pt); with --sweep, a directory."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of channels removed from every "
+                                          "prunable group, in (0, 1)."),
+    flops: Optional[float] = typer.Option(None, "--flops", help="Fraction of FLOPs (MACs) to keep, in (0, 1); the "
+                                          "ratio is searched."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="TAO's threshold: keep filters whose "
+                                              "max-normalised norm is above it, in (0, 1)."),
+    criterion: str = typer.Option("l2", "--criterion", help="Filter importance: l2 or l1 kernel norm."),
+    normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="Divide each layer's norms by its "
+                                   "largest before merging coupled layers (always on with --threshold)."),
+    equalization: str = typer.Option("union", "--equalization", help="Merging of residual-coupled layers: union "
+                                     "(max), intersection (min), arithmetic_mean or geometric_mean."),
+    granularity: int = typer.Option(8, "--granularity", help="Kept channel counts are multiples of this."),
+    min_filters: int = typer.Option(16, "--min-filters", help="Never keep fewer channels in a layer."),
+    bn_images: int = typer.Option(512, "--bn-images", help="Training images used to re-estimate BatchNorm "
+                                  "statistics right after pruning (0 = off)."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Fine-tune epochs after pruning (0 = none)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="KD teacher for the fine-tune: a checkpoint, or "
+                                          "'none'; default: the unpruned model."),
+    temperature: float = typer.Option(4.0, "--temperature", help="KD temperature."),
+    alpha: float = typer.Option(0.7, "--alpha", help="KD weight of the teacher term (1 - alpha: labels)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tune learning rate (default 0.01, cosine, "
+                                       "no warm-up)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Fine-tune batch size."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the data set "
+                                       "recorded with the model)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Comma-separated ratios, e.g. 0.2,0.3,0.4,0.5,0.6: "
+                                        "prune + fine-tune at each, write a Pareto table and plot into --out."),
+    latency_rounds: int = typer.Option(3, "--latency-rounds", help="Sweep: interleaved latency rounds."),
+    latency_duration: float = typer.Option(1.0, "--latency-duration", help="Sweep: seconds per model per round."),
+    latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Sweep: ONNX Runtime intra-op "
+                                                  "threads (default: ONNX Runtime's)."),
+    exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter for the size/latency "
+                                           "measurements: dynamo or torchscript (default: export's default)."),
+    seed: int = typer.Option(0, "--seed", help="Data split and fine-tune seed."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+) -> None:
+    """Structured channel pruning to a smaller dense model, with its accuracy cost measured."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.compress import pipeline
+    from edgeresnet.compress.prune import PruneSettings
+    from edgeresnet.errors import UserError
 
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
-        if exporter not in (None, "auto", "dynamo", "torchscript"):
-            raise UserError(f"--exporter {exporter}: choose dynamo or torchscript")
-        options = pipeline.FinetuneOptions(finetune_epochs, batch_size, lr, seed, temperature, alpha,
-                                           progress=json_out != "-", bn_images=bn_images).validate()
-        console = _console(json_out)
-        base = {"criterion": criterion, "normalize": normalize, "equalization": equalization,
-                "granularity": granularity, "min_filters": min_filters}
-        if sweep is not None:
-            if ratio is not None or flops is not None or threshold is not None:
-                raise UserError("--sweep takes its own ratios; drop --ratio/--flops/--threshold")
-            levels = pipeline.parse_levels(sweep)
-            PruneSettings(ratio=levels[0], **base)  # validate the shared knobs before any work
-            if latency_rounds < 1 or latency_duration <= 0:
-                raise UserError("--latency-rounds must be >= 1 and --latency-duration > 0")
-            if latency_threads is not None and latency_threads < 1:
-                raise UserError(f"--latency-threads {latency_threads}: must be at least 1")
-            report = pipeline.run_sweep(model, out, levels, base, options, teacher=teacher, data=data,
-                                        say=_say(console), latency_rounds=latency_rounds,
-                                        latency_duration_s=latency_duration, latency_threads=latency_threads,
-                                        exporter=exporter)
-            _print_sweep(console, report)
-        else:
-            settings = PruneSettings(ratio=ratio, flops=flops, threshold=threshold, **base)
-            report = pipeline.run_prune(model, out, settings, options, teacher=teacher, data=data, say=_say(console),
-                                        exporter=exporter)
-            _print_prune(console, report)
-        emit_json(report, json_out)
+    if exporter not in (None, "auto", "dynamo", "torchscript"):
+        raise UserError(f"--exporter {exporter}: choose dynamo or torchscript")
+    options = pipeline.FinetuneOptions(finetune_epochs, batch_size, lr, seed, temperature, alpha,
+                                       progress=json_out != "-", bn_images=bn_images).validate()
+    console = common.console(json_out)
+    base = {"criterion": criterion, "normalize": normalize, "equalization": equalization,
+            "granularity": granularity, "min_filters": min_filters}
+    if sweep is not None:
+        if ratio is not None or flops is not None or threshold is not None:
+            raise UserError("--sweep takes its own ratios; drop --ratio/--flops/--threshold")
+        levels = pipeline.parse_levels(sweep)
+        PruneSettings(ratio=levels[0], **base)  # validate the shared knobs before any work
+        if latency_rounds < 1 or latency_duration <= 0:
+            raise UserError("--latency-rounds must be >= 1 and --latency-duration > 0")
+        if latency_threads is not None and latency_threads < 1:
+            raise UserError(f"--latency-threads {latency_threads}: must be at least 1")
+        report = pipeline.run_sweep(model, out, levels, base, options, teacher=teacher, data=data,
+                                    say=_say(console), latency_rounds=latency_rounds,
+                                    latency_duration_s=latency_duration, latency_threads=latency_threads,
+                                    exporter=exporter)
+        _print_sweep(console, report)
+    else:
+        settings = PruneSettings(ratio=ratio, flops=flops, threshold=threshold, **base)
+        report = pipeline.run_prune(model, out, settings, options, teacher=teacher, data=data, say=_say(console),
+                                    exporter=exporter)
+        _print_prune(console, report)
+    emit_json(report, json_out)
 
 
 def _print_prune(console: Any, r: dict[str, Any]) -> None:
@@ -165,43 +157,41 @@ def _print_sweep(console: Any, r: dict[str, Any]) -> None:
     console.print(f"wrote {r['files']['table']}, {r['files']['plot']}, {r['files']['json']}", highlight=False)
 
 
-def _register_distill(app: typer.Typer) -> None:
-    @app.command("distill")
-    def distill_cmd(
-        teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pt), e.g. a ResNet-50."),
-        student: str = typer.Option(..., "--student", help="Student: a checkpoint (.pt, e.g. a pruned model) or an "
-                                    "architecture name (resnet18, resnet50) for a fresh one."),
-        out: Path = typer.Option(..., "--out", help="Distilled student checkpoint (.pt)."),
-        temperature: float = typer.Option(4.0, "--temperature", help="Softening temperature T (the loss is "
-                                          "scaled by T^2)."),
-        alpha: float = typer.Option(0.7, "--alpha", help="Weight of the teacher (KL) term; 1 - alpha on the labels."),
-        feature_loss: bool = typer.Option(False, "--feature-loss/--no-feature-loss", help="Also match stage outputs "
-                                          "(layer1..4), with learned 1x1 adapters where widths differ."),
-        feature_weight: float = typer.Option(1.0, "--feature-weight", help="Weight of the feature loss."),
-        epochs: int = typer.Option(5, "--epochs", help="Training epochs (the student-alone baseline gets the same)."),
-        batch_size: int = typer.Option(64, "--batch-size"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the training recipe's for a "
-                                           "fresh student, 0.01 without warm-up for a checkpoint student)."),
-        baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the student without KD, same "
-                                      "budget and initial weights, for the side-by-side."),
-        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the teacher's)."),
-        seed: int = typer.Option(0, "--seed"),
-        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
-    ) -> None:
-        """Knowledge distillation: teacher -> student, reported beside the student trained alone."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.compress import pipeline
-        from edgeresnet.compress.distill import DistillSettings
+def distill_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pt), e.g. a ResNet-50."),
+    student: str = typer.Option(..., "--student", help="Student: a checkpoint (.pt, e.g. a pruned model) or an "
+                                "architecture name (resnet18, resnet50) for a fresh one."),
+    out: Path = typer.Option(..., "--out", help="Distilled student checkpoint (.pt)."),
+    temperature: float = typer.Option(4.0, "--temperature", help="Softening temperature T (the loss is "
+                                      "scaled by T^2)."),
+    alpha: float = typer.Option(0.7, "--alpha", help="Weight of the teacher (KL) term; 1 - alpha on the labels."),
+    feature_loss: bool = typer.Option(False, "--feature-loss/--no-feature-loss", help="Also match stage outputs "
+                                      "(layer1..4), with learned 1x1 adapters where widths differ."),
+    feature_weight: float = typer.Option(1.0, "--feature-weight", help="Weight of the feature loss."),
+    epochs: int = typer.Option(5, "--epochs", help="Training epochs (the student-alone baseline gets the same)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the training recipe's for a "
+                                       "fresh student, 0.01 without warm-up for a checkpoint student)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the student without KD, same "
+                                  "budget and initial weights, for the side-by-side."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the teacher's)."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+) -> None:
+    """Knowledge distillation: teacher -> student, reported beside the student trained alone."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.compress import pipeline
+    from edgeresnet.compress.distill import DistillSettings
 
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 
-        settings = DistillSettings(temperature, alpha, feature_loss, feature_weight)
-        console = _console(json_out)
-        report = pipeline.run_distill(teacher, student, out, settings, epochs=epochs, batch_size=batch_size, lr=lr,
-                                      seed=seed, data=data, baseline=baseline, progress=json_out != "-",
-                                      say=_say(console))
-        _print_distill(console, report)
-        emit_json(report, json_out)
+    settings = DistillSettings(temperature, alpha, feature_loss, feature_weight)
+    console = common.console(json_out)
+    report = pipeline.run_distill(teacher, student, out, settings, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  seed=seed, data=data, baseline=baseline, progress=json_out != "-",
+                                  say=_say(console))
+    _print_distill(console, report)
+    emit_json(report, json_out)
 
 
 def _print_distill(console: Any, r: dict[str, Any]) -> None:

@@ -65,105 +65,107 @@ def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: di
                   highlight=False)
 
 
+def calibrate_cmd(
+    model: Path = typer.Argument(..., help="FP32 ONNX (from edgeresnet export)."),
+    out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write."),
+    method: str = typer.Option("entropy", "--method", help="Range method: entropy (TensorRT's), max or percentile."),
+    flavour: Optional[str] = typer.Option(None, "--flavour", help="trt (TensorRT Q/DQ, symmetric) or ort "
+                                          "(ONNX Runtime CPU, uint8 activations); default from --target, else trt."),
+    target: Optional[str] = typer.Option(None, "--target", help="Deployment target (targets/*.yaml): picks the flavour."),
+    images: Optional[int] = typer.Option(None, "--images", help="Calibrate with the first N train images of --data "
+                                         "(default 500, or all there are)."),
+    calib_list: Optional[Path] = typer.Option(None, "--calib-list", help="Image list (see calibration/README.md) or "
+                                              "a folder of images."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder: held-out data for the "
+                                       "accuracy gate (default: the data set recorded with the model)."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+    max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float "
+                                           "(default a quarter of them)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Calibration cache (TensorRT format) to reuse or "
+                                         "write; default beside --out, keyed by model and image list."),
+    percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
+    ort_format: str = typer.Option("qdq", "--format", help="ort flavour only: qdq or qoperator."),
+    reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="ort flavour only: "
+                                                "7-bit weights (default: on for x86 CPUs without VNNI, where "
+                                                "ONNX Runtime's u8s8 sums saturate)."),
+    eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
+    bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+) -> None:
+    """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.compress import ptq
+    from edgeresnet.compress.ptq_stage import CalibrateSettings, calibrate
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    settings = CalibrateSettings(model=model, out=out, method=method, flavour=flavour, target=target,
+                                 images=images, calib_list=calib_list, data=data, max_drop=max_drop,
+                                 max_keep=max_keep, cache=cache, percentile=percentile, ort_format=ort_format,
+                                 reduce_range=reduce_range, eval_images=eval_images, bench_iters=bench_iters)
+    done = calibrate(settings, console=common.console(stderr=True), progress=_progress)
+    report, calib, chosen, why, source = done.report, done.calibration, done.flavour, done.flavour_reason, settings.model
+    extra = [("flavour", f"{chosen} ({why})"), ("method", method),
+             ("calibration", f"{len(calib)} images from {calib.source} (sha256 {calib.sha256[:12]})"),
+             ("cache", f"{report.cache['path']} ({'reused' if report.cache['hit'] else 'written'})")]
+    if chosen == "ort":
+        rr = report.structure.get("reduce_range")
+        extra.append(("format", f"{ort_format}, {'7-bit weights (reduce-range)' if rr else '8-bit weights'}"
+                                f"{'' if reduce_range is not None else ' (auto: ' + ptq.default_reduce_range()[1] + ')'}"))
+    _accuracy_table(f"calibrate {source.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
+    emit_json(report.to_dict(), json_out)
+    if not report.gate.passed:
+        raise ptq.gate_failure(report)
+    typer.echo(f"wrote {out} and {out}.json")
+
+
+def qat_cmd(
+    model: Path = typer.Argument(..., help="Trained FP32 checkpoint (.pt)."),
+    out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write (TensorRT placement)."),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images from the train "
+                                               "split (default 500, or all there are)."),
+    epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs with fake quantization."),
+    lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate (low: the model is already trained)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (recipe default)."),
+    method: str = typer.Option("percentile", "--method", help="Activation range method: percentile, entropy or max."),
+    percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+    max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: recorded in "
+                                       "the checkpoint)."),
+    opset: int = typer.Option(13, "--opset", help="ONNX opset (13..20; 13 parses on every TensorRT since 8.x)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop fine-tuning after this many "
+                                            "optimizer steps (smoke runs, time budgets)."),
+    eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
+    bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+) -> None:
+    """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.compress.ptq import gate_failure
+    from edgeresnet.compress.ptq_stage import QatSettings, qat
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    settings = QatSettings(model=model, out=out, calib_images=calib_images, epochs=epochs, lr=lr,
+                           batch_size=batch_size, method=method, percentile=percentile, max_drop=max_drop,
+                           max_keep=max_keep, data=data, opset=opset, seed=seed, max_steps=max_steps,
+                           eval_images=eval_images, bench_iters=bench_iters)
+    report = qat(settings, console=common.console(stderr=True), progress=_progress)
+    extra = [("calibration", f"{report.calibration['count']} train images, method {method}"),
+             ("fine-tune", f"{epochs} epoch(s) at lr {lr:g}; val top-1 (torch) before "
+                           f"{report.fine_tune.get('val_top1_before')}, after {report.fine_tune.get('val_top1_after', '-')}"
+                           f"{'; kept ' + report.fine_tune['kept'] if report.fine_tune.get('kept') else ''}"),
+             ("Q/DQ", f"{report.structure['quantize_linear']} QuantizeLinear, {report.structure['dequantize_linear']} "
+                      f"DequantizeLinear, {report.structure['residual_adds_quantized']} residual adds quantized, "
+                      f"opset {opset}")]
+    _accuracy_table(f"qat {model.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
+    emit_json(report.to_dict(), json_out)
+    if not report.gate.passed:
+        raise gate_failure(report)
+    typer.echo(f"wrote {out} and {out}.json")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``qat`` and ``calibrate`` to the app."""
-
-    @app.command("calibrate")
-    def calibrate_cmd(
-        model: Path = typer.Argument(..., help="FP32 ONNX (from edgeresnet export)."),
-        out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write."),
-        method: str = typer.Option("entropy", "--method", help="Range method: entropy (TensorRT's), max or percentile."),
-        flavour: Optional[str] = typer.Option(None, "--flavour", help="trt (TensorRT Q/DQ, symmetric) or ort "
-                                              "(ONNX Runtime CPU, uint8 activations); default from --target, else trt."),
-        target: Optional[str] = typer.Option(None, "--target", help="Deployment target (targets/*.yaml): picks the flavour."),
-        images: Optional[int] = typer.Option(None, "--images", help="Calibrate with the first N train images of --data "
-                                             "(default 500, or all there are)."),
-        calib_list: Optional[Path] = typer.Option(None, "--calib-list", help="Image list (see calibration/README.md) or "
-                                                  "a folder of images."),
-        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder: held-out data for the "
-                                           "accuracy gate (default: the data set recorded with the model)."),
-        max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
-        max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float "
-                                               "(default a quarter of them)."),
-        cache: Optional[Path] = typer.Option(None, "--cache", help="Calibration cache (TensorRT format) to reuse or "
-                                             "write; default beside --out, keyed by model and image list."),
-        percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
-        ort_format: str = typer.Option("qdq", "--format", help="ort flavour only: qdq or qoperator."),
-        reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="ort flavour only: "
-                                                    "7-bit weights (default: on for x86 CPUs without VNNI, where "
-                                                    "ONNX Runtime's u8s8 sums saturate)."),
-        eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
-        bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
-        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
-    ) -> None:
-        """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.compress import ptq
-        from edgeresnet.compress.ptq_stage import CalibrateSettings, calibrate
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-        settings = CalibrateSettings(model=model, out=out, method=method, flavour=flavour, target=target,
-                                     images=images, calib_list=calib_list, data=data, max_drop=max_drop,
-                                     max_keep=max_keep, cache=cache, percentile=percentile, ort_format=ort_format,
-                                     reduce_range=reduce_range, eval_images=eval_images, bench_iters=bench_iters)
-        done = calibrate(settings, console=common.console(stderr=True), progress=_progress)
-        report, calib, chosen, why, source = done.report, done.calibration, done.flavour, done.flavour_reason, settings.model
-        extra = [("flavour", f"{chosen} ({why})"), ("method", method),
-                 ("calibration", f"{len(calib)} images from {calib.source} (sha256 {calib.sha256[:12]})"),
-                 ("cache", f"{report.cache['path']} ({'reused' if report.cache['hit'] else 'written'})")]
-        if chosen == "ort":
-            rr = report.structure.get("reduce_range")
-            extra.append(("format", f"{ort_format}, {'7-bit weights (reduce-range)' if rr else '8-bit weights'}"
-                                    f"{'' if reduce_range is not None else ' (auto: ' + ptq.default_reduce_range()[1] + ')'}"))
-        _accuracy_table(f"calibrate {source.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
-        emit_json(report.to_dict(), json_out)
-        if not report.gate.passed:
-            raise ptq.gate_failure(report)
-        typer.echo(f"wrote {out} and {out}.json")
-
-    @app.command("qat")
-    def qat_cmd(
-        model: Path = typer.Argument(..., help="Trained FP32 checkpoint (.pt)."),
-        out: Path = typer.Option(..., "--out", help="INT8 Q/DQ ONNX to write (TensorRT placement)."),
-        calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images from the train "
-                                                   "split (default 500, or all there are)."),
-        epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs with fake quantization."),
-        lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate (low: the model is already trained)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (recipe default)."),
-        method: str = typer.Option("percentile", "--method", help="Activation range method: percentile, entropy or max."),
-        percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
-        max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
-        max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float."),
-        data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: recorded in "
-                                           "the checkpoint)."),
-        opset: int = typer.Option(13, "--opset", help="ONNX opset (13..20; 13 parses on every TensorRT since 8.x)."),
-        seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop fine-tuning after this many "
-                                                "optimizer steps (smoke runs, time budgets)."),
-        eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
-        bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
-        json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
-    ) -> None:
-        """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.compress.ptq import gate_failure
-        from edgeresnet.compress.ptq_stage import QatSettings, qat
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-        settings = QatSettings(model=model, out=out, calib_images=calib_images, epochs=epochs, lr=lr,
-                               batch_size=batch_size, method=method, percentile=percentile, max_drop=max_drop,
-                               max_keep=max_keep, data=data, opset=opset, seed=seed, max_steps=max_steps,
-                               eval_images=eval_images, bench_iters=bench_iters)
-        report = qat(settings, console=common.console(stderr=True), progress=_progress)
-        extra = [("calibration", f"{report.calibration['count']} train images, method {method}"),
-                 ("fine-tune", f"{epochs} epoch(s) at lr {lr:g}; val top-1 (torch) before "
-                               f"{report.fine_tune.get('val_top1_before')}, after {report.fine_tune.get('val_top1_after', '-')}"
-                               f"{'; kept ' + report.fine_tune['kept'] if report.fine_tune.get('kept') else ''}"),
-                 ("Q/DQ", f"{report.structure['quantize_linear']} QuantizeLinear, {report.structure['dequantize_linear']} "
-                          f"DequantizeLinear, {report.structure['residual_adds_quantized']} residual adds quantized, "
-                          f"opset {opset}")]
-        _accuracy_table(f"qat {model.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
-        emit_json(report.to_dict(), json_out)
-        if not report.gate.passed:
-            raise gate_failure(report)
-        typer.echo(f"wrote {out} and {out}.json")
+    app.command("calibrate")(calibrate_cmd)
+    app.command("qat")(qat_cmd)

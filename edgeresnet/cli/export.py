@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from edgeresnet.cli import common
 from edgeresnet.errors import UserError
 
 _CONTRACT_FIELDS = ("image_size", "resize", "mean", "std", "channel_order", "layout", "scale", "interpolation")
@@ -41,12 +42,6 @@ class _Progress:
     def advance(self, n: int) -> None:
         if self.task is not None:
             self.progress.advance(self.task, n)
-
-
-def _console(json_dest: str | None) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
 
 
 def _fmt(value: float) -> str:
@@ -101,115 +96,117 @@ def _tolerance(atol: float, rtol: float, min_agreement: float) -> Any:
     return Tolerance(atol=atol, rtol=rtol, min_agreement=min_agreement)
 
 
+def export_cmd(
+    model: Path = typer.Argument(..., metavar="MODEL", help="Our checkpoint (.pt) to export."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes to OUT.json)."),
+    target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset (11-17: TorchScript exporter, 18-23: dynamo)."),
+    exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript (auto picks by opset)."),
+    batch: int | None = typer.Option(None, "--batch", help="Static batch size (default 1)."),
+    dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis MIN:OPT:MAX, e.g. 1:8:32."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's)."),
+    simplify: bool = typer.Option(False, "--simplify", help="Simplify the graph with onnxslim (checked by parity)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16: FP16 weights and compute (for strongly "
+                                  "typed TensorRT: 11.x, TensorRT-RTX); inputs/outputs stay float32."),
+    io_fp16: bool = typer.Option(False, "--io-fp16", help="With --precision fp16: float16 input and output too."),
+    data: str | None = typer.Option(None, "--data", help="Parity images: digits or an ImageFolder path "
+                                    "(default: the checkpoint's data set, else digits)."),
+    atol: float | None = typer.Option(None, "--atol", help="Absolute logit tolerance (default 1e-3; fp16: 1e-2)."),
+    rtol: float | None = typer.Option(None, "--rtol", help="Tolerance relative to the largest reference logit "
+                                      "(default 1e-3; fp16: 1e-2)."),
+    min_agreement: float | None = typer.Option(None, "--min-agreement", help="Minimum top-1 agreement (0-1, "
+                                               "default 0.99)."),
+    parity_images: int = typer.Option(32, "--parity-images", help="Real images for the parity check."),
+    seed: int = typer.Option(0, "--seed", help="Split seed for the parity images."),
+    json_out: str | None = typer.Option(None, "--json", help="Write the result as JSON (- = stdout)."),
+) -> None:
+    """Export a checkpoint to ONNX and prove parity against PyTorch on real images.
+
+    ONNX input 'input' (float32 NCHW, batch axis 'batch' when dynamic), output 'logits'. --precision fp16
+    writes FP16 weights and compute behind float32 I/O (float16 I/O with --io-fp16), checked against FP32.
+
+    The preprocessing contract and batch profile go into its metadata_props and into OUT.json.
+    """
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.export import export_checkpoint
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+
+    if batch is not None and dynamic_batch is not None:
+        raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
+    profile: Any = dynamic_batch if dynamic_batch is not None else (batch if batch is not None else 1)
+    if isinstance(profile, int) and profile < 1:
+        raise UserError(f"--batch {profile}: must be at least 1")
+    from edgeresnet.export.fp16 import FP16_TOLERANCE, check_precision
+
+    check_precision(precision, io_fp16)
+    base = FP16_TOLERANCE if precision == "fp16" else _tolerance(1e-3, 1e-3, 0.99)
+    tolerance = _tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol,
+                           base.min_agreement if min_agreement is None else min_agreement)
+    console = common.console(json_out)
+    with _Progress(console) as progress:
+        result = export_checkpoint(model, out, opset=opset, batch=profile, exporter=exporter, target=target,
+                                   image_size=image_size, simplify=simplify, data=data, tolerance=tolerance,
+                                   parity_images=parity_images, seed=seed, stage=progress.stage,
+                                   advance=progress.advance, precision=precision, io_fp16=io_fp16)
+    console.print(_export_table(result))
+    if result.parity is not None:
+        console.print(parity_table(result.parity, "parity: PyTorch (reference) vs ONNX Runtime"))
+    for note in result.warnings:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"wrote {result.path} and {result.path}.json", highlight=False)
+    emit_json({"schema": "edgeresnet.export/1", **result.to_dict()}, json_out)
+
+
+def verify_cmd(
+    a: Path = typer.Argument(..., metavar="A", help="Reference artifact: checkpoint (.pt), ONNX or engine."),
+    b: Path = typer.Argument(..., metavar="B", help="Artifact to compare against A."),
+    data: str | None = typer.Option(None, "--data", help="digits or an ImageFolder path (default: A's data set)."),
+    atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
+    rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
+    min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),
+    parity_images: int = typer.Option(32, "--parity-images", help="Real images to compare on."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Largest batch when neither artifact bounds it."),
+    seed: int = typer.Option(0, "--seed", help="Split seed for the images."),
+    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+) -> None:
+    """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.export import resolve_data_spec
+    from edgeresnet.parity import common_batches, compare_runners, load_parity_images, planned_steps
+    from edgeresnet.runners import load_runner
+
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+
+    tolerance = _tolerance(atol, rtol, min_agreement)
+    if max_batch < 1:
+        raise UserError(f"--max-batch {max_batch}: must be at least 1")
+    runner_a, runner_b = load_runner(a), load_runner(b)
+    preprocess = _common_preprocess(a, runner_a, b, runner_b)
+    batches = common_batches(_batch_range(a, runner_a), _batch_range(b, runner_b), default_max=max_batch)
+    data_spec, note = resolve_data_spec(data, a)
+    console = common.console(json_out)
+    images = load_parity_images(data_spec, preprocess, max(parity_images, max(batches)), seed=seed)
+    with _Progress(console) as progress:
+        progress.stage(f"comparing at batch {', '.join(map(str, batches))}", planned_steps(len(images), batches))
+        report = compare_runners(runner_a, runner_b, images, batches, tolerance, progress=progress.advance)
+    report.a, report.b = f"{runner_a.backend}:{a}", f"{runner_b.backend}:{b}"
+    console.print(parity_table(report, f"verify: {a} (reference) vs {b}"))
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    emit_json({"schema": "edgeresnet.parity/1", "data": data_spec, "images": int(images.shape[0]),
+               **report.to_dict(),
+               "runners": {"a": runner_a.describe(), "b": runner_b.describe()}}, json_out)
+    if not report.passed:
+        raise UserError(f"parity failed: {report.failure_summary()}", exit_code=1)
+    console.print(f"[green]parity passed[/green]: max-abs {_fmt(report.max_abs)}, max-rel {_fmt(report.max_rel)}, "
+                  f"top-1 agreement {report.top1_agreement:.1%}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify``."""
-
-    @app.command("export")
-    def export_cmd(
-        model: Path = typer.Argument(..., metavar="MODEL", help="Our checkpoint (.pt) to export."),
-        out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its manifest goes to OUT.json)."),
-        target: str | None = typer.Option(None, "--target", help="Pick the opset the target's TensorRT parses."),
-        opset: int | None = typer.Option(None, "--opset", help="ONNX opset (11-17: TorchScript exporter, 18-23: dynamo)."),
-        exporter: str = typer.Option("auto", "--exporter", help="auto | dynamo | torchscript (auto picks by opset)."),
-        batch: int | None = typer.Option(None, "--batch", help="Static batch size (default 1)."),
-        dynamic_batch: str | None = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis MIN:OPT:MAX, e.g. 1:8:32."),
-        image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's)."),
-        simplify: bool = typer.Option(False, "--simplify", help="Simplify the graph with onnxslim (checked by parity)."),
-        precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16: FP16 weights and compute (for strongly "
-                                      "typed TensorRT: 11.x, TensorRT-RTX); inputs/outputs stay float32."),
-        io_fp16: bool = typer.Option(False, "--io-fp16", help="With --precision fp16: float16 input and output too."),
-        data: str | None = typer.Option(None, "--data", help="Parity images: digits or an ImageFolder path "
-                                        "(default: the checkpoint's data set, else digits)."),
-        atol: float | None = typer.Option(None, "--atol", help="Absolute logit tolerance (default 1e-3; fp16: 1e-2)."),
-        rtol: float | None = typer.Option(None, "--rtol", help="Tolerance relative to the largest reference logit "
-                                          "(default 1e-3; fp16: 1e-2)."),
-        min_agreement: float | None = typer.Option(None, "--min-agreement", help="Minimum top-1 agreement (0-1, "
-                                                   "default 0.99)."),
-        parity_images: int = typer.Option(32, "--parity-images", help="Real images for the parity check."),
-        seed: int = typer.Option(0, "--seed", help="Split seed for the parity images."),
-        json_out: str | None = typer.Option(None, "--json", help="Write the result as JSON (- = stdout)."),
-    ) -> None:
-        """Export a checkpoint to ONNX and prove parity against PyTorch on real images.
-
-        ONNX input 'input' (float32 NCHW, batch axis 'batch' when dynamic), output 'logits'. --precision fp16
-        writes FP16 weights and compute behind float32 I/O (float16 I/O with --io-fp16), checked against FP32.
-
-        The preprocessing contract and batch profile go into its metadata_props and into OUT.json.
-        """
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.export import export_checkpoint
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        if batch is not None and dynamic_batch is not None:
-            raise UserError("--batch and --dynamic-batch: give one of them (static or dynamic batch)")
-        profile: Any = dynamic_batch if dynamic_batch is not None else (batch if batch is not None else 1)
-        if isinstance(profile, int) and profile < 1:
-            raise UserError(f"--batch {profile}: must be at least 1")
-        from edgeresnet.export.fp16 import FP16_TOLERANCE, check_precision
-
-        check_precision(precision, io_fp16)
-        base = FP16_TOLERANCE if precision == "fp16" else _tolerance(1e-3, 1e-3, 0.99)
-        tolerance = _tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol,
-                               base.min_agreement if min_agreement is None else min_agreement)
-        console = _console(json_out)
-        with _Progress(console) as progress:
-            result = export_checkpoint(model, out, opset=opset, batch=profile, exporter=exporter, target=target,
-                                       image_size=image_size, simplify=simplify, data=data, tolerance=tolerance,
-                                       parity_images=parity_images, seed=seed, stage=progress.stage,
-                                       advance=progress.advance, precision=precision, io_fp16=io_fp16)
-        console.print(_export_table(result))
-        if result.parity is not None:
-            console.print(parity_table(result.parity, "parity: PyTorch (reference) vs ONNX Runtime"))
-        for note in result.warnings:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        console.print(f"wrote {result.path} and {result.path}.json", highlight=False)
-        emit_json({"schema": "edgeresnet.export/1", **result.to_dict()}, json_out)
-
-    @app.command("verify")
-    def verify_cmd(
-        a: Path = typer.Argument(..., metavar="A", help="Reference artifact: checkpoint (.pt), ONNX or engine."),
-        b: Path = typer.Argument(..., metavar="B", help="Artifact to compare against A."),
-        data: str | None = typer.Option(None, "--data", help="digits or an ImageFolder path (default: A's data set)."),
-        atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
-        rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
-        min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),
-        parity_images: int = typer.Option(32, "--parity-images", help="Real images to compare on."),
-        max_batch: int = typer.Option(8, "--max-batch", help="Largest batch when neither artifact bounds it."),
-        seed: int = typer.Option(0, "--seed", help="Split seed for the images."),
-        json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
-    ) -> None:
-        """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.export import resolve_data_spec
-        from edgeresnet.parity import common_batches, compare_runners, load_parity_images, planned_steps
-        from edgeresnet.runners import load_runner
-
-        check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-        tolerance = _tolerance(atol, rtol, min_agreement)
-        if max_batch < 1:
-            raise UserError(f"--max-batch {max_batch}: must be at least 1")
-        runner_a, runner_b = load_runner(a), load_runner(b)
-        preprocess = _common_preprocess(a, runner_a, b, runner_b)
-        batches = common_batches(_batch_range(a, runner_a), _batch_range(b, runner_b), default_max=max_batch)
-        data_spec, note = resolve_data_spec(data, a)
-        console = _console(json_out)
-        images = load_parity_images(data_spec, preprocess, max(parity_images, max(batches)), seed=seed)
-        with _Progress(console) as progress:
-            progress.stage(f"comparing at batch {', '.join(map(str, batches))}", planned_steps(len(images), batches))
-            report = compare_runners(runner_a, runner_b, images, batches, tolerance, progress=progress.advance)
-        report.a, report.b = f"{runner_a.backend}:{a}", f"{runner_b.backend}:{b}"
-        console.print(parity_table(report, f"verify: {a} (reference) vs {b}"))
-        if note:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        emit_json({"schema": "edgeresnet.parity/1", "data": data_spec, "images": int(images.shape[0]),
-                   **report.to_dict(),
-                   "runners": {"a": runner_a.describe(), "b": runner_b.describe()}}, json_out)
-        if not report.passed:
-            raise UserError(f"parity failed: {report.failure_summary()}", exit_code=1)
-        console.print(f"[green]parity passed[/green]: max-abs {_fmt(report.max_abs)}, max-rel {_fmt(report.max_rel)}, "
-                      f"top-1 agreement {report.top1_agreement:.1%}")
+    app.command("export")(export_cmd)
+    app.command("verify")(verify_cmd)
 
 
 def _common_preprocess(a: Path, runner_a: Any, b: Path, runner_b: Any) -> Any:

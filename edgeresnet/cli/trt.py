@@ -21,7 +21,6 @@ targets_app = typer.Typer(name="targets", help="Deployment targets: boards and G
 # -- targets -------------------------------------------------------------------------------------
 
 
-@targets_app.command("list")
 def targets_list(
     json_out: str | None = typer.Option(None, "--json", help="Write the targets as JSON to PATH ('-' = stdout)."),
 ) -> None:
@@ -48,7 +47,6 @@ def targets_list(
     emit_json([t.to_dict() for t in targets], json_out)
 
 
-@targets_app.command("show")
 def targets_show(
     name: str = typer.Argument(..., help="Target name (see 'edgeresnet targets list') or a YAML path."),
     json_out: str | None = typer.Option(None, "--json", help="Write the target as JSON to PATH ('-' = stdout)."),
@@ -137,4 +135,6 @@ def build(
 def register(app: typer.Typer) -> None:
     """Add ``build`` and the ``targets`` sub-app."""
     app.command("build")(build)
+    targets_app.command("list")(targets_list)
+    targets_app.command("show")(targets_show)
     app.add_typer(targets_app, name="targets")

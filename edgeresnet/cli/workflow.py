@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from edgeresnet.cli import common
 from edgeresnet.config import TrainRecipe, field_names
 from edgeresnet.errors import UserError
 
@@ -18,12 +19,6 @@ _D = TrainRecipe()  # defaults shown in --help
 _DATA, _OPT, _AUG, _RUN, _OUT = "Data and model", "Optimisation", "Augmentation", "Run control", "Outputs"
 _DIST = "Multi-process (torchrun)"
 _AUG_PRESET = "Default: the data set's preset (digits: on)."
-
-
-def _console(json_dest: str | None) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=json_dest == "-")  # keep stdout clean for --json -
 
 
 def _given(ctx: typer.Context, names: tuple[str, ...]) -> dict[str, Any]:
@@ -102,288 +97,292 @@ def eval_tables(metrics: dict[str, Any]) -> list[Any]:
     return tables
 
 
+def train_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", help="YAML recipe: any option below as 'key: value' "
+                                       "(e.g. 'batch_size: 32'); flags given on the command line override it.",
+                                       rich_help_panel=_OUT),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Directory for best.pt, last.pt "
+                             "(+ manifests), recipe.yaml, metrics.csv, tensorboard/ and curves.png.",
+                             rich_help_panel=_OUT),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same recipe; "
+                                "flags such as --epochs may extend it).", rich_help_panel=_OUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out already holds a run.",
+                                   rich_help_panel=_OUT),
+    json_out: str | None = typer.Option(None, "--json", help="Write the run summary as JSON to PATH "
+                                        "('-' = stdout).",
+                                        rich_help_panel=_OUT),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch.",
+                                  rich_help_panel=_OUT),
+    # data and model
+    data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download), 'fashion-mnist' (Debian "
+                             "dataset-fashion-mnist), a directory of the four MNIST-style IDX files, or an "
+                             "ImageFolder directory "
+                             "(class per sub-folder; train/ and val/ used when present).", rich_help_panel=_DATA),
+    image_size: int = typer.Option(_D.image_size, "--image-size", help="Square input size in pixels.",
+                                   rich_help_panel=_DATA),
+    split_seed: int = typer.Option(_D.split_seed, "--split-seed", help="Seed of the train/val/test split "
+                                   "(keep 0 so every command sees the same test set).", rich_help_panel=_DATA),
+    arch: str = typer.Option(_D.arch, "--arch", help="resnet18 or resnet50.", rich_help_panel=_DATA),
+    small_stem: bool = typer.Option(_D.small_stem, "--small-stem/--no-small-stem", help="3x3 stride-1 stem without "
+                                    "max-pool, for tiny inputs (about 7x the compute at 32 px).",
+                                    rich_help_panel=_DATA),
+    dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout before the classifier, in [0, 1).",
+                                  rich_help_panel=_DATA),
+    init: str | None = typer.Option(None, "--init", help="Start from these weights (our checkpoint, a torchvision "
+                                    "or timm state dict); a head of another class count is re-initialised.",
+                                    rich_help_panel=_DATA),
+    freeze_backbone: bool = typer.Option(_D.freeze_backbone, "--freeze-backbone/--no-freeze-backbone",
+                                         help="Train only the classifier head (fc); backbone BN statistics stay "
+                                         "fixed.", rich_help_panel=_DATA),
+    backbone_lr_mult: float = typer.Option(_D.backbone_lr_mult, "--backbone-lr-mult", help="LR of the backbone = "
+                                           "--lr x this (e.g. 0.1 when fine-tuning from --init).",
+                                           rich_help_panel=_DATA),
+    # optimisation
+    epochs: int = typer.Option(_D.epochs, "--epochs", help="Number of epochs.", rich_help_panel=_OPT),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per micro-batch.",
+                                   rich_help_panel=_OPT),
+    optimizer: str = typer.Option(_D.optimizer, "--optimizer", help="sgd | adam | adamw | rmsprop.",
+                                  rich_help_panel=_OPT),
+    lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (after warm-up).", rich_help_panel=_OPT),
+    momentum: float = typer.Option(_D.momentum, "--momentum", help="SGD/RMSprop momentum; Adam/AdamW beta1.",
+                                   rich_help_panel=_OPT),
+    nesterov: bool = typer.Option(_D.nesterov, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD).",
+                                  rich_help_panel=_OPT),
+    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="L2 weight decay (decoupled for "
+                                       "AdamW).", rich_help_panel=_OPT),
+    decay_norm_and_bias: bool = typer.Option(_D.decay_norm_and_bias,
+                                             "--decay-norm-and-bias/--no-decay-norm-and-bias",
+                                             help="Also decay BN weights and biases (off by default).",
+                                             rich_help_panel=_OPT),
+    l1: float = typer.Option(_D.l1, "--l1", help="L1 penalty on conv/linear weights added to the loss (0 = off).",
+                             rich_help_panel=_OPT),
+    label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing",
+                                          help="Label smoothing in [0, 1).",
+                                          rich_help_panel=_OPT),
+    schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine | step | exponential | constant.",
+                                 rich_help_panel=_OPT),
+    warmup_epochs: float = typer.Option(_D.warmup_epochs, "--warmup-epochs", help="Linear warm-up length in epochs "
+                                        "(per step; 0 = none).", rich_help_panel=_OPT),
+    step_size: float = typer.Option(_D.step_size, "--step-size", help="'step' schedule: epochs between LR drops.",
+                                    rich_help_panel=_OPT),
+    gamma: float = typer.Option(_D.gamma, "--gamma", help="'step': factor per drop; 'exponential': factor per "
+                                "epoch.", rich_help_panel=_OPT),
+    min_lr: float = typer.Option(_D.min_lr, "--min-lr", help="'cosine': the LR reached at the end.",
+                                 rich_help_panel=_OPT),
+    accumulate: int = typer.Option(_D.accumulate, "--accumulate", help="Gradient accumulation: micro-batches per "
+                                   "optimizer step (effective batch = batch size x this).", rich_help_panel=_OPT),
+    precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (autocast, CPU or CUDA) | fp16 "
+                                  "(CUDA, with a gradient scaler).", rich_help_panel=_OPT),
+    # augmentation
+    augment: bool = typer.Option(_D.augment, "--augment/--no-augment", help="All training augmentation on/off.",
+                                 rich_help_panel=_AUG),
+    random_resized_crop: bool | None = typer.Option(None, "--random-resized-crop/--no-random-resized-crop",
+                                                    help=f"Random resized crop. {_AUG_PRESET}",
+                                                    rich_help_panel=_AUG),
+    crop_scale_min: float | None = typer.Option(None, "--crop-scale-min", help="Smallest crop area fraction, in "
+                                                "(0, 1]. Default: the preset's (digits 0.7).",
+                                                rich_help_panel=_AUG),
+    hflip: bool | None = typer.Option(None, "--hflip/--no-hflip", help="Random horizontal flip. Default: the "
+                                      "preset's (digits: off, folders: on).", rich_help_panel=_AUG),
+    rotation: float | None = typer.Option(None, "--rotation", help="Random rotation up to this many degrees. "
+                                          "Default: the preset's (digits 10).", rich_help_panel=_AUG),
+    color_jitter: float | None = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter "
+                                              "strength in [0, 1]. Default: off.", rich_help_panel=_AUG),
+    random_erasing: float | None = typer.Option(None, "--random-erasing", help="Probability of random erasing. "
+                                                "Default: off.", rich_help_panel=_AUG),
+    # run control
+    monitor: str = typer.Option(_D.monitor, "--monitor", help="val_acc | val_loss: what 'best' means for best.pt "
+                                "and what early stopping watches.", rich_help_panel=_RUN),
+    early_stop: int = typer.Option(_D.early_stop, "--early-stop", help="Stop after this many epochs without "
+                                   "improvement (0 = off).", rich_help_panel=_RUN),
+    min_delta: float = typer.Option(_D.min_delta, "--min-delta", help="Smallest change of the monitored value that "
+                                    "counts as improvement.", rich_help_panel=_RUN),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps in total "
+                                         "(smoke runs; resumable).", rich_help_panel=_RUN),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation, shuffling and augmentation.",
+                             rich_help_panel=_RUN),
+    shuffle: bool = typer.Option(_D.shuffle, "--shuffle/--no-shuffle", help="Reshuffle the training set every "
+                                 "epoch (off: a fixed order, for exact comparisons).", rich_help_panel=_RUN),
+    device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
+    workers: int = typer.Option(_D.workers, "--workers", help="DataLoader worker processes (0 = in-process).",
+                                rich_help_panel=_RUN),
+    nproc: int | None = typer.Option(None, "--nproc", help="Data-parallel training in N local processes: runs "
+                                     "'torchrun --standalone --nproc-per-node N -m edgeresnet train ...' (one "
+                                     "process per GPU; gloo on the CPU). --batch-size is per process.",
+                                     rich_help_panel=_DIST),
+    sync_bn: bool = typer.Option(_D.sync_bn, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across the processes "
+                                 "of a multi-GPU run (CUDA only; refused on the CPU).", rich_help_panel=_DIST),
+) -> None:
+    """Train ResNet-18/50 on digits or an image folder with a modern recipe; keeps the best checkpoint.
+
+    Every option can also be set in a YAML recipe (--config); the effective recipe is saved as
+    OUT/recipe.yaml. Ctrl-C (or a crash) leaves OUT/last.pt loadable; --resume continues from it.
+    Runs unchanged under 'torchrun --nproc-per-node N -m edgeresnet train ...' (or use --nproc N).
+    """
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
+    from edgeresnet.train.job import run_training, saved_recipe
+
+    check_json_dest(json_out)
+    file_values = read_recipe_file(config) if config is not None else {}
+    flags = _given(ctx, field_names())
+    base = None
+    if resume:  # the run's own recipe; a --max-steps budget applies to one invocation, not to the resumed one
+        base = recipe_from_dict({**saved_recipe(out), "max_steps": None})
+    recipe = merge_recipe(file_values, flags, base=base, config_path=config)
+    if nproc is not None and nproc != 1:
+        from edgeresnet.train.distributed import launch
+
+        raise typer.Exit(launch(recipe, nproc, out=out, resume=resume, overwrite=overwrite, progress=progress,
+                                json_out=json_out))
+    console = common.console(json_out)
+    run = run_training(recipe, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+    if not run.is_main:  # under torchrun, rank 0 reports for the group
+        return
+    for note in run.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    summary = run.summary()
+    console.print(train_table(summary))
+    emit_json(summary, json_out)
+
+
+def import_cmd(
+    weights: Path = typer.Argument(..., help="Local torchvision- or timm-format ResNet weights: a state dict or "
+                                   "training checkpoint (.pth/.pt, loaded with weights_only=True, so a file that "
+                                   "would run code is refused) or a .safetensors file. DDP 'module.' and "
+                                   "torch.compile '_orig_mod.' prefixes are stripped."),
+    arch: str = typer.Option(..., "--arch", help="resnet18 or resnet50: the architecture of the file."),
+    num_classes: int = typer.Option(..., "--num-classes", help="Classes of the new head; when it differs from the "
+                                    "file's, the head is re-initialised (and you are told)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt); its manifest goes to OUT.json."),
+    small_stem: bool = typer.Option(False, "--small-stem/--no-small-stem", help="The file uses the 3x3 stride-1 "
+                                    "stem without max-pool."),
+    image_size: int = typer.Option(224, "--image-size", help="Input size recorded in the preprocessing contract."),
+    class_names: str | None = typer.Option(None, "--class-names", help="Comma-separated class names "
+                                           "(default 0..K-1)."),
+    dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the classifier, in [0, 1)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Take the EMA weights when the file has them (timm "
+                             "'state_dict_ema', torchvision references 'model_ema'), as timm does."),
+    json_out: str | None = typer.Option(None, "--json", help="Write what was imported as JSON to PATH "
+                                        "('-' = stdout)."),
+) -> None:
+    """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
+    from edgeresnet.artifacts import (
+        atomic_output,
+        build_manifest,
+        check_json_dest,
+        check_output_dir,
+        emit_json,
+        write_manifest,
+    )
+    from edgeresnet.data.presets import preset_for
+    from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
+
+    spec = ModelSpec(arch, num_classes, small_stem, dropout)
+    names = (tuple(n.strip() for n in class_names.split(",")) if class_names
+             else tuple(str(i) for i in range(num_classes)))
+    if len(names) != num_classes or not all(names):
+        raise UserError(f"--class-names: {len(names)} name(s) given for --num-classes {num_classes}; "
+                        "give one non-empty name per class, comma-separated")
+    preprocess = preset_for("imagenet", image_size, names)
+    if out.suffix.lower() not in (".pt", ".pth"):
+        raise UserError(f"--out {out}: a checkpoint file name ending in .pt is expected")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; pass a file name such as {out}/model.pt")
+    check_output_dir(out)
+    check_json_dest(json_out)
+    model, notes = import_weights(weights, spec, ema=ema)
+    import torch
+
+    checkpoint = make_checkpoint(model, spec, preprocess.to_dict(), source=str(weights), notes=notes)
+    with atomic_output(out) as tmp:
+        torch.save(checkpoint, tmp)
+    write_manifest(out, build_manifest("checkpoint", out, command="import", inputs={"weights": weights},
+                                       settings={"arch": arch, "num_classes": num_classes, "small_stem": small_stem,
+                                                 "image_size": image_size, "dropout": dropout, "ema": ema},
+                                       extra={"preprocess": preprocess.to_dict(), "model": spec.to_dict(),
+                                              "notes": notes}))
+    console = common.console(json_out)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"imported {weights} -> {out} ({arch}, {num_classes} classes, {params / 1e6:.2f} M parameters, "
+                  f"{image_size} px ImageNet preprocessing)", highlight=False)
+    emit_json({"checkpoint": str(out), "source": str(weights), "model": spec.to_dict(), "parameters": params,
+               "notes": notes, "preprocess": preprocess.to_dict()}, json_out)
+
+
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="Model file: checkpoint (.pt), ONNX (.onnx) or TensorRT engine "
+                                 "(.engine)."),
+    data: str | None = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder directory "
+                                    "(default: the data set recorded in the model's manifest, else digits)."),
+    split: str = typer.Option("test", "--split", help="train | val | test | all (every image of --data once: "
+                              "a separate held-out folder scored whole)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images of the split."),
+    split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the one the "
+                                          "model was trained with, else 0)."),
+    backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
+    device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: CUDA when "
+                                      "available); trt: cuda, cuda:N or N (default 0)."),
+    cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
+                                     "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the confusion-matrix PNG and the "
+                                    "metrics JSON (default: beside the model)."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the confusion-matrix PNG."),
+    json_out: str | None = typer.Option(None, "--json", help="Write the metrics as JSON to PATH ('-' = stdout)."),
+) -> None:
+    """Top-1/top-5, per-class precision/recall/F1, macro/weighted averages and the confusion matrix."""
+    from edgeresnet.artifacts import emit_json
+    from edgeresnet.evaluate import evaluate_model_file, write_evaluation
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be a positive integer")
+    from edgeresnet.artifacts import check_json_dest, check_output_folder
+
+    check_output_folder(out if out is not None else model.parent)  # before the evaluation, not after it
+    check_json_dest(json_out)
+    console = common.console(json_out)
+    metrics = evaluate_model_file(model, data, split, batch_size=batch_size, limit=limit, split_seed=split_seed,
+                                  backend=backend, device=device, cuda_backend=cuda_backend)
+    outputs = write_evaluation(metrics, out if out is not None else model.parent, plot=plot)
+    metrics["outputs"] = outputs
+    for table in eval_tables(metrics):
+        console.print(table)
+    if metrics.get("skipped_files"):
+        console.print(f"[yellow]note:[/yellow] skipped {len(metrics['skipped_files'])} corrupt file(s): "
+                      f"{', '.join(metrics['skipped_files'][:5])}", highlight=False)
+    for name, path in outputs.items():
+        console.print(f"{name}: {path}", highlight=False)
+    emit_json(metrics, json_out)
+
+
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Directory for every output of the demo "
+                             "(replaced stage by stage on a re-run)."),
+    fast: bool = typer.Option(False, "--fast", help="A few training steps instead of full training (a smoke test; "
+                              "accuracy will be low)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the training default)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    json_out: str | None = typer.Option(None, "--json", help="Write every stage's numbers as JSON to PATH "
+                                        "('-' = stdout)."),
+) -> None:
+    """The main job end to end on the embedded digits: train ResNet18, evaluate it (later: export, build, ...)."""
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.demo import run_demo
+
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs {epochs}: must be a positive integer")
+    check_json_dest(json_out)
+    report = run_demo(out, fast=fast, epochs=epochs, progress=progress, console=common.console(json_out))
+    emit_json(report, json_out)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``import``, ``evaluate`` and ``demo``."""
-
-    @app.command("train")
-    def train_cmd(
-        ctx: typer.Context,
-        config: Path | None = typer.Option(None, "--config", help="YAML recipe: any option below as 'key: value' "
-                                           "(e.g. 'batch_size: 32'); flags given on the command line override it.",
-                                           rich_help_panel=_OUT),
-        out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Directory for best.pt, last.pt "
-                                 "(+ manifests), recipe.yaml, metrics.csv, tensorboard/ and curves.png.",
-                                 rich_help_panel=_OUT),
-        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same recipe; "
-                                    "flags such as --epochs may extend it).", rich_help_panel=_OUT),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if --out already holds a run.",
-                                       rich_help_panel=_OUT),
-        json_out: str | None = typer.Option(None, "--json", help="Write the run summary as JSON to PATH "
-                                            "('-' = stdout).",
-                                            rich_help_panel=_OUT),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch.",
-                                      rich_help_panel=_OUT),
-        # data and model
-        data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download), 'fashion-mnist' (Debian "
-                                 "dataset-fashion-mnist), a directory of the four MNIST-style IDX files, or an "
-                                 "ImageFolder directory "
-                                 "(class per sub-folder; train/ and val/ used when present).", rich_help_panel=_DATA),
-        image_size: int = typer.Option(_D.image_size, "--image-size", help="Square input size in pixels.",
-                                       rich_help_panel=_DATA),
-        split_seed: int = typer.Option(_D.split_seed, "--split-seed", help="Seed of the train/val/test split "
-                                       "(keep 0 so every command sees the same test set).", rich_help_panel=_DATA),
-        arch: str = typer.Option(_D.arch, "--arch", help="resnet18 or resnet50.", rich_help_panel=_DATA),
-        small_stem: bool = typer.Option(_D.small_stem, "--small-stem/--no-small-stem", help="3x3 stride-1 stem without "
-                                        "max-pool, for tiny inputs (about 7x the compute at 32 px).",
-                                        rich_help_panel=_DATA),
-        dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout before the classifier, in [0, 1).",
-                                      rich_help_panel=_DATA),
-        init: str | None = typer.Option(None, "--init", help="Start from these weights (our checkpoint, a torchvision "
-                                        "or timm state dict); a head of another class count is re-initialised.",
-                                        rich_help_panel=_DATA),
-        freeze_backbone: bool = typer.Option(_D.freeze_backbone, "--freeze-backbone/--no-freeze-backbone",
-                                             help="Train only the classifier head (fc); backbone BN statistics stay "
-                                             "fixed.", rich_help_panel=_DATA),
-        backbone_lr_mult: float = typer.Option(_D.backbone_lr_mult, "--backbone-lr-mult", help="LR of the backbone = "
-                                               "--lr x this (e.g. 0.1 when fine-tuning from --init).",
-                                               rich_help_panel=_DATA),
-        # optimisation
-        epochs: int = typer.Option(_D.epochs, "--epochs", help="Number of epochs.", rich_help_panel=_OPT),
-        batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per micro-batch.",
-                                       rich_help_panel=_OPT),
-        optimizer: str = typer.Option(_D.optimizer, "--optimizer", help="sgd | adam | adamw | rmsprop.",
-                                      rich_help_panel=_OPT),
-        lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (after warm-up).", rich_help_panel=_OPT),
-        momentum: float = typer.Option(_D.momentum, "--momentum", help="SGD/RMSprop momentum; Adam/AdamW beta1.",
-                                       rich_help_panel=_OPT),
-        nesterov: bool = typer.Option(_D.nesterov, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD).",
-                                      rich_help_panel=_OPT),
-        weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="L2 weight decay (decoupled for "
-                                           "AdamW).", rich_help_panel=_OPT),
-        decay_norm_and_bias: bool = typer.Option(_D.decay_norm_and_bias,
-                                                 "--decay-norm-and-bias/--no-decay-norm-and-bias",
-                                                 help="Also decay BN weights and biases (off by default).",
-                                                 rich_help_panel=_OPT),
-        l1: float = typer.Option(_D.l1, "--l1", help="L1 penalty on conv/linear weights added to the loss (0 = off).",
-                                 rich_help_panel=_OPT),
-        label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing",
-                                              help="Label smoothing in [0, 1).",
-                                              rich_help_panel=_OPT),
-        schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine | step | exponential | constant.",
-                                     rich_help_panel=_OPT),
-        warmup_epochs: float = typer.Option(_D.warmup_epochs, "--warmup-epochs", help="Linear warm-up length in epochs "
-                                            "(per step; 0 = none).", rich_help_panel=_OPT),
-        step_size: float = typer.Option(_D.step_size, "--step-size", help="'step' schedule: epochs between LR drops.",
-                                        rich_help_panel=_OPT),
-        gamma: float = typer.Option(_D.gamma, "--gamma", help="'step': factor per drop; 'exponential': factor per "
-                                    "epoch.", rich_help_panel=_OPT),
-        min_lr: float = typer.Option(_D.min_lr, "--min-lr", help="'cosine': the LR reached at the end.",
-                                     rich_help_panel=_OPT),
-        accumulate: int = typer.Option(_D.accumulate, "--accumulate", help="Gradient accumulation: micro-batches per "
-                                       "optimizer step (effective batch = batch size x this).", rich_help_panel=_OPT),
-        precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (autocast, CPU or CUDA) | fp16 "
-                                      "(CUDA, with a gradient scaler).", rich_help_panel=_OPT),
-        # augmentation
-        augment: bool = typer.Option(_D.augment, "--augment/--no-augment", help="All training augmentation on/off.",
-                                     rich_help_panel=_AUG),
-        random_resized_crop: bool | None = typer.Option(None, "--random-resized-crop/--no-random-resized-crop",
-                                                        help=f"Random resized crop. {_AUG_PRESET}",
-                                                        rich_help_panel=_AUG),
-        crop_scale_min: float | None = typer.Option(None, "--crop-scale-min", help="Smallest crop area fraction, in "
-                                                    "(0, 1]. Default: the preset's (digits 0.7).",
-                                                    rich_help_panel=_AUG),
-        hflip: bool | None = typer.Option(None, "--hflip/--no-hflip", help="Random horizontal flip. Default: the "
-                                          "preset's (digits: off, folders: on).", rich_help_panel=_AUG),
-        rotation: float | None = typer.Option(None, "--rotation", help="Random rotation up to this many degrees. "
-                                              "Default: the preset's (digits 10).", rich_help_panel=_AUG),
-        color_jitter: float | None = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter "
-                                                  "strength in [0, 1]. Default: off.", rich_help_panel=_AUG),
-        random_erasing: float | None = typer.Option(None, "--random-erasing", help="Probability of random erasing. "
-                                                    "Default: off.", rich_help_panel=_AUG),
-        # run control
-        monitor: str = typer.Option(_D.monitor, "--monitor", help="val_acc | val_loss: what 'best' means for best.pt "
-                                    "and what early stopping watches.", rich_help_panel=_RUN),
-        early_stop: int = typer.Option(_D.early_stop, "--early-stop", help="Stop after this many epochs without "
-                                       "improvement (0 = off).", rich_help_panel=_RUN),
-        min_delta: float = typer.Option(_D.min_delta, "--min-delta", help="Smallest change of the monitored value that "
-                                        "counts as improvement.", rich_help_panel=_RUN),
-        max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps in total "
-                                             "(smoke runs; resumable).", rich_help_panel=_RUN),
-        seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation, shuffling and augmentation.",
-                                 rich_help_panel=_RUN),
-        shuffle: bool = typer.Option(_D.shuffle, "--shuffle/--no-shuffle", help="Reshuffle the training set every "
-                                     "epoch (off: a fixed order, for exact comparisons).", rich_help_panel=_RUN),
-        device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
-        workers: int = typer.Option(_D.workers, "--workers", help="DataLoader worker processes (0 = in-process).",
-                                    rich_help_panel=_RUN),
-        nproc: int | None = typer.Option(None, "--nproc", help="Data-parallel training in N local processes: runs "
-                                         "'torchrun --standalone --nproc-per-node N -m edgeresnet train ...' (one "
-                                         "process per GPU; gloo on the CPU). --batch-size is per process.",
-                                         rich_help_panel=_DIST),
-        sync_bn: bool = typer.Option(_D.sync_bn, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across the processes "
-                                     "of a multi-GPU run (CUDA only; refused on the CPU).", rich_help_panel=_DIST),
-    ) -> None:
-        """Train ResNet-18/50 on digits or an image folder with a modern recipe; keeps the best checkpoint.
-
-        Every option can also be set in a YAML recipe (--config); the effective recipe is saved as
-        OUT/recipe.yaml. Ctrl-C (or a crash) leaves OUT/last.pt loadable; --resume continues from it.
-        Runs unchanged under 'torchrun --nproc-per-node N -m edgeresnet train ...' (or use --nproc N).
-        """
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
-        from edgeresnet.train.job import run_training, saved_recipe
-
-        check_json_dest(json_out)
-        file_values = read_recipe_file(config) if config is not None else {}
-        flags = _given(ctx, field_names())
-        base = None
-        if resume:  # the run's own recipe; a --max-steps budget applies to one invocation, not to the resumed one
-            base = recipe_from_dict({**saved_recipe(out), "max_steps": None})
-        recipe = merge_recipe(file_values, flags, base=base, config_path=config)
-        if nproc is not None and nproc != 1:
-            from edgeresnet.train.distributed import launch
-
-            raise typer.Exit(launch(recipe, nproc, out=out, resume=resume, overwrite=overwrite, progress=progress,
-                                    json_out=json_out))
-        console = _console(json_out)
-        run = run_training(recipe, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
-        if not run.is_main:  # under torchrun, rank 0 reports for the group
-            return
-        for note in run.notes:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        summary = run.summary()
-        console.print(train_table(summary))
-        emit_json(summary, json_out)
-
-    @app.command("import")
-    def import_cmd(
-        weights: Path = typer.Argument(..., help="Local torchvision- or timm-format ResNet weights: a state dict or "
-                                       "training checkpoint (.pth/.pt, loaded with weights_only=True, so a file that "
-                                       "would run code is refused) or a .safetensors file. DDP 'module.' and "
-                                       "torch.compile '_orig_mod.' prefixes are stripped."),
-        arch: str = typer.Option(..., "--arch", help="resnet18 or resnet50: the architecture of the file."),
-        num_classes: int = typer.Option(..., "--num-classes", help="Classes of the new head; when it differs from the "
-                                        "file's, the head is re-initialised (and you are told)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt); its manifest goes to OUT.json."),
-        small_stem: bool = typer.Option(False, "--small-stem/--no-small-stem", help="The file uses the 3x3 stride-1 "
-                                        "stem without max-pool."),
-        image_size: int = typer.Option(224, "--image-size", help="Input size recorded in the preprocessing contract."),
-        class_names: str | None = typer.Option(None, "--class-names", help="Comma-separated class names "
-                                               "(default 0..K-1)."),
-        dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the classifier, in [0, 1)."),
-        ema: bool = typer.Option(True, "--ema/--no-ema", help="Take the EMA weights when the file has them (timm "
-                                 "'state_dict_ema', torchvision references 'model_ema'), as timm does."),
-        json_out: str | None = typer.Option(None, "--json", help="Write what was imported as JSON to PATH "
-                                            "('-' = stdout)."),
-    ) -> None:
-        """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
-        from edgeresnet.artifacts import (
-            atomic_output,
-            build_manifest,
-            check_json_dest,
-            check_output_dir,
-            emit_json,
-            write_manifest,
-        )
-        from edgeresnet.data.presets import preset_for
-        from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
-
-        spec = ModelSpec(arch, num_classes, small_stem, dropout)
-        names = (tuple(n.strip() for n in class_names.split(",")) if class_names
-                 else tuple(str(i) for i in range(num_classes)))
-        if len(names) != num_classes or not all(names):
-            raise UserError(f"--class-names: {len(names)} name(s) given for --num-classes {num_classes}; "
-                            "give one non-empty name per class, comma-separated")
-        preprocess = preset_for("imagenet", image_size, names)
-        if out.suffix.lower() not in (".pt", ".pth"):
-            raise UserError(f"--out {out}: a checkpoint file name ending in .pt is expected")
-        if out.is_dir():
-            raise UserError(f"--out {out}: is a directory; pass a file name such as {out}/model.pt")
-        check_output_dir(out)
-        check_json_dest(json_out)
-        model, notes = import_weights(weights, spec, ema=ema)
-        import torch
-
-        checkpoint = make_checkpoint(model, spec, preprocess.to_dict(), source=str(weights), notes=notes)
-        with atomic_output(out) as tmp:
-            torch.save(checkpoint, tmp)
-        write_manifest(out, build_manifest("checkpoint", out, command="import", inputs={"weights": weights},
-                                           settings={"arch": arch, "num_classes": num_classes, "small_stem": small_stem,
-                                                     "image_size": image_size, "dropout": dropout, "ema": ema},
-                                           extra={"preprocess": preprocess.to_dict(), "model": spec.to_dict(),
-                                                  "notes": notes}))
-        console = _console(json_out)
-        for note in notes:
-            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        params = sum(p.numel() for p in model.parameters())
-        console.print(f"imported {weights} -> {out} ({arch}, {num_classes} classes, {params / 1e6:.2f} M parameters, "
-                      f"{image_size} px ImageNet preprocessing)", highlight=False)
-        emit_json({"checkpoint": str(out), "source": str(weights), "model": spec.to_dict(), "parameters": params,
-                   "notes": notes, "preprocess": preprocess.to_dict()}, json_out)
-
-    @app.command("evaluate")
-    def evaluate_cmd(
-        model: Path = typer.Argument(..., help="Model file: checkpoint (.pt), ONNX (.onnx) or TensorRT engine "
-                                     "(.engine)."),
-        data: str | None = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder directory "
-                                        "(default: the data set recorded in the model's manifest, else digits)."),
-        split: str = typer.Option("test", "--split", help="train | val | test | all (every image of --data once: "
-                                  "a separate held-out folder scored whole)."),
-        batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
-        limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N images of the split."),
-        split_seed: int | None = typer.Option(None, "--split-seed", help="Seed of the data split (default: the one the "
-                                              "model was trained with, else 0)."),
-        backend: str | None = typer.Option(None, "--backend", help="torch | ort | trt (default: from the file type)."),
-        device: str | None = typer.Option(None, "--device", help="torch: cpu or cuda[:N] (default: CUDA when "
-                                          "available); trt: cuda, cuda:N or N (default 0)."),
-        cuda_backend: str = typer.Option("auto", "--cuda-backend", help="trt: CUDA binding for memory, streams and "
-                                         "the device probe: auto (cuda-python, else pycuda) | cuda-python | pycuda."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the confusion-matrix PNG and the "
-                                        "metrics JSON (default: beside the model)."),
-        plot: bool = typer.Option(True, "--plot/--no-plot", help="Write the confusion-matrix PNG."),
-        json_out: str | None = typer.Option(None, "--json", help="Write the metrics as JSON to PATH ('-' = stdout)."),
-    ) -> None:
-        """Top-1/top-5, per-class precision/recall/F1, macro/weighted averages and the confusion matrix."""
-        from edgeresnet.artifacts import emit_json
-        from edgeresnet.evaluate import evaluate_model_file, write_evaluation
-
-        if batch_size < 1:
-            raise UserError(f"--batch-size {batch_size}: must be a positive integer")
-        from edgeresnet.artifacts import check_json_dest, check_output_folder
-
-        check_output_folder(out if out is not None else model.parent)  # before the evaluation, not after it
-        check_json_dest(json_out)
-        console = _console(json_out)
-        metrics = evaluate_model_file(model, data, split, batch_size=batch_size, limit=limit, split_seed=split_seed,
-                                      backend=backend, device=device, cuda_backend=cuda_backend)
-        outputs = write_evaluation(metrics, out if out is not None else model.parent, plot=plot)
-        metrics["outputs"] = outputs
-        for table in eval_tables(metrics):
-            console.print(table)
-        if metrics.get("skipped_files"):
-            console.print(f"[yellow]note:[/yellow] skipped {len(metrics['skipped_files'])} corrupt file(s): "
-                          f"{', '.join(metrics['skipped_files'][:5])}", highlight=False)
-        for name, path in outputs.items():
-            console.print(f"{name}: {path}", highlight=False)
-        emit_json(metrics, json_out)
-
-    @app.command("demo")
-    def demo_cmd(
-        out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Directory for every output of the demo "
-                                 "(replaced stage by stage on a re-run)."),
-        fast: bool = typer.Option(False, "--fast", help="A few training steps instead of full training (a smoke test; "
-                                  "accuracy will be low)."),
-        epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the training default)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-        json_out: str | None = typer.Option(None, "--json", help="Write every stage's numbers as JSON to PATH "
-                                            "('-' = stdout)."),
-    ) -> None:
-        """The main job end to end on the embedded digits: train ResNet18, evaluate it (later: export, build, ...)."""
-        from edgeresnet.artifacts import check_json_dest, emit_json
-        from edgeresnet.demo import run_demo
-
-        if epochs is not None and epochs < 1:
-            raise UserError(f"--epochs {epochs}: must be a positive integer")
-        check_json_dest(json_out)
-        report = run_demo(out, fast=fast, epochs=epochs, progress=progress, console=_console(json_out))
-        emit_json(report, json_out)
+    app.command("train")(train_cmd)
+    app.command("import")(import_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("demo")(demo_cmd)
