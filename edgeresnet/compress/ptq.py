@@ -30,6 +30,7 @@ import numpy as np
 from edgeresnet.compress import calibration as cal
 from edgeresnet.compress import qdq
 from edgeresnet.compress.sensitivity import GATE_FAILED_EXIT, GateResult, run_gate
+from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
 from edgeresnet.evaluate import top1
 
@@ -476,7 +477,7 @@ def quantize_onnx(source: Path, out: Path, calib: cal.CalibrationSet, data: Any,
     cache_info = {"path": str(cache_path), "hit": table is not None, "key": key}
     if table is None:
         batches = BatchSource(calib, preprocess, work_batch or calibration_batch(preprocess.image_size),
-                              digits_loader=(lambda: data) if data.name == "digits" else None)
+                              digits_loader=(lambda: data) if data.name in BUILTIN_SOURCES else None)
         table = calibrate(work, source_sha, calib, batches, options.method, options.percentile, progress)
         write_cache(cache_path, table, source, calib, options.trt_version)
 
