@@ -105,7 +105,8 @@ def _export(ctx: DemoContext) -> StageResult:
 
 
 def _run_cli(ctx: DemoContext, args: list[str]) -> None:
-    """Run one ``edgeresnet`` command in a child process, as a user would (and so a builder crash stays there)."""
+    """Run one ``edgeresnet`` command in a child process, for crash isolation only: a TensorRT-RTX builder that
+    aborts (a C++ abort or segfault is not a Python exception) then ends that child, not the demo."""
     import subprocess
     import sys
 
@@ -116,20 +117,30 @@ def _run_cli(ctx: DemoContext, args: list[str]) -> None:
         raise UserError(f"demo: 'edgeresnet {args[0]}' failed ({tail})", exit_code=done.returncode or 1)
 
 
+def _quiet() -> Any:
+    """The stages' own lines (plans, tables) stay out of the demo's output, as they did in a child process."""
+    from rich.console import Console
+
+    return Console(quiet=True)
+
+
 def _build(ctx: DemoContext) -> StageResult:
+    from edgeresnet.trt.build import build
     from edgeresnet.trt.rtx import import_rtx
 
     onnx_path = ctx.results["export"]["numbers"]["onnx"]
     out_jetson = ctx.stage_dir("build") / "agx-orin"
     out_jetson.mkdir(exist_ok=True)
-    _run_cli(ctx, ["build", onnx_path, "--target", "agx-orin", "--precision", "fp16", "--batch", "1",
-                   "--emit-trtexec", "--deploy-configs", "--dry-run", "--out", str(out_jetson)])
+    ctx.say(f"[dim]build {onnx_path} for agx-orin (fp16, batch 1): trtexec script + deploy configs, dry run[/dim]")
+    build(onnx=onnx_path, target="agx-orin", precision="fp16", batch="1", emit_trtexec=True, deploy_configs=True,
+          dry_run=True, out=out_jetson, console=_quiet())
     outputs = {"agx-orin trtexec script": str(out_jetson)}
     numbers: dict[str, Any] = {"jetson_script_dir": str(out_jetson)}
     headline = "trtexec script for agx-orin"
     if import_rtx() is not None:
         out_desktop = ctx.stage_dir("build") / "desktop-ada"
         out_desktop.mkdir(exist_ok=True)
+        # real TensorRT-RTX builds stay in a child process (_run_cli): crash isolation
         _run_cli(ctx, ["build", onnx_path, "--target", "desktop-ada", "--builder", "rtx", "--batch", "1:8:32",
                        "--out", str(out_desktop), "--json", str(out_desktop / "build.json")])
         qdq = ctx.results.get("quantize", {}).get("outputs", {}).get("int8 trt")
@@ -164,18 +175,22 @@ def _json_of(path: Path) -> dict[str, Any]:
 
 def _prune(ctx: DemoContext) -> StageResult:
     """Prune to half the FLOPs, fine-tune with KD from the unpruned model, export the pruned model."""
+    from edgeresnet.artifacts import write_json_atomic
+    from edgeresnet.compress.pipeline import FinetuneOptions, run_prune
+    from edgeresnet.compress.prune import PruneSettings
     from edgeresnet.export import export_stage
 
     out = ctx.stage_dir("compress")
     pruned = out / "resnet18-pruned.pt"
     report = out / "prune.json"
-    budget = ["--finetune-epochs", "0", "--bn-images", "64", "--latency-rounds", "1"] if ctx.fast else \
-        ["--finetune-epochs", "3"]
-    _run_cli(ctx, ["prune", str(_best_checkpoint(ctx)), "--flops", "0.5", *budget, "--data", "digits",
-                   "--out", str(pruned), "--json", str(report)])
+    options = FinetuneOptions(epochs=0, bn_images=64, progress=ctx.progress) if ctx.fast else \
+        FinetuneOptions(epochs=3, progress=ctx.progress)
+    ctx.say(f"[dim]prune {_best_checkpoint(ctx)} to half the FLOPs, {options.epochs} fine-tune epoch(s)[/dim]")
+    write_json_atomic(report, run_prune(_best_checkpoint(ctx), pruned, PruneSettings(flops=0.5), options.validate(),
+                                        teacher=None, data="digits"))
+    numbers = _json_of(report)  # the numbers as the JSON report holds them
     summary = export_stage(pruned, out, dynamic_batch=(1, 8, 32), opset=17, data="digits", name="resnet18-pruned.onnx")
     tuned = "no fine-tune in --fast" if ctx.fast else "KD fine-tune from the unpruned model"
-    numbers = _json_of(report)
     return StageResult(f"{prune_headline(numbers)} ({tuned}); exported with parity", {"prune": numbers},
                        {"checkpoint": str(pruned), "onnx": summary["path"], "report": str(report)})
 
@@ -208,25 +223,34 @@ def int8_headline(reports: dict[str, dict[str, Any]]) -> str:
 
 def _quantize(ctx: DemoContext) -> StageResult:
     """INT8 by post-training calibration (TensorRT and ONNX Runtime flavours) and by QAT, each accuracy-gated."""
+    from edgeresnet.artifacts import write_json_atomic
+    from edgeresnet.compress.ptq import gate_failure
+    from edgeresnet.compress.ptq_stage import calibrate, qat
+
     out = ctx.stage_dir("compress")
     onnx_path = ctx.results["export"]["numbers"]["onnx"]
-    images = ["--images", "64", "--eval-images", "64"] if ctx.fast else []
+    images = {"images": 64, "eval_images": 64} if ctx.fast else {}
     outputs: dict[str, str] = {}
     numbers: dict[str, Any] = {}
     for flavour in ("trt", "ort"):
         target = out / f"resnet18-int8-{flavour}.onnx"
-        report = out / f"calibrate-{flavour}.json"
-        _run_cli(ctx, ["calibrate", onnx_path, "--flavour", flavour, "--method", "entropy", "--data", "digits",
-                       *images, "--out", str(target), "--json", str(report)])
+        ctx.say(f"[dim]calibrate {onnx_path} ({flavour} flavour, entropy) -> {target}[/dim]")
+        report = calibrate(model=onnx_path, out=target, flavour=flavour, method="entropy", data="digits",
+                           **images).report
+        path = write_json_atomic(out / f"calibrate-{flavour}.json", report.to_dict())
+        if not report.gate.passed:
+            raise gate_failure(report)
         outputs[f"int8 {flavour}"] = str(target)
-        numbers[f"calibrate_{flavour}"] = _json_of(report)
+        numbers[f"calibrate_{flavour}"] = _json_of(path)
     qat_out = out / "resnet18-qat.onnx"
-    qat_report = out / "qat.json"
-    qat_budget = ["--epochs", "0", "--calib-images", "64", "--eval-images", "64"] if ctx.fast else ["--epochs", "2"]
-    _run_cli(ctx, ["qat", str(_best_checkpoint(ctx)), *qat_budget, "--data", "digits", "--out", str(qat_out),
-                   "--json", str(qat_report)])
+    budget = {"epochs": 0, "calib_images": 64, "eval_images": 64} if ctx.fast else {"epochs": 2}
+    ctx.say(f"[dim]qat {_best_checkpoint(ctx)} ({budget['epochs']} epoch(s)) -> {qat_out}[/dim]")
+    qat_report = qat(model=_best_checkpoint(ctx), out=qat_out, data="digits", **budget)
+    path = write_json_atomic(out / "qat.json", qat_report.to_dict())
+    if not qat_report.gate.passed:
+        raise gate_failure(qat_report)
     outputs["int8 qat"] = str(qat_out)
-    numbers["qat"] = _json_of(qat_report)
+    numbers["qat"] = _json_of(path)
     headline = int8_headline({"PTQ TensorRT": numbers["calibrate_trt"], "PTQ ONNX Runtime": numbers["calibrate_ort"],
                               "QAT": numbers["qat"]})
     return StageResult(headline, numbers, outputs)
