@@ -147,7 +147,7 @@ def check_recipe(recipe: TrainRecipe, origin: dict[str, str] | None = None) -> N
     if recipe.arch not in ("resnet18", "resnet50"):
         fail("arch", "choose one of resnet18, resnet50")
     if not isinstance(recipe.data, str) or not recipe.data:
-        fail("data", "pass 'digits' or an ImageFolder directory")
+        fail("data", "pass 'digits', 'fashion-mnist', an ImageFolder directory or a directory of IDX files")
     if recipe.crop_scale_min is not None and not 0 < recipe.crop_scale_min <= 1:
         fail("crop_scale_min", "must be in (0, 1]")
     if recipe.rotation is not None and not 0 <= recipe.rotation <= 180:

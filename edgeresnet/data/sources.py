@@ -237,7 +237,8 @@ def load_image_folder(root: Path, image_size: int, seed: int = 0,
                       fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> DataSplits:
     """An ImageFolder tree; uses ``train/``, ``val/`` (and ``test/``) sub-folders when present."""
     if not root.exists():
-        raise UserError(f"--data {root}: directory not found; pass 'digits' or an ImageFolder directory")
+        raise UserError(f"--data {root}: directory not found; pass 'digits', 'fashion-mnist', an ImageFolder "
+                        "directory or a directory of MNIST-style IDX files")
     if not root.is_dir():
         raise UserError(f"--data {root}: is a file, expected an ImageFolder directory")
     if not any(root.iterdir()):
