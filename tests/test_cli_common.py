@@ -56,3 +56,18 @@ def test_console_goes_to_stderr_for_json_stdout():
 
     assert console("-").stderr and not console("out.json").stderr and not console(None).stderr
     assert console(None, stderr=True).stderr
+
+
+def test_shared_json_option():
+    """``--json`` is one Annotated definition (cli.common.JsonOut) across the stage commands."""
+    import typer.main
+
+    from edgeresnet.cli.main import app
+
+    group = typer.main.get_group(app)
+    helps = set()
+    for name in ("build", "calibrate", "qat", "prune", "distill", "export", "verify", "regress"):
+        (option,) = [p for p in group.commands[name].params if "--json" in p.opts]
+        helps.add(option.help)
+    helps.add(group.commands["baseline"].commands["update"].params[-1].help)
+    assert helps == {"Write the result as JSON to PATH ('-' = stdout)."}

@@ -29,6 +29,3 @@ def warn(messages: list[str], out: Any = None) -> None:
 
 JsonOut = Annotated[Optional[str], typer.Option("--json", help="Write the result as JSON to PATH ('-' = stdout).")]
 OutDir = Annotated[Path, typer.Option("--out", help="Output directory.")]
-OutOnnx = Annotated[Path, typer.Option("--out", help="INT8 Q/DQ ONNX to write.")]
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="'digits' or an ImageFolder (default: the data set "
-                                                                "recorded with the model).")]

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import typer
 
 from edgeresnet.cli import common, compress_quant
+from edgeresnet.cli.common import JsonOut
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +67,7 @@ def prune_cmd(
     exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter for the size/latency "
                                            "measurements: dynamo or torchscript (default: export's default)."),
     seed: int = typer.Option(0, "--seed", help="Data split and fine-tune seed."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Structured channel pruning to a smaller dense model, with its accuracy cost measured."""
     from edgeresnet.artifacts import check_json_dest, emit_json
@@ -176,7 +177,7 @@ def distill_cmd(
                                   "budget and initial weights, for the side-by-side."),
     data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the teacher's)."),
     seed: int = typer.Option(0, "--seed"),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Knowledge distillation: teacher -> student, reported beside the student trained alone."""
     from edgeresnet.artifacts import check_json_dest, emit_json

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from edgeresnet.cli import common
+from edgeresnet.cli.common import JsonOut
 
 
 @contextlib.contextmanager
@@ -90,7 +91,7 @@ def calibrate_cmd(
                                                 "ONNX Runtime's u8s8 sums saturate)."),
     eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
     bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
     from edgeresnet.artifacts import check_json_dest, emit_json
@@ -138,7 +139,7 @@ def qat_cmd(
                                             "optimizer steps (smoke runs, time budgets)."),
     eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
     bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
     from edgeresnet.artifacts import check_json_dest, emit_json

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from edgeresnet.cli import common
+from edgeresnet.cli.common import JsonOut
 from edgeresnet.errors import UserError
 
 _CONTRACT_FIELDS = ("image_size", "resize", "mean", "std", "channel_order", "layout", "scale", "interpolation")
@@ -118,7 +119,7 @@ def export_cmd(
                                                "default 0.99)."),
     parity_images: int = typer.Option(32, "--parity-images", help="Real images for the parity check."),
     seed: int = typer.Option(0, "--seed", help="Split seed for the parity images."),
-    json_out: str | None = typer.Option(None, "--json", help="Write the result as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Export a checkpoint to ONNX and prove parity against PyTorch on real images.
 
@@ -168,7 +169,7 @@ def verify_cmd(
     parity_images: int = typer.Option(32, "--parity-images", help="Real images to compare on."),
     max_batch: int = typer.Option(8, "--max-batch", help="Largest batch when neither artifact bounds it."),
     seed: int = typer.Option(0, "--seed", help="Split seed for the images."),
-    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
     from edgeresnet.artifacts import check_json_dest, emit_json

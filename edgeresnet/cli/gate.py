@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from edgeresnet.cli import common
+from edgeresnet.cli.common import JsonOut
 
 
 def regress(
@@ -30,7 +31,7 @@ def regress(
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML here."),
     markdown: Optional[str] = typer.Option(None, "--markdown", help="Write Markdown here (- = stdout), e.g. "
                                            "$GITHUB_STEP_SUMMARY."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the verdicts as JSON here (- = stdout)."),
+    json_out: JsonOut = None,
     method: str = typer.Option("auto", "--method", help="auto (rank test for the median, bootstrap for p90/p99), "
                                "rank or bootstrap."),
     blocks: int = typer.Option(0, "--blocks", help="Rank test on the medians of N contiguous blocks per side "
@@ -103,7 +104,7 @@ def baseline_update(
     result: Path = typer.Argument(..., help="Benchmark result JSON to promote (validated first)."),
     into: Path = typer.Option(Path("benchmarks/baselines"), "--into", help="Baseline directory (created if needed)."),
     name: Optional[str] = typer.Option(None, "--name", help="File name in --into (default: the result's name)."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write what was promoted as JSON (- = stdout)."),
+    json_out: JsonOut = None,
 ) -> None:
     """Promote a benchmark result to the baseline: an exact copy plus a manifest of where it came from."""
     from edgeresnet.artifacts import emit_json
