@@ -107,9 +107,10 @@ def baseline_update(
     json_out: JsonOut = None,
 ) -> None:
     """Promote a benchmark result to the baseline: an exact copy plus a manifest of where it came from."""
-    from edgeresnet.artifacts import emit_json
+    from edgeresnet.artifacts import check_json_dest, emit_json
     from edgeresnet.gate.baseline import promote_baseline
 
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the baseline is replaced
     promotion = promote_baseline(result, into, name)
     dest, keys = promotion.baseline, promotion.results
     console = common.console(stderr=json_out == "-")
