@@ -201,8 +201,10 @@ def test_baseline_update_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
 def test_baseline_update_checks_json_before_promoting(tmp_path, base, capsys):
     """A --json PATH that cannot be written is refused before the baseline is touched (not after the copy)."""
     into = tmp_path / "baselines"
-    code, _, err = run(["baseline", "update", str(base), "--into", str(into), "--json",
-                        str(tmp_path / "no" / "such" / "dir" / "x.json")], capsys)
+    in_the_way = tmp_path / "afile"
+    in_the_way.write_text("x")
+    code, _, err = run(["baseline", "update", str(base), "--into", str(into), "--json", str(in_the_way / "x.json")],
+                       capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --json") and "Traceback" not in err
     assert not into.exists()
