@@ -3,6 +3,8 @@
 ``evaluate_logits`` is pure numpy (the same numbers whatever produced the logits: PyTorch, ONNX Runtime or
 a TensorRT engine), so accuracy of every backend is computed one way. Top-1/top-5 are in percent;
 precision, recall and F1 are fractions in [0, 1] (scikit-learn's convention, zero where undefined).
+Every top-1/top-5 carries its 95 % interval over the test images (``intervals``: Wilson score); two models
+on the same images are compared with McNemar's test on their per-image outcomes (``paired``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeresnet.errors import UserError
+from edgeresnet.evaluate.intervals import (
+    DEFAULT_CONFIDENCE,
+    Interval,
+    accuracy_interval,
+    format_accuracy,
+    wilson_interval,
+)
+from edgeresnet.evaluate.paired import (
+    PairedComparison,
+    compare_logits,
+    compare_outcomes,
+    correct_mask,
+    mcnemar_exact_p,
+    mcnemar_mid_p,
+    newcombe_interval,
+)
 
 if TYPE_CHECKING:
     from edgeresnet.runners.base import Runner
+
+__all__ = [  # what edgeresnet/evaluate.py exported, then the statistics of the two submodules
+    "top1", "evaluate_logits", "runner_logits", "evaluate_runner", "plot_confusion", "load_model_runner",
+    "evaluate_model_file", "write_evaluation",
+    "DEFAULT_CONFIDENCE", "Interval", "accuracy_interval", "format_accuracy", "wilson_interval",
+    "PairedComparison", "compare_logits", "compare_outcomes", "correct_mask", "mcnemar_exact_p", "mcnemar_mid_p",
+    "newcombe_interval",
+]
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -59,12 +85,18 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, class_names: Sequenc
     weights = support / support.sum() if support.sum() else np.zeros(k)
     per_class = [{"class": names[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                   "support": int(support[i])} for i in range(k)]
+    correct1, correct5 = int((pred == labels).sum()), int(in_top.sum())
     return {
         "n": int(n),
         "num_classes": int(k),
         "top1": accuracy,
+        "top1_correct": correct1,
+        "top1_ci95": wilson_interval(correct1, int(n)).percent(),
         "top5": float(100.0 * in_top.mean()),
         "top5_k": top_k,
+        "top5_correct": correct5,
+        "top5_ci95": wilson_interval(correct5, int(n)).percent(),
+        "ci_method": "wilson",  # edgeresnet.evaluate.intervals: score interval, 95 %, over these n images
         "loss": _cross_entropy(logits, labels),
         "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "weighted": {"precision": float((precision * weights).sum()), "recall": float((recall * weights).sum()),
