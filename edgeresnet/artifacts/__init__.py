@@ -23,6 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from edgeresnet import __version__
+
+# Re-exported: the typed manifests (artifacts/manifests.py) are imported from here like the helpers below.
+from edgeresnet.artifacts.manifests import (
+    BENCHMARK_KIND,  # noqa: F401
+    CHECKPOINT_KIND,  # noqa: F401
+    ENGINE_KIND,  # noqa: F401
+    MANIFEST_VERSION,  # noqa: F401
+    BenchmarkManifest,  # noqa: F401
+    CheckpointManifest,  # noqa: F401
+    EngineManifest,  # noqa: F401
+    EngineSection,  # noqa: F401
+    GpuRecord,  # noqa: F401
+    InputRef,  # noqa: F401
+    Manifest,  # noqa: F401
+    OnnxManifest,  # noqa: F401
+    as_manifest,  # noqa: F401
+    check_manifest_version,  # noqa: F401
+    load_manifest_data,  # noqa: F401
+    parse_manifest,  # noqa: F401
+    read_any_manifest,  # noqa: F401
+)
 from edgeresnet.errors import UserError
 
 MANIFEST_SUFFIX = ".json"
@@ -239,6 +260,7 @@ def build_manifest(
             role: {"path": str(p), "sha256": sha256_file(p)} for role, p in (inputs or {}).items() if p is not None
         },
         "settings": settings or {},
+        "manifest_version": MANIFEST_VERSION,
     }
     manifest.update(extra or {})
     return manifest
@@ -249,19 +271,10 @@ def write_manifest(artifact: str | os.PathLike[str], manifest: dict[str, Any]) -
 
 
 def read_manifest(artifact: str | os.PathLike[str], required: bool = False) -> dict[str, Any] | None:
-    """Read ``<artifact>.json``; ``None`` when absent unless ``required``."""
-    path = manifest_path(artifact)
-    if not path.exists():
-        if required:
-            raise UserError(f"{artifact}: no manifest {path.name} beside it; re-create the file with edgeresnet")
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: manifest is not valid JSON ({exc.__class__.__name__}); delete or regenerate it") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: manifest is not a JSON object; delete or regenerate it")
-    return data
+    """Read ``<artifact>.json`` as a plain dict (version checked); ``None`` when absent unless ``required``.
+
+    Typed reading: ``manifests.read_any_manifest`` or ``CheckpointManifest.read`` and its siblings."""
+    return load_manifest_data(artifact, required=required)
 
 
 def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
