@@ -21,6 +21,7 @@ from typing import Any
 # name -> (module, attribute); each stage takes typed settings or keyword options and returns its result
 STAGES: dict[str, tuple[str, str]] = {
     "train": ("edgeresnet.train.job", "run_training"),  # (TrainRecipe, out) -> TrainRun
+    "import_weights": ("edgeresnet.weights_import", "import_weights"),  # ImportSettings -> ImportResult
     "evaluate": ("edgeresnet.evaluate", "evaluate_model_file"),  # (model file, data, split) -> metrics dict
     "write_evaluation": ("edgeresnet.evaluate", "write_evaluation"),
     "export": ("edgeresnet.export.checkpoint", "export_checkpoint"),  # (checkpoint, out.onnx) -> ExportResult
@@ -42,6 +43,7 @@ STAGES: dict[str, tuple[str, str]] = {
 
 SETTINGS: dict[str, tuple[str, str]] = {
     "TrainRecipe": ("edgeresnet.config", "TrainRecipe"),
+    "ImportSettings": ("edgeresnet.weights_import", "ImportSettings"),
     "PruneSettings": ("edgeresnet.compress.prune", "PruneSettings"),
     "FinetuneOptions": ("edgeresnet.compress.pipeline", "FinetuneOptions"),
     "CalibrateSettings": ("edgeresnet.compress.ptq_stage", "CalibrateSettings"),

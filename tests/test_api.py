@@ -111,6 +111,25 @@ def test_qat_without_fine_tuning(tiny, tmp_path):
     assert report.written and report.structure["quantize_linear"] > 0
 
 
+def test_import_weights_of_a_torchvision_state_dict(tmp_path):
+    import torch
+    import torchvision
+
+    from edgeresnet import ImportSettings, UserError, import_weights
+    from edgeresnet.artifacts import read_manifest
+
+    weights = tmp_path / "tv.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    result = import_weights(ImportSettings(weights=weights, arch="resnet18", num_classes=10, out=tmp_path / "m.pt",
+                                           image_size=64))
+    assert result.checkpoint.is_file() and result.preprocess["image_size"] == 64
+    assert result.parameters == sum(p.numel() for p in torchvision.models.resnet18(num_classes=10).parameters())
+    assert read_manifest(result.checkpoint, required=True)["kind"] == "checkpoint"
+    with pytest.raises(UserError, match="--class-names"):
+        import_weights(weights=weights, arch="resnet18", num_classes=10, out=tmp_path / "never.pt", class_names="a,b")
+    assert not (tmp_path / "never.pt").exists()
+
+
 def test_train_export_evaluate(tmp_path, torch_single_thread):
     from edgeresnet import api
 

@@ -268,49 +268,19 @@ def import_cmd(
                                         "('-' = stdout)."),
 ) -> None:
     """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
-    from edgeresnet.artifacts import (
-        atomic_output,
-        build_manifest,
-        check_json_dest,
-        check_output_dir,
-        emit_json,
-        write_manifest,
-    )
-    from edgeresnet.data.presets import preset_for
-    from edgeresnet.models import ModelSpec, import_weights, make_checkpoint
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.weights_import import ImportSettings, import_weights
 
-    spec = ModelSpec(arch, num_classes, small_stem, dropout)
-    names = (tuple(n.strip() for n in class_names.split(",")) if class_names
-             else tuple(str(i) for i in range(num_classes)))
-    if len(names) != num_classes or not all(names):
-        raise UserError(f"--class-names: {len(names)} name(s) given for --num-classes {num_classes}; "
-                        "give one non-empty name per class, comma-separated")
-    preprocess = preset_for("imagenet", image_size, names)
-    if out.suffix.lower() not in (".pt", ".pth"):
-        raise UserError(f"--out {out}: a checkpoint file name ending in .pt is expected")
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a directory; pass a file name such as {out}/model.pt")
-    check_output_dir(out)
-    check_json_dest(json_out)
-    model, notes = import_weights(weights, spec, ema=ema)
-    import torch
-
-    checkpoint = make_checkpoint(model, spec, preprocess.to_dict(), source=str(weights), notes=notes)
-    with atomic_output(out) as tmp:
-        torch.save(checkpoint, tmp)
-    write_manifest(out, build_manifest("checkpoint", out, command="import", inputs={"weights": weights},
-                                       settings={"arch": arch, "num_classes": num_classes, "small_stem": small_stem,
-                                                 "image_size": image_size, "dropout": dropout, "ema": ema},
-                                       extra={"preprocess": preprocess.to_dict(), "model": spec.to_dict(),
-                                              "notes": notes}))
+    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
+    result = import_weights(ImportSettings(weights=weights, arch=arch, num_classes=num_classes, out=out,
+                                           small_stem=small_stem, image_size=image_size, class_names=class_names,
+                                           dropout=dropout, ema=ema))
     console = common.console(json_out)
-    for note in notes:
+    for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    params = sum(p.numel() for p in model.parameters())
-    console.print(f"imported {weights} -> {out} ({arch}, {num_classes} classes, {params / 1e6:.2f} M parameters, "
-                  f"{image_size} px ImageNet preprocessing)", highlight=False)
-    emit_json({"checkpoint": str(out), "source": str(weights), "model": spec.to_dict(), "parameters": params,
-               "notes": notes, "preprocess": preprocess.to_dict()}, json_out)
+    console.print(f"imported {weights} -> {out} ({arch}, {num_classes} classes, {result.parameters / 1e6:.2f} M "
+                  f"parameters, {image_size} px ImageNet preprocessing)", highlight=False)
+    emit_json(result.to_dict(), json_out)
 
 
 def evaluate_cmd(
