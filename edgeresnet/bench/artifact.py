@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeresnet.artifacts.manifests import Manifest, parse_manifest
 from edgeresnet.bench.timing import TimingConfig
 from edgeresnet.errors import UserError
 
@@ -84,33 +85,24 @@ def parse_batches(text: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 # what the artifact is
 # ---------------------------------------------------------------------------------------------
-def find_in_manifest(manifest: dict[str, Any] | None, key: str, depth: int = 3) -> Any:
-    """First value of ``key`` at the top of a manifest, else in its nested settings/extra dicts."""
-    if not manifest:
-        return None
-    if key in manifest and manifest[key] not in (None, ""):
-        return manifest[key]
-    if depth <= 0:
-        return None
-    for value in manifest.values():
-        if isinstance(value, dict) and value is not manifest.get("inputs") and value is not manifest.get("versions"):
-            found = find_in_manifest(value, key, depth - 1)
-            if found not in (None, ""):
-                return found
-    return None
+def _typed(manifest: Manifest | dict[str, Any] | None) -> Manifest | None:
+    """The manifest as its typed class (benchmark callers and tests may still hand a plain dict)."""
+    if isinstance(manifest, dict):
+        return parse_manifest(manifest)
+    return manifest
 
 
-def manifest_preprocess(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
-    pre = find_in_manifest(manifest, "preprocess")
-    return pre if isinstance(pre, dict) else None
+def manifest_preprocess(manifest: Manifest | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The preprocessing a checkpoint, ONNX model or engine manifest records, as written."""
+    typed = _typed(manifest)
+    return typed.preprocess_dict if typed is not None else None
 
 
-def artifact_precision(path: Path, manifest: dict[str, Any] | None) -> str:
+def artifact_precision(path: Path, manifest: Manifest | dict[str, Any] | None) -> str:
     """Precision from the manifest; else from the file (a checkpoint is fp32; an ONNX is read)."""
-    for key in ("precision_label", "precision"):
-        value = find_in_manifest(manifest, key)
-        if isinstance(value, str) and value:
-            return value.lower()
+    typed = _typed(manifest)
+    if typed is not None and typed.precision:
+        return typed.precision
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
         return "fp32"
@@ -137,9 +129,10 @@ def onnx_precision(path: Path) -> str:
     return "fp32"
 
 
-def model_size_bytes(path: Path, manifest: dict[str, Any] | None) -> int:
-    size = manifest.get("size_bytes") if manifest else None
-    return int(size) if isinstance(size, int) else path.stat().st_size
+def model_size_bytes(path: Path, manifest: Manifest | dict[str, Any] | None) -> int:
+    typed = _typed(manifest)
+    size = typed.size_bytes if typed is not None else None
+    return size if size is not None else path.stat().st_size
 
 
 def _static_dims(shape: Sequence[Any] | None) -> tuple[int | None, int | None, int | None]:
@@ -150,15 +143,16 @@ def _static_dims(shape: Sequence[Any] | None) -> tuple[int | None, int | None, i
     return dims[0], dims[2], dims[3]
 
 
-def input_image_size(runner: Any, manifest: dict[str, Any] | None, override: int | None, path: Path) -> int:
+def input_image_size(runner: Any, manifest: Manifest | dict[str, Any] | None, override: int | None,
+                     path: Path) -> int:
     """The H (= W) to feed: the model's static size; else --image-size; else the manifest's preprocessing."""
     try:
         shape = runner.input_shape
     except NotImplementedError:
         shape = None
     _, h, w = _static_dims(shape)
-    pre = manifest_preprocess(manifest)
-    manifest_size = int(pre["image_size"]) if pre and pre.get("image_size") else None
+    typed = _typed(manifest)
+    manifest_size = typed.image_size if typed is not None else None
     if h is not None and w is not None and h != w:
         raise UserError(f"{path}: non-square input {h}x{w} is not supported by edgeresnet benchmark")
     if h is not None:
@@ -290,14 +284,12 @@ def load_data_cached(spec: str, image_size: int, seed: int = 0) -> Any:
     return _DATA_CACHE[key]
 
 
-def with_model_preprocessing(data: Any, manifest: dict[str, Any] | None, path: Path) -> Any:
+def with_model_preprocessing(data: Any, manifest: Manifest | dict[str, Any] | None, path: Path) -> Any:
     """Use the preprocessing the model was trained with (from its manifest), and check the classes agree."""
-    from edgeresnet.data import Preprocess
-
-    pre = manifest_preprocess(manifest)
-    if not pre:
+    typed = _typed(manifest)
+    model_pre = typed.preprocess if typed is not None else None
+    if model_pre is None:
         return data
-    model_pre = Preprocess.from_dict(pre)
     names = tuple(model_pre.class_names)
     if names and len(names) != data.num_classes:
         raise UserError(f"--data {data.name}: has {data.num_classes} classes but {path} was trained on {len(names)}; "

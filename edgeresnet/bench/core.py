@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnet.artifacts import read_manifest, sha256_file
+from edgeresnet.artifacts import Manifest, read_any_manifest, sha256_file
 from edgeresnet.bench import stats
 from edgeresnet.bench.artifact import (
     BenchSettings,
@@ -75,7 +75,7 @@ class _Opened:
     backend: str
     precision: str
     device: str
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     warnings: list[str]
     accuracy: dict[str, Any] | None
     slots: list[_Slot] = field(default_factory=list)
@@ -98,7 +98,7 @@ def _open_artifact(stack: contextlib.ExitStack, path: str | Path, settings: Benc
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: model file not found; check the path")
-    manifest = read_manifest(path)
+    manifest = read_any_manifest(path)
     runner, backend, warnings = open_runner(path, settings)
     stack.enter_context(runner)
     device = runner_device(runner)
@@ -229,7 +229,7 @@ def benchmark_interleaved(
 
 def _result_record(*, model: str, path: Path, sha: str, target: str, backend: str, precision: str, batch: int,
                    device: str, timings: Any, settings: BenchSettings, accuracy: dict[str, Any] | None,
-                   manifest: dict[str, Any] | None, warnings: list[str]) -> dict[str, Any]:
+                   manifest: Manifest | None, warnings: list[str]) -> dict[str, Any]:
     latency = stats.summarize(timings.latency_ms, seed=settings.seed)
     comps = {name: (stats.summarize(values, seed=settings.seed) if len(values) == timings.iterations else None)
              for name, values in timings.components.items()}

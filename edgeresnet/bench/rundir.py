@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeresnet.artifacts import read_manifest
+from edgeresnet.artifacts import read_any_manifest
 from edgeresnet.bench.artifact import BenchSettings
 from edgeresnet.bench.core import run_benchmark
 from edgeresnet.bench.timing import TimingConfig
@@ -29,11 +29,11 @@ def find_artifacts(run_dir: str | Path) -> tuple[list[Path], list[str]]:
             continue
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        manifest = read_manifest(path)
+        manifest = read_any_manifest(path)
         if manifest is None:
             notes.append(f"{path.relative_to(root)}: no manifest, not made by the pipeline; skipped")
             continue
-        if str(manifest.get("kind", "")) in NOT_MODELS:
+        if (manifest.kind or "") in NOT_MODELS:
             continue
         if path.name == "last.pt" and (path.parent / "best.pt").exists():
             notes.append(f"{path.relative_to(root)}: training resume state; best.pt beside it is benchmarked")

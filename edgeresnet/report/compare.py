@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeresnet.artifacts import read_manifest
+from edgeresnet.artifacts import read_any_manifest
 from edgeresnet.bench.schema import is_sidecar_manifest, read_results
 
 PAIR_KEY = ("model", "target", "backend", "precision", "batch")
@@ -34,9 +34,9 @@ def _size(result: dict[str, Any]) -> int | None:
         return result["model_bytes"]
     artifact = result.get("artifact")
     if artifact and Path(artifact).exists():
-        manifest = read_manifest(artifact)
-        if manifest and isinstance(manifest.get("size_bytes"), int):
-            return manifest["size_bytes"]
+        manifest = read_any_manifest(artifact)
+        if manifest is not None and manifest.size_bytes is not None:
+            return manifest.size_bytes
         return Path(artifact).stat().st_size
     return None
 
@@ -62,6 +62,8 @@ def rows_from(documents: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str
                 "median_ci": lat.get("median_ci"),
                 "throughput_ips": result.get("throughput_ips"),
                 "top1": acc.get("top1"), "top5": acc.get("top5"), "accuracy_n": acc.get("n"),
+                "top1_ci95": acc.get("top1_ci95") or _ci95(acc.get("top1"), acc.get("n")),
+                "top5_ci95": acc.get("top5_ci95") or _ci95(acc.get("top5"), acc.get("n")),
                 "model_bytes": _size(result),
                 "iterations": result.get("iterations"),
                 "latency_kind": result.get("latency_kind", "host_end_to_end"),
@@ -72,6 +74,18 @@ def rows_from(documents: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str
             })
     rows.sort(key=lambda r: tuple(str(r[k]) if k != "batch" else f"{r[k]:06d}" for k in PAIR_KEY))
     return rows
+
+
+def _ci95(top: float | None, n: int | None) -> list[float] | None:
+    """The Wilson 95 % interval of a top-k recorded as a percentage over n images (None when either is missing)."""
+    from edgeresnet.evaluate.intervals import accuracy_interval
+
+    if top is None or not n:
+        return None
+    try:
+        return accuracy_interval(float(top), int(n)).percent()
+    except ValueError:  # a top-1 that is no count out of n (rounded or edited): no interval rather than a wrong one
+        return None
 
 
 def label(row: dict[str, Any]) -> str:
@@ -119,8 +133,8 @@ TABLE_COLUMNS = ("model", "target", "backend", "precision", "batch", "min", "med
                  "cv", "throughput_ips", "top1", "top5", "model_bytes")
 TABLE_HEADERS = {"model": "model", "target": "target", "backend": "backend", "precision": "precision",
                  "batch": "batch", "min": "min ms", "median": "median ms", "p90": "p90 ms", "p95": "p95 ms",
-                 "p99": "p99 ms", "max": "max ms", "cv": "CV %", "throughput_ips": "img/s", "top1": "top-1 %",
-                 "top5": "top-5 %", "model_bytes": "size"}
+                 "p99": "p99 ms", "max": "max ms", "cv": "CV %", "throughput_ips": "img/s",
+                 "top1": "top-1 % [95 % CI]", "top5": "top-5 % [95 % CI]", "model_bytes": "size"}
 
 
 def cell(row: dict[str, Any], column: str) -> str:
@@ -131,8 +145,10 @@ def cell(row: dict[str, Any], column: str) -> str:
         return fmt_pct(value, 1)
     if column == "throughput_ips":
         return "-" if value is None else f"{value:,.1f}"
-    if column in ("top1", "top5"):
-        return fmt_pct(value)
+    if column in ("top1", "top5"):  # '94.1 % [93.6, 94.6]': the Wilson 95 % interval over the test images
+        from edgeresnet.evaluate.intervals import format_accuracy
+
+        return format_accuracy(value, row.get(f"{column}_ci95"), 1)
     if column == "model_bytes":
         return fmt_bytes(value)
     return str(value)

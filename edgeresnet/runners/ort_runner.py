@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.artifacts import read_manifest
+from edgeresnet.artifacts.manifests import OnnxManifest
 from edgeresnet.data.presets import Preprocess
 from edgeresnet.errors import UserError
 from edgeresnet.runners.base import Runner
@@ -111,12 +112,11 @@ class OrtRunner(Runner):
         preprocess = preprocess_from_props(props, path)
         profile = profile_from_props(props, path)
         if manifest:
-            from edgeresnet.onnx_meta import BatchProfile
-
-            if preprocess is None and isinstance(manifest.get("preprocess"), dict):
-                preprocess = Preprocess.from_dict(manifest["preprocess"])
-            if profile is None and isinstance(manifest.get("batch_profile"), dict):
-                profile = BatchProfile.from_dict(manifest["batch_profile"])
+            typed = OnnxManifest.from_dict(manifest, f"{path}.json")
+            if preprocess is None:
+                preprocess = typed.preprocess
+            if profile is None:
+                profile = typed.batch_profile
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         runner = cls(path, manifest, inputs[0].name, dims, [o.name for o in model.graph.output], preprocess, profile,
                      props, opset, providers, threads)

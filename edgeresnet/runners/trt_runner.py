@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.artifacts import read_manifest
+from edgeresnet.artifacts.manifests import EngineManifest, EngineSection
 from edgeresnet.errors import UserError
 from edgeresnet.runners.base import Runner
 
@@ -33,6 +34,9 @@ class TrtRunner(Runner):
         self.notes = list(notes or [])
         self.rebuild = rebuild
         self.session: Any = None
+        # the manifest's engine section, typed (runner.manifest stays the plain dict every runner exposes)
+        typed = EngineManifest.from_dict(self.manifest, f"{path}.json") if self.manifest else None
+        self.engine_section = typed.engine if typed is not None else EngineSection()
 
     @classmethod
     def load(cls, path: str | Path, *, device: Any = None, threads: int | None = None, cuda_backend: str = "auto",
@@ -61,8 +65,9 @@ class TrtRunner(Runner):
         if not header.is_plan:
             raise UserError(f"{engine_path}: not a TensorRT engine ({header.reason}); "
                             "pass the .engine file written by edgeresnet build")
-        section = (manifest or {}).get("engine") or {}
-        wants_rtx = section.get("builder") == "tensorrt-rtx" or header.flavor == "tensorrt-rtx"
+        typed = EngineManifest.from_dict(manifest, f"{engine_path}.json") if manifest is not None else None
+        section = typed.engine if typed is not None else EngineSection()
+        wants_rtx = section.builder == "tensorrt-rtx" or header.flavor == "tensorrt-rtx"
 
         reason = "no CUDA device"
         if device_backend is None:
@@ -72,7 +77,7 @@ class TrtRunner(Runner):
         trt = trt_module if trt_module is not None else adapter.load_trt("rtx" if wants_rtx else "tensorrt")
         gpu = device_backend.gpu_info(device_index) if device_backend is not None else None
         problems = check_engine_compat(
-            manifest, header, adapter.trt_version(trt),
+            typed, header, adapter.trt_version(trt),
             gpu.name if gpu else None, gpu.compute_capability if gpu else None,
             running_flavor=adapter.trt_flavor(trt),
         )
@@ -81,10 +86,10 @@ class TrtRunner(Runner):
         if device_backend is None:
             raise UserError(f"{engine_path}: TensorRT engines need a CUDA GPU and none is usable here ({reason}); "
                             "run on the target machine or use the ort backend with the ONNX model")
-        if dla_core is None and section.get("dla_core") is not None:
-            dla_core = int(section["dla_core"])
+        if dla_core is None and section.dla_core is not None:
+            dla_core = section.dla_core
         runner = cls(engine_path, manifest, trt=trt, device_backend=device_backend, gpu=gpu, dla_core=dla_core,
-                     notes=engine_compat_notes(manifest, gpu.name if gpu else None), rebuild=rebuild,
+                     notes=engine_compat_notes(typed, gpu.name if gpu else None), rebuild=rebuild,
                      device_index=device_index)
         if threads is not None:
             runner.warnings.append(f"--threads {threads} has no effect on TensorRT; ignored")
@@ -94,11 +99,9 @@ class TrtRunner(Runner):
     def activate_impl(self) -> None:
         from edgeresnet.trt.runtime import EngineSession
 
-        section = self.manifest.get("engine") or {}
-        options = section.get("build_options") or {}
         self.session = EngineSession(
             self.trt, self.path.read_bytes(), self.device_backend, dla_core=self.dla_core,
-            host_code_allowed=bool(options.get("version_compatible")), source=str(self.path), rebuild=self.rebuild,
+            host_code_allowed=self.engine_section.version_compatible, source=str(self.path), rebuild=self.rebuild,
         ).open()
 
     def deactivate_impl(self) -> None:
@@ -126,21 +129,19 @@ class TrtRunner(Runner):
         from the manifest's input shape and profile; None when neither says."""
         if self.session is not None:
             return self.session.batch_limits()
-        section = self.manifest.get("engine") or {}
-        shape = (section.get("input") or {}).get("shape")
-        if shape and int(shape[0]) > 0:
-            return (int(shape[0]), int(shape[0]))
-        profiles = section.get("profiles") or []
-        if profiles:
-            return (int(profiles[0]["min"][0]), int(profiles[0]["max"][0]))
+        section = self.engine_section
+        shape = section.input_shape
+        if shape and shape[0] > 0:
+            return (shape[0], shape[0])
+        if section.profiles:
+            return (section.profiles[0].min, section.profiles[0].max)
         return None
 
     @property
     def input_shape(self) -> tuple[int | str, ...]:
-        section = self.manifest.get("engine") or {}
-        shape = (section.get("input") or {}).get("shape")
+        shape = self.engine_section.input_shape
         if shape:
-            return tuple("batch" if int(d) < 0 else int(d) for d in shape)
+            return tuple("batch" if d < 0 else d for d in shape)
         if self.session is not None:
             return tuple("batch" if d < 0 else d for d in self.session.input_shape())
         raise UserError(f"{self.path}: input shape unknown without a manifest; activate the runner first")
@@ -157,7 +158,7 @@ class TrtRunner(Runner):
             "tensorrt": getattr(self.trt, "__version__", None),
             "gpu": None if self.gpu is None else {"name": self.gpu.name, "compute_capability": self.gpu.cc_string},
             "cuda_backend": getattr(self.device_backend, "name", None),
-            "precision": (self.manifest.get("engine") or {}).get("precision_label"),
+            "precision": self.engine_section.precision_label,
             "notes": self.notes,
         })
         return info

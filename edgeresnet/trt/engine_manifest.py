@@ -16,13 +16,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from edgeresnet.artifacts import build_manifest, read_manifest
+from edgeresnet.artifacts import build_manifest
+from edgeresnet.artifacts.manifests import ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ENGINE_KIND, EngineManifest
 from edgeresnet.errors import UserError
 from edgeresnet.trt.features import format_version
 
-ENGINE_KIND = "tensorrt-engine"
-ENGINE_FORMAT = "edgeresnet-trt-engine"
-ENGINE_FORMAT_VERSION = 1
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 
 
@@ -217,11 +215,10 @@ def build_engine_manifest(
 
 def read_engine_manifest(engine_path: str | Path) -> dict[str, Any]:
     """The manifest beside an engine, checked to be one of ours; UserError otherwise."""
-    manifest = read_manifest(engine_path, required=True)
-    assert manifest is not None
-    section = manifest.get("engine")
-    if manifest.get("kind") != ENGINE_KIND or not isinstance(section, dict) or section.get("format") != ENGINE_FORMAT:
+    typed = EngineManifest.require(engine_path)
+    if not typed.is_edgeresnet_engine:
         raise UserError(f"{engine_path}: its manifest is not an edgeresnet engine manifest; rebuild with edgeresnet build")
-    if int(section.get("format_version", 0)) > ENGINE_FORMAT_VERSION:
-        raise UserError(f"{engine_path}: manifest format {section.get('format_version')} is newer than this edgeresnet; upgrade it")
-    return manifest
+    if typed.engine.format_version > ENGINE_FORMAT_VERSION:
+        raise UserError(f"{engine_path}: manifest format {typed.engine.format_version} is newer than this edgeresnet; "
+                        "upgrade it")
+    return typed.to_dict()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeresnet.artifacts.manifests import EngineManifest, EngineSection, GpuRecord, as_manifest
 from edgeresnet.errors import UserError
 
 
@@ -61,7 +62,7 @@ def _cc(value: Any) -> tuple[int, int] | None:
 
 
 def check_engine_compat(
-    manifest: dict[str, Any] | None,
+    manifest: EngineManifest | dict[str, Any] | None,
     header: Any,
     running_trt_version: Any,
     gpu_name: str | None,
@@ -76,9 +77,9 @@ def check_engine_compat(
     problems: list[str] = []
     running = _flavor(running_flavor)
     running_version = _parts(running_trt_version)
-    section = (manifest or {}).get("engine") or {}
-    options = section.get("build_options") or {}
-    version_compatible = bool(options.get("version_compatible"))
+    typed = as_manifest(manifest, EngineManifest)
+    section = typed.engine if typed is not None else EngineSection()
+    version_compatible = section.version_compatible
 
     # -- the file itself
     if header is not None:
@@ -87,7 +88,7 @@ def check_engine_compat(
             return problems
         if "truncated" in (header.reason or ""):
             problems.append(f"the engine is truncated ({header.size} bytes)")
-        expected_size = (manifest or {}).get("size_bytes")
+        expected_size = typed.size_bytes if typed is not None else None
         if expected_size is not None and header.size != int(expected_size):
             problems.append(f"the engine is {header.size} bytes but its manifest says {int(expected_size)}: "
                             "truncated or replaced")
@@ -100,9 +101,9 @@ def check_engine_compat(
                                 f"this runtime is {_vstr(running_version)}")
 
     # -- the manifest's record of the build
-    if manifest is not None:
-        built_flavor = _flavor(section.get("builder"))
-        built_version = _parts(section.get("tensorrt_version"))
+    if typed is not None:
+        built_flavor = _flavor(section.builder)
+        built_version = _parts(section.tensorrt_version)
         if built_flavor != running:
             if not any("written by" in p for p in problems):
                 problems.append(f"built by {_label(built_flavor)}, this runtime is {_label(running)}")
@@ -110,17 +111,17 @@ def check_engine_compat(
             if not any("plan header says" in p for p in problems):
                 problems.append(f"built by {_label(built_flavor)} {_vstr(built_version)}, "
                                 f"this runtime is {_label(running)} {_vstr(running_version)}")
-        gpu = manifest.get("gpu") or {}
-        built_cc = _cc(gpu.get("compute_capability"))
+        gpu = typed.gpu
+        built_cc = _cc(gpu.compute_capability)
         running_cc = _cc(compute_capability)
         if built_cc and running_cc and built_cc != running_cc:
-            level = options.get("hardware_compatibility")
+            level = section.hardware_compatibility
             if level == "AMPERE_PLUS" and running_cc >= (8, 0):
                 # "only supported for engines built on NVIDIA Ampere and later GPUs"
                 # (TensorRT 10.13 HardwareCompatibilityLevel docstring)
                 pass
             else:
-                built_name = gpu.get("name") or "?"
+                built_name = gpu.name or "?"
                 problems.append(f"built for compute capability {built_cc[0]}.{built_cc[1]} ({built_name}), "
                                 f"this GPU is {running_cc[0]}.{running_cc[1]} ({gpu_name or '?'})")
     return problems
@@ -135,37 +136,37 @@ def _version_ok(built: tuple[int, ...], running: tuple[int, ...], version_compat
     return False
 
 
-def engine_compat_notes(manifest: dict[str, Any] | None, gpu_name: str | None) -> list[str]:
+def engine_compat_notes(manifest: EngineManifest | dict[str, Any] | None, gpu_name: str | None) -> list[str]:
     """Differences that do not stop the engine but the user should know (same SM, another GPU model)."""
     notes: list[str] = []
-    if manifest is None:
+    typed = as_manifest(manifest, EngineManifest)
+    if typed is None:
         notes.append("no manifest beside the engine: only the plan header could be checked")
         return notes
-    gpu = manifest.get("gpu") or {}
-    built_name = gpu.get("name")
-    if gpu_name and built_name and gpu.get("source") != "target file" and built_name.strip() != gpu_name.strip():
+    gpu: GpuRecord = typed.gpu
+    built_name = gpu.name
+    if gpu_name and built_name and gpu.source != "target file" and built_name.strip() != gpu_name.strip():
         notes.append(f"built on {built_name}, running on {gpu_name} (same compute capability): "
                      "tactics were timed on the other GPU, rebuild for best performance")
     return notes
 
 
-def rebuild_command(manifest: dict[str, Any] | None, engine_path: str | Path) -> str:
+def rebuild_command(manifest: EngineManifest | dict[str, Any] | None, engine_path: str | Path) -> str:
     """The ``edgeresnet build`` line that makes this engine for the current machine."""
-    if manifest and manifest.get("rebuild_command"):
-        return str(manifest["rebuild_command"])
-    section = (manifest or {}).get("engine") or {}
-    inputs = (manifest or {}).get("inputs") or {}
-    settings = (manifest or {}).get("settings") or {}
-    onnx = (inputs.get("onnx") or {}).get("path") or settings.get("onnx") or "MODEL.onnx"
-    target = section.get("target") or "TARGET"
-    precision = section.get("precision") or settings.get("precision") or "fp32"
+    typed = as_manifest(manifest, EngineManifest) or EngineManifest()
+    if typed.rebuild_command:
+        return typed.rebuild_command
+    section = typed.engine
+    onnx_input = typed.input("onnx")
+    onnx = (onnx_input.path if onnx_input else None) or typed.setting("onnx") or "MODEL.onnx"
+    target = section.target or "TARGET"
+    precision = section.precision or typed.setting("precision") or "fp32"
     args = ["edgeresnet", "build", str(onnx), "--target", str(target), "--precision", str(precision)]
-    profiles = section.get("profiles") or []
-    if profiles:
-        lo, opt, hi = (profiles[0][k][0] for k in ("min", "opt", "max"))
+    if section.profiles:
+        lo, opt, hi = section.profiles[0].min, section.profiles[0].opt, section.profiles[0].max
         args += ["--batch", str(lo) if lo == opt == hi else f"{lo}:{opt}:{hi}"]
-    if section.get("dla_core") is not None:
-        args += ["--dla", str(section["dla_core"])]
+    if section.dla_core is not None:
+        args += ["--dla", str(section.dla_core)]
     args += ["--out", str(Path(engine_path).parent)]
     return shlex.join(args)
 
