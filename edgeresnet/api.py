@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("edgeresnet.evaluate", "evaluate_model_file"),  # (model file, data, split) -> metrics dict
     "write_evaluation": ("edgeresnet.evaluate", "write_evaluation"),
     "export": ("edgeresnet.export.checkpoint", "export_checkpoint"),  # (checkpoint, out.onnx) -> ExportResult
+    "verify": ("edgeresnet.export.verify", "verify"),  # (artifact A, artifact B) -> VerifyResult
     "prune": ("edgeresnet.compress.pipeline", "run_prune"),  # (checkpoint, out, PruneSettings, FinetuneOptions)
     "distill": ("edgeresnet.compress.pipeline", "run_distill"),
     "calibrate": ("edgeresnet.compress.ptq_stage", "calibrate"),  # CalibrateSettings -> CalibrateResult

@@ -15,8 +15,6 @@ from edgeresnet.cli import common
 from edgeresnet.cli.common import JsonOut
 from edgeresnet.errors import UserError
 
-_CONTRACT_FIELDS = ("image_size", "resize", "mean", "std", "channel_order", "layout", "scale", "interpolation")
-
 
 class _Progress:
     """Rich progress with one task per stage; the parity stage has a bar of batches."""
@@ -173,31 +171,17 @@ def verify_cmd(
 ) -> None:
     """Compare two artifacts (e.g. FP32 ONNX vs INT8 ONNX) at batch 1 and the largest common batch."""
     from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.export import resolve_data_spec
-    from edgeresnet.parity import common_batches, compare_runners, load_parity_images, planned_steps
-    from edgeresnet.runners import load_runner
+    from edgeresnet.export.verify import verify
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-    tolerance = _tolerance(atol, rtol, min_agreement)
-    if max_batch < 1:
-        raise UserError(f"--max-batch {max_batch}: must be at least 1")
-    runner_a, runner_b = load_runner(a), load_runner(b)
-    preprocess = _common_preprocess(a, runner_a, b, runner_b)
-    batches = common_batches(_batch_range(a, runner_a), _batch_range(b, runner_b), default_max=max_batch)
-    data_spec, note = resolve_data_spec(data, a)
     console = common.console(json_out)
-    images = load_parity_images(data_spec, preprocess, max(parity_images, max(batches)), seed=seed)
-    with _Progress(console) as progress:
-        progress.stage(f"comparing at batch {', '.join(map(str, batches))}", planned_steps(len(images), batches))
-        report = compare_runners(runner_a, runner_b, images, batches, tolerance, progress=progress.advance)
-    report.a, report.b = f"{runner_a.backend}:{a}", f"{runner_b.backend}:{b}"
+    result = verify(a, b, data=data, atol=atol, rtol=rtol, min_agreement=min_agreement, parity_images=parity_images,
+                    max_batch=max_batch, seed=seed, progress=lambda: _Progress(console))
+    report = result.report
     console.print(parity_table(report, f"verify: {a} (reference) vs {b}"))
-    if note:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    emit_json({"schema": "edgeresnet.parity/1", "data": data_spec, "images": int(images.shape[0]),
-               **report.to_dict(),
-               "runners": {"a": runner_a.describe(), "b": runner_b.describe()}}, json_out)
+    if result.note:
+        console.print(f"[yellow]note:[/yellow] {result.note}", highlight=False)
+    emit_json(result.to_dict(), json_out)
     if not report.passed:
         raise UserError(f"parity failed: {report.failure_summary()}", exit_code=1)
     console.print(f"[green]parity passed[/green]: max-abs {_fmt(report.max_abs)}, max-rel {_fmt(report.max_rel)}, "
@@ -208,31 +192,3 @@ def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify``."""
     app.command("export")(export_cmd)
     app.command("verify")(verify_cmd)
-
-
-def _common_preprocess(a: Path, runner_a: Any, b: Path, runner_b: Any) -> Any:
-    """The contract both artifacts share; differing contracts make the comparison meaningless."""
-    from edgeresnet.onnx_meta import preprocess_of
-
-    pa = getattr(runner_a, "preprocess", None) or preprocess_of(a, required=False)
-    pb = getattr(runner_b, "preprocess", None) or preprocess_of(b, required=False)
-    if pa is None and pb is None:
-        raise UserError(f"{a} and {b}: neither carries a preprocessing contract; export them with edgeresnet")
-    if pa is not None and pb is not None:
-        da, db = pa.to_dict(), pb.to_dict()
-        differ = [k for k in _CONTRACT_FIELDS if da.get(k) != db.get(k)]
-        if differ:
-            k = differ[0]
-            raise UserError(f"{a} and {b} expect different inputs ({k}: {da.get(k)} vs {db.get(k)}); "
-                            "compare artifacts of the same model and input size")
-    return pa or pb
-
-
-def _batch_range(path: Path, runner: Any) -> tuple[int, int] | None:
-    found = runner.batch_range  # the Runner contract; an engine without profile data in its manifest falls back
-    if found is not None or runner.backend in ("torch", "ort"):
-        return found
-    from edgeresnet.onnx_meta import batch_profile_of
-
-    profile = batch_profile_of(path)
-    return (profile.min, profile.max) if profile is not None else None
