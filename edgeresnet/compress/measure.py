@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.evaluate import top1
+from edgeresnet.evaluate.paired import correct_mask
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -35,6 +36,12 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray
 
 def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
     return top1(predict(model, images), labels)
+
+
+def accuracy_outcomes(model: Any, images: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Top-1 and the per-image outcomes (True: correct) of one forward pass, for McNemar's paired test."""
+    logits = predict(model, images)
+    return top1(logits, labels), correct_mask(logits, labels)
 
 
 def export_onnx_file(model: Any, preprocess: Any, out: Path, exporter: str | None = None) -> Path:

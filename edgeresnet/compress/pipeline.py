@@ -142,22 +142,23 @@ def prune_once(model: Any, spec: Any, preprocess: Any, splits: Any, settings: An
                options: FinetuneOptions, *, test: tuple[Any, Any], say: Say = _quiet,
                onnx: bool = True, exporter: str | None = None) -> dict[str, Any]:
     """Prune ``model`` (left untouched), fine-tune, measure; returns the pruned model and its numbers."""
-    from edgeresnet.compress.measure import accuracy, onnx_size_bytes
+    from edgeresnet.compress.measure import accuracy_outcomes, onnx_size_bytes
     from edgeresnet.compress.prune import prune_model, recalibrate_batchnorm
 
     images, labels = test
-    result = prune_model(model, settings, preprocess.image_size)
+    result = prune_model(model, settings, preprocess.image_size, preprocess=preprocess, exporter=exporter, say=say)
     say(f"pruned: {result.after.params / 1e6:.2f}M params, {result.after.gmacs:.3f} GMACs "
         f"({result.after.macs / result.before.macs:.1%} of the FLOPs)")
-    acc_raw = accuracy(result.model, images, labels)
+    acc_raw, correct_raw = accuracy_outcomes(result.model, images, labels)
     bn_used = 0
     if options.bn_images > 0:
         bn_used = recalibrate_batchnorm(result.model, splits.arrays("train", limit=options.bn_images)[0])
         say(f"BatchNorm statistics re-estimated on {bn_used} training images")
-    acc_pruned = accuracy(result.model, images, labels) if bn_used else acc_raw
+    acc_pruned, correct_pruned = accuracy_outcomes(result.model, images, labels) if bn_used else (acc_raw, correct_raw)
     tuned, ft = finetune_pruned(result.model, splits, teacher, options, spec)
     tuned = getattr(tuned, "student", tuned)  # a feature-KD wrapper hands back student + adapters
-    acc_after = accuracy(tuned, images, labels) if options.epochs else acc_pruned
+    acc_after, correct_after = (accuracy_outcomes(tuned, images, labels) if options.epochs
+                                else (acc_pruned, correct_pruned))
     report = result.summary()
     report["accuracy"] = {"pruned_raw": round(acc_raw, 3), "pruned_no_finetune": round(acc_pruned, 3),
                           "after": round(acc_after, 3)}
@@ -167,7 +168,8 @@ def prune_once(model: Any, spec: Any, preprocess: Any, splits: Any, settings: An
     if onnx:
         say("exporting ONNX to measure its size")
         report["onnx_bytes"] = onnx_size_bytes(tuned, preprocess, exporter)
-    return {"model": tuned.eval(), "report": report, "result": result}
+    # per-image outcomes (True: top-1 correct) on ``test``, for the paired test against the unpruned model
+    return {"model": tuned.eval(), "report": report, "result": result, "correct": correct_after}
 
 
 def save_checkpoint(model: Any, spec: Any, preprocess: Any, out: Path, *, command: str, source: Path | None,
@@ -210,7 +212,9 @@ def _plain(value: Any) -> Any:
 def run_prune(source: Path, out: Path, settings: Any, options: FinetuneOptions, *, teacher: str | None,
               data: str | None, say: Say = _quiet, exporter: str | None = None) -> dict[str, Any]:
     from edgeresnet.artifacts import check_output_dir, sha256_file
-    from edgeresnet.compress.measure import accuracy, onnx_size_bytes
+    from edgeresnet.compress.measure import accuracy_outcomes, onnx_size_bytes
+    from edgeresnet.evaluate.intervals import wilson_interval
+    from edgeresnet.evaluate.paired import compare_outcomes
 
     check_output_dir(out)
     if Path(out).resolve() == Path(source).resolve():
@@ -221,13 +225,21 @@ def run_prune(source: Path, out: Path, settings: Any, options: FinetuneOptions, 
     splits = load_splits(data_spec, preprocess, options.seed)
     test = splits.arrays("test")
     say(f"data {data_spec}: {len(test[1])} test images at {preprocess.image_size}px")
-    acc_before = accuracy(model, *test)
+    acc_before, correct_before = accuracy_outcomes(model, *test)
     onnx_before = onnx_size_bytes(model, preprocess, exporter)
     run = prune_once(model, spec, preprocess, splits, settings, teacher_model, options, test=test, say=say,
                      exporter=exporter)
     report = run["report"]
     report["accuracy"]["before"] = round(acc_before, 3)
     report["accuracy"]["drop"] = round(acc_before - report["accuracy"]["after"], 3)
+    # unpruned and pruned on the same test images: McNemar's test on their per-image outcomes
+    paired = compare_outcomes(correct_before, run["correct"])
+    n_test = int(len(test[1]))
+    report["accuracy"].update({
+        "before_ci95": wilson_interval(int(correct_before.sum()), n_test).percent(),
+        "after_ci95": wilson_interval(int(run["correct"].sum()), n_test).percent(),
+        "drop_ci95": paired.to_dict()["drop_ci95"], "p_value": paired.p_value, "significant": paired.significant,
+        "paired": paired.to_dict()})
     report["onnx_bytes"] = {"before": onnx_before, "after": report["onnx_bytes"]}
     report.update({"source": str(source), "source_sha256": sha256_file(source), "out": str(out), "data": data_spec,
                    "test_images": int(len(test[1])), "teacher": teacher_path or ("none" if teacher_model is None
@@ -285,8 +297,10 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
 
     from edgeresnet.artifacts import build_manifest, sha256_file, write_json_atomic, write_manifest, write_text_atomic
     from edgeresnet.compress.flops import count_costs
-    from edgeresnet.compress.measure import accuracy, export_onnx_file, ort_latencies
+    from edgeresnet.compress.measure import accuracy_outcomes, export_onnx_file, ort_latencies
     from edgeresnet.compress.prune import PruneSettings
+    from edgeresnet.evaluate.intervals import wilson_interval
+    from edgeresnet.evaluate.paired import compare_outcomes
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -301,10 +315,12 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
     test = splits.arrays("test")
     make_output_dir(out_dir)
     base_costs = count_costs(model, preprocess.image_size)
-    rows: list[dict[str, Any]] = [{"ratio": 0.0, "file": str(source), "top1": round(accuracy(model, *test), 3),
+    base_top1, base_correct = accuracy_outcomes(model, *test)
+    rows: list[dict[str, Any]] = [{"ratio": 0.0, "file": str(source), "top1": round(base_top1, 3),
                                    "top1_no_finetune": None, "top1_raw": None, "params": base_costs.params,
                                    "gmacs": round(base_costs.gmacs, 4), "flops_kept": 1.0}]
     models = [model]
+    outcomes = [base_correct]  # per-image test outcomes of each row's model, for McNemar's test against row 0
     for ratio in levels:
         say(f"ratio {ratio:.2f}: pruning and fine-tuning ({options.epochs} epochs)")
         settings = PruneSettings(ratio=ratio, **base)
@@ -323,6 +339,7 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
                      "top1_raw": report["accuracy"]["pruned_raw"], "params": report["params"]["after"],
                      "gmacs": round(report["macs"]["after"] / 1e9, 4), "flops_kept": report["macs"]["kept"]})
         models.append(run["model"])
+        outcomes.append(run["correct"])
     say(f"measuring ONNX Runtime latency of {len(models)} models (interleaved, {latency_rounds} rounds)")
     with tempfile.TemporaryDirectory(prefix="edgeresnet-sweep-") as tmp:
         paths = [export_onnx_file(m, preprocess, Path(tmp) / f"m{i}.onnx", exporter) for i, m in enumerate(models)]
@@ -335,6 +352,12 @@ def run_sweep(source: Path, out_dir: Path, levels: list[float], base: dict[str, 
         row["latency_p90_ms"] = round(latency.p90_ms, 4)
         row["speedup"] = round(lat[0].median_ms / latency.median_ms, 3)
         row["drop"] = round(rows[0]["top1"] - row["top1"], 3)
+    for row, correct in zip(rows, outcomes):
+        row["top1_ci95"] = wilson_interval(int(correct.sum()), int(correct.size)).percent()
+        if row is not rows[0]:
+            paired = compare_outcomes(outcomes[0], correct)
+            row.update({"drop_ci95": paired.to_dict()["drop_ci95"], "p_value": paired.p_value,
+                        "significant": paired.significant})
     for row, flag in zip(rows, pareto_flags(rows)):
         row["pareto"] = flag
     report = {"source": str(source), "source_sha256": sha256_file(source), "data": data_spec,
@@ -369,20 +392,24 @@ def _loadavg() -> list[float] | None:
 
 
 def pareto_markdown(report: dict[str, Any]) -> str:
+    from edgeresnet.evaluate.intervals import format_accuracy
+
     lines = [f"# Pruning sweep: {Path(report['source']).name} on {report['data']} "
              f"({report['test_images']} test images, {report['image_size']}px)", "",
              f"Fine-tune: {report['settings']['finetune_epochs']} epochs each after BatchNorm re-estimation on "
              f"{report['settings']['bn_images']} training images, teacher {report['settings']['teacher']}; "
              f"latency: ONNX Runtime CPU, batch 1, median over {report['latency']['rounds']} interleaved rounds "
              f"(load average {report['latency']['loadavg']}).", "",
-             "| ratio | params (M) | GMACs | FLOPs kept | ONNX (MB) | top-1 % | drop (pt) | as cut % | "
-             "BN re-est. % | latency ms | speed-up | Pareto |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+             "| ratio | params (M) | GMACs | FLOPs kept | ONNX (MB) | top-1 % [95 % CI] | drop (pt) | "
+             "McNemar p (significant at 5 %) | as cut % | BN re-est. % | latency ms | speed-up | Pareto |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in report["rows"]:
         noft = "-" if r["top1_no_finetune"] is None else f"{r['top1_no_finetune']:.2f}"
         raw = "-" if r.get("top1_raw") is None else f"{r['top1_raw']:.2f}"
+        test = "-" if r.get("p_value") is None else f"{r['p_value']:.3g} ({'yes' if r['significant'] else 'no'})"
         lines.append(f"| {r['ratio']:.2f} | {r['params'] / 1e6:.3f} | {r['gmacs']:.4f} | {r['flops_kept']:.3f} | "
-                     f"{r['onnx_bytes'] / 1e6:.2f} | {r['top1']:.2f} | {r['drop']:+.2f} | {raw} | {noft} | "
+                     f"{r['onnx_bytes'] / 1e6:.2f} | {format_accuracy(r['top1'], r.get('top1_ci95'), 2)} | "
+                     f"{r['drop']:+.2f} | {test} | {raw} | {noft} | "
                      f"{r['latency_ms']:.3f} | x{r['speedup']:.2f} | {'yes' if r['pareto'] else ''} |")
     return "\n".join(lines) + "\n"
 

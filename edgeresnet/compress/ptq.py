@@ -33,6 +33,8 @@ from edgeresnet.compress.sensitivity import GATE_FAILED_EXIT, GateResult, run_ga
 from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
 from edgeresnet.evaluate import top1
+from edgeresnet.evaluate.intervals import wilson_interval
+from edgeresnet.evaluate.paired import compare_logits
 
 FLAVOURS = ("trt", "ort")
 ORT_FORMATS = ("qdq", "qoperator")
@@ -556,7 +558,15 @@ def measure_accuracy(int8: Any, fp32_logits: dict[str, np.ndarray], held_out: di
     for split, (x, y) in held_out.items():
         int8_logits = run_logits(session, x, batch)
         f, q = top1(fp32_logits[split], y), top1(int8_logits, y)
+        # FP32 and INT8 on the same images: McNemar's test on their per-image outcomes says if the drop is real
+        paired = compare_logits(fp32_logits[split], int8_logits, y)
         accuracy[split] = {"fp32_top1": round(f, 3), "int8_top1": round(q, 3), "drop": round(f - q, 3), "n": len(y),
+                           "fp32_top1_ci95": wilson_interval(paired.both_correct + paired.only_reference,
+                                                             paired.n).percent(),
+                           "int8_top1_ci95": wilson_interval(paired.both_correct + paired.only_candidate,
+                                                             paired.n).percent(),
+                           "drop_ci95": paired.to_dict()["drop_ci95"], "p_value": paired.p_value,
+                           "significant": paired.significant, "paired": paired.to_dict(),
                            "top1_agreement": round(float(np.mean(np.argmax(int8_logits, 1) ==
                                                                  np.argmax(fp32_logits[split], 1)) * 100), 3)}
     return accuracy

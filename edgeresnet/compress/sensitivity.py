@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeresnet.errors import UserError
 from edgeresnet.evaluate import top1
+from edgeresnet.evaluate.paired import PairedComparison, compare_logits
 
 Evaluate = Callable[[frozenset], np.ndarray]
 Progress = Callable[[str, int, int], None]
@@ -55,6 +56,8 @@ class GateResult:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)  # per unit, most sensitive first
     steps: list[dict[str, Any]] = field(default_factory=list)  # greedy steps tried
     message: str = ""
+    # McNemar's test of the final artifact against FP32 on the gated images (evaluate.paired.PairedComparison)
+    paired: dict[str, Any] | None = None
 
     @property
     def drop(self) -> float:
@@ -64,7 +67,8 @@ class GateResult:
         return {"fp32_top1": round(self.fp32_top1, 3), "int8_top1": round(self.int8_top1, 3),
                 "all_int8_top1": round(self.all_int8_top1, 3), "drop": round(self.drop, 3),
                 "max_drop": self.max_drop, "passed": self.passed, "kept_float": self.kept_float,
-                "sensitivity": self.sensitivity, "steps": self.steps, "message": self.message}
+                "sensitivity": self.sensitivity, "steps": self.steps, "message": self.message,
+                "paired": self.paired}
 
 
 def run_gate(units: Sequence[str], evaluate: Evaluate, fp32_logits: np.ndarray, labels: np.ndarray,
@@ -78,33 +82,47 @@ def run_gate(units: Sequence[str], evaluate: Evaluate, fp32_logits: np.ndarray, 
     check_max_drop(max_drop)
     confirm = confirm or evaluate
     fp32 = top1(fp32_logits, labels)
-    full = top1(confirm(frozenset()), labels)
+    full_logits = confirm(frozenset())
+    full = top1(full_logits, labels)
     if fp32 - full <= max_drop + 1e-9:
+        paired = compare_logits(fp32_logits, full_logits, labels)
         return GateResult(fp32, full, full, max_drop, True,
                           message=f"INT8 top-1 {full:.2f} % vs FP32 {fp32:.2f} %: drop {fp32 - full:.2f} pt within "
-                                  f"{max_drop:g}")
+                                  f"{max_drop:g}; {_significance(paired)}", paired=paired.to_dict())
     units = list(units)
     if max_keep is None:
         max_keep = max(1, math.ceil(len(units) / 4))
     ranking = sensitivity_sweep(units, evaluate, fp32_logits, labels, progress)
     order = [r["unit"] for r in ranking]
     steps: list[dict[str, Any]] = []
+    compared = {(): compare_logits(fp32_logits, full_logits, labels)}  # per kept set, from its per-image outcomes
     for k in range(1, min(max_keep, len(order)) + 1):
         kept = order[:k]
-        acc = top1(confirm(frozenset(kept)), labels)
-        steps.append({"kept_float": list(kept), "top1": round(acc, 3), "drop": round(fp32 - acc, 3)})
+        kept_logits = confirm(frozenset(kept))
+        acc = top1(kept_logits, labels)
+        compared[tuple(kept)] = paired = compare_logits(fp32_logits, kept_logits, labels)
+        steps.append({"kept_float": list(kept), "top1": round(acc, 3), "drop": round(fp32 - acc, 3),
+                      "p_value": paired.p_value, "significant": paired.significant})
         if progress:
             progress("keep", k, min(max_keep, len(order)))
         if fp32 - acc <= max_drop + 1e-9:
             return GateResult(fp32, acc, full, max_drop, True, list(kept), ranking, steps,
                               f"kept {k} layer(s) in float ({', '.join(kept)}): drop {fp32 - acc:.2f} pt within "
-                              f"{max_drop:g}")
+                              f"{max_drop:g}; {_significance(paired)}", paired.to_dict())
     best = max(steps, key=lambda s: s["top1"]) if steps else {"top1": full, "kept_float": []}
+    best_paired = compared[tuple(best["kept_float"])]
     return GateResult(fp32, best["top1"], full, max_drop, False, list(best["kept_float"]), ranking, steps,
                       f"no INT8 model within --max-drop {max_drop:g}: all-INT8 drop {fp32 - full:.2f} pt; keeping up "
                       f"to {min(max_keep, len(order))} most sensitive layer(s) in float still loses "
-                      f"{fp32 - best['top1']:.2f} pt (raise --max-drop or --max-keep, calibrate with more images or "
-                      "another --method, or use qat)")
+                      f"{fp32 - best['top1']:.2f} pt ({_significance(best_paired)}; raise --max-drop or --max-keep, "
+                      "calibrate with more images or another --method, or use qat)", best_paired.to_dict())
+
+
+def _significance(paired: PairedComparison) -> str:
+    """'McNemar exact p = 0.42 vs FP32 on 300 images: significant at 5 %: no' for a gate message."""
+    return (f"McNemar exact p = {paired.p_value:.3g} vs FP32 on {paired.n} images "
+            f"(b={paired.only_reference}, c={paired.only_candidate}): significant at {paired.alpha * 100:g} %: "
+            f"{'yes' if paired.significant else 'no'}")
 
 
 def sensitivity_sweep(units: Sequence[str], evaluate: Evaluate, fp32_logits: np.ndarray, labels: np.ndarray,

@@ -70,14 +70,15 @@ def wilson_interval(successes: int, n: int, confidence: float = DEFAULT_CONFIDEN
 def accuracy_interval(top1_percent: float, n: int, confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """The interval of a top-1 reported in percent over ``n`` images (a benchmark result keeps only those two).
 
-    The count of correct images is recovered as round(top1 * n / 100); a top-1 that is no k/n (rounded to
-    more than half an image) is an error, not a silently shifted interval.
+    The count of correct images is recovered as round(top1 * n / 100). A top-1 outside [0, 100] or farther
+    from k/n than rounding to 3 decimals (the package's JSON rounding: at most 5e-6 * n images) explains is
+    an error, not a silently shifted interval.
     """
     if n < 1:
         raise ValueError(f"n = {n}: an interval needs at least one image")
     exact = float(top1_percent) * n / 100.0
     successes = int(round(exact))
-    if abs(exact - successes) > 0.5 or not 0 <= successes <= n:
+    if not 0.0 <= float(top1_percent) <= 100.0 or abs(exact - successes) > 1e-6 + 5e-6 * n:
         raise ValueError(f"top-1 {top1_percent} % is not a count of correct images out of {n}")
     return wilson_interval(successes, n, confidence)
 

@@ -248,7 +248,8 @@ def _training_section(c: RunContents) -> str:
 def _evaluation_section(c: RunContents) -> str:
     parts = []
     for path, data in c.evaluations:
-        rows = [(k, _fmt(v)) for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+        rows = [(k, _accuracy_cell(data, k) if k in ("top1", "top5") else _fmt(v)) for k, v in data.items()
+                if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
         matrix_key = next((k for k in data if "confusion" in k), None)
         matrix = data.get(matrix_key) if matrix_key else None
         if isinstance(matrix, dict):
@@ -270,6 +271,21 @@ def _evaluation_section(c: RunContents) -> str:
     if not parts:
         return ""
     return "<section id='evaluation'><h2>Evaluation</h2>" + "".join(parts) + "</section>"
+
+
+def _accuracy_cell(data: dict[str, Any], key: str) -> str:
+    """'94.1 % [93.6, 94.6]': an evaluation's top-k with its Wilson 95 % interval (recorded, else from n)."""
+    from edgeresnet.evaluate.intervals import accuracy_interval, format_accuracy
+
+    value, interval = data.get(key), data.get(f"{key}_ci95")
+    if not isinstance(value, (int, float)):
+        return _fmt(value)
+    if interval is None and isinstance(data.get("n"), int) and data["n"] > 0:
+        try:
+            interval = accuracy_interval(float(value), data["n"]).percent()
+        except ValueError:
+            interval = None
+    return format_accuracy(float(value), interval, 1)
 
 
 def _accuracy_numbers(data: Any, prefix: str = "", depth: int = 4) -> list[tuple[str, float]]:
