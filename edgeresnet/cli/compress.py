@@ -122,6 +122,8 @@ def _print_prune(console: Any, r: dict[str, Any]) -> None:
     table.add_row(f"top-1 % ({r['test_images']} test)", f"{acc['before']:.2f}", f"{acc['after']:.2f}",
                   f"{-acc['drop']:+.2f} pt")
     console.print(table)
+    if "paired" in acc:  # McNemar's test, unpruned vs pruned on the same test images
+        console.print(f"test: {acc['paired']['summary']}", highlight=False)
     ft = r["finetune"]
     bn = (f"{acc['pruned_raw']:.2f} % as cut, {acc['pruned_no_finetune']:.2f} % with BatchNorm re-estimated on "
           f"{r['bn_recalibration_images']} images" if r["bn_recalibration_images"] else f"{acc['pruned_raw']:.2f} %")

@@ -51,6 +51,9 @@ def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: di
     console = common.console()
     console.print(table)
     console.print(f"measured on: {accuracy.get('measured_on', '?')}", highlight=False)
+    for split in ("val", "test"):  # McNemar's test of INT8 against FP32 on the same images
+        if isinstance(accuracy.get(split), dict) and "paired" in accuracy[split]:
+            console.print(f"{split}: {accuracy[split]['paired']['summary']}", highlight=False)
     if "test_ort_cpu_int8_kernels" in accuracy:
         console.print(f"test top-1 with ONNX Runtime's fused int8 CPU kernels (not TensorRT's numerics): "
                       f"{accuracy['test_ort_cpu_int8_kernels']:.2f} %", highlight=False)
