@@ -13,12 +13,19 @@ loguniform range ``num`` points); ``bayes`` samples ``--trials`` recipes with TP
 reported to Optuna's ``MedianPruner``, which stops trials that are below the median of earlier trials at
 the same epoch. The objective is the best validation top-1 (percent) of the trial; the test split is
 never looked at. The best recipe is written as YAML that ``edgeresnet train --config`` accepts.
+
+A Bayesian search can be shared: ``storage`` (``sqlite:///study.db`` on one machine, ``postgresql://...`` for
+many) and ``study_name`` put the study in Optuna's relational storage, so several processes work one study,
+a crashed worker's trial is retried (heartbeats), and a later run resumes it. The study keeps the search's
+fingerprint (space, method, base recipe) and refuses workers of another search.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
+import socket
 import time
 import typing
 from collections.abc import Callable
@@ -235,9 +242,13 @@ class TuneResult:
     sampler_seed: int
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    study: dict[str, Any] | None = None  # the shared study (--storage/--study): name, storage, fingerprint, ...
+    best_number: int | None = None  # a shared study's best trial as Optuna's study.best_trial names it
 
     @property
     def best(self) -> TrialRecord | None:
+        if self.best_number is not None:
+            return next((t for t in self.trials if t.number == self.best_number), None)
         done = [t for t in self.trials if t.state == "complete" and t.value is not None]
         return max(done, key=lambda t: (t.value, -t.number)) if done else None
 
@@ -252,7 +263,7 @@ class TuneResult:
                 "best": best.to_dict() if best else None,
                 "best_recipe": self.best_recipe.to_dict() if self.best_recipe is not None else None,
                 "trials": [t.to_dict() for t in self.trials], "base_recipe": self.base_recipe, "notes": self.notes,
-                "duration_s": round(self.duration_s, 2)}
+                "study": self.study, "duration_s": round(self.duration_s, 2)}
 
 
 TrialHook = Callable[[int, int, dict[str, Any]], None]  # (trial number, planned trials, params) at the start
@@ -263,8 +274,15 @@ DoneHook = Callable[[TrialRecord], None]
 def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trials: int | None = None,
          prune: bool = True, prune_startup: int = 3, prune_warmup: int = 1, sampler_seed: int = 0,
          load_splits: Callable[[Any], Any] | None = None, on_trial: TrialHook | None = None,
-         on_epoch: EpochHook | None = None, on_done: DoneHook | None = None, where: str = "--space") -> TuneResult:
-    """Run the search; ``load_splits(recipe)`` gives the data (cached per data set/size/split seed)."""
+         on_epoch: EpochHook | None = None, on_done: DoneHook | None = None, where: str = "--space",
+         storage: str | None = None, study_name: str | None = None, heartbeat_interval: int = 60,
+         grace_period: int | None = None) -> TuneResult:
+    """Run the search; ``load_splits(recipe)`` gives the data (cached per data set/size/split seed).
+
+    With ``storage`` (a SQLAlchemy URL) and ``study_name`` the study lives in Optuna's relational storage:
+    several processes on several machines work it together, each running ``trials`` more trials (Optuna's
+    ``n_trials`` is per process), and the result (trials, best recipe) is the whole study's.
+    """
     import optuna
 
     from edgeresnet.config import merge_recipe
@@ -278,6 +296,13 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
         raise UserError(f"--trials {trials}: must be at least 1")
     if prune_startup < 0 or prune_warmup < 0:
         raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+    if (storage is None) != (study_name is None):
+        raise UserError("--storage and --study go together: the storage URL holds studies, --study names the "
+                        "one the workers share")
+    store = check_storage(storage) if storage is not None else None
+    if store is not None and method == "grid":
+        raise UserError("--method grid with --storage: a grid runs in one process, in file order; share a study "
+                        "between workers with --method bayes")
     check_space_against(space, base, where)
     notes: list[str] = []
     if method == "grid":
@@ -291,11 +316,31 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     else:
         points = []
         planned = trials if trials is not None else 20
-        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=max(2, min(10, planned // 3)))
+        startup = max(2, min(10, planned // 3))
+        if store is None:
+            sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup)
+        else:
+            import warnings
+            import zlib
+
+            # Workers of one study must not share a seed, or their random start-up trials repeat each other.
+            worker_seed = zlib.crc32(f"{sampler_seed}:{socket.gethostname()}:{os.getpid()}".encode())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # Optuna TPESampler docstring: constant_liar=True penalizes running trials "to avoid suggesting
+                # parameter configurations nearby", for distributed optimization.
+                sampler = optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=startup, constant_liar=True)
     pruner: Any = (optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup + 1)
                    if prune else optuna.pruners.NopPruner())
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    created = False
+    if store is None:
+        study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    else:
+        assert study_name is not None
+        identity = search_identity(space, base, method)
+        study, created = open_study(store, study_name, identity, sampler=sampler, pruner=pruner,
+                                    heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     for point in points[:planned]:
         study.enqueue_trial(point)
 
@@ -357,18 +402,248 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
             raise
         finally:
             record.seconds = time.perf_counter() - tick
+            if store is not None:  # what the study's other readers see of this trial (intermediate values aside)
+                for key in ("best_epoch", "epochs_run", "pruned_at", "seconds", "error"):
+                    trial.set_user_attr(key, getattr(record, key))
+                trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             if on_done is not None:
                 on_done(record)
 
     study.optimize(objective, n_trials=planned, catch=(UserError,), gc_after_trial=True)
-    best = max((t for t in records if t.state == "complete" and t.value is not None),
-               key=lambda t: (t.value, -t.number), default=None)
+    study_info: dict[str, Any] | None = None
+    best_number: int | None = None
+    mine = [t.number for t in records]
+    if store is not None:  # the result is the study's, all workers together, read back from the storage
+        records, unfinished = _records_from_study(study)
+        complete = [t for t in records if t.state == "complete"]
+        best = None
+        if complete:
+            best_number = study.best_trial.number
+            best = next(t for t in records if t.number == best_number)
+        study_info = {"name": study_name, "storage": store.shown, "fingerprint": identity["fingerprint"],
+                      "created_by_this_run": created, "this_run_trials": mine, "unfinished_trials": unfinished,
+                      "worker_sampler_seed": worker_seed}
+        notes.append(f"study {study_name} ({store.shown}): {len(records)} finished trial(s) from all workers, "
+                     f"{len(mine)} run here" + (f", {unfinished} still running or queued elsewhere" if unfinished else ""))
+    else:
+        best = max((t for t in records if t.state == "complete" and t.value is not None),
+                   key=lambda t: (t.value, -t.number), default=None)
     best_recipe = merge_recipe(flags=best.params, base=base) if best is not None else None
     failed = [t for t in records if t.state == "failed"]
     if failed:
         notes.append(f"{len(failed)} trial(s) failed, first: trial {failed[0].number}: {failed[0].error}")
     return TuneResult(method=method, space=space, trials=records, base_recipe=base.to_dict(), best_recipe=best_recipe,
-                      prune=prune, sampler_seed=sampler_seed, notes=notes, duration_s=time.perf_counter() - started)
+                      prune=prune, sampler_seed=sampler_seed, notes=notes, duration_s=time.perf_counter() - started,
+                      study=study_info, best_number=best_number)
+
+
+# -- shared studies (Optuna's relational storage) ----------------------------------------------------------
+
+STUDY_ATTR = "edgeresnet.tune"  # study user attribute: the fingerprint of the search this study holds
+# Recipe fields that may differ between the machines of one study without changing what a trial measures:
+# where the data and initial weights lie, and which device / loader workers run it.
+_MACHINE_FIELDS = ("data", "init", "device", "workers")
+# DB-API modules SQLAlchemy imports per dialect+driver, and the PyPI package that provides each.
+_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000",
+                    "asyncpg": "asyncpg", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL",
+                    "mysql": "mysql-connector-python", "oracledb": "oracledb", "pyodbc": "pyodbc"}
+
+
+@dataclass(frozen=True)
+class StudyStore:
+    """A checked ``--storage`` URL: what SQLAlchemy connects to, and how it is shown (password hidden)."""
+
+    url: str
+    shown: str
+    engine_kwargs: dict[str, Any]
+
+
+def _hide_password(text: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text)
+
+
+def check_storage(url: str, option: str = "--storage") -> StudyStore:
+    """Refuse a storage URL that cannot work, before any training: one line naming the fix."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    example = "use sqlite:///study.db (one machine) or postgresql://USER:PASSWORD@HOST/DB (several machines)"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise UserError(f"{option} {_hide_password(url)!r}: not a database URL; {example}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise UserError(f"{option} {shown}: SQLAlchemy knows no database {parsed.drivername!r}; {example}") from None
+    # SQLAlchemy 2.0 dialects load their DB-API module in import_dbapi() (1.4: the dbapi() classmethod).
+    load = getattr(dialect, "import_dbapi", None) or dialect.dbapi
+    try:
+        load()
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module or "its driver")
+        raise UserError(f"{option} {shown}: the {parsed.get_backend_name()} driver {module or parsed.drivername} is "
+                        f"not installed; pip install {package}") from None
+    engine_kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            raise UserError(f"{option} {shown}: an in-memory SQLite database dies with this process; give a file, "
+                            "e.g. sqlite:///study.db")
+        if not database.startswith("file:"):
+            path = Path(database)
+            if path.is_dir():
+                raise UserError(f"{option} {shown}: {path} is a directory; name the database file, e.g. "
+                                f"sqlite:///{path / 'study.db'}")
+            if not path.parent.is_dir():
+                raise UserError(f"{option} {shown}: directory {path.parent} does not exist; create it "
+                                f"(mkdir -p {path.parent}) or put the database in an existing one")
+        # Python sqlite3.connect(timeout=5.0): seconds a connection waits for another's write lock before
+        # 'database is locked'; several workers of one study write the same file.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    return StudyStore(url, shown, engine_kwargs)
+
+
+def search_identity(space: dict[str, ParamSpec], base: Any, method: str) -> dict[str, Any]:
+    """What every worker of one study must agree on, with its sha256 fingerprint (kept in the study)."""
+    import hashlib
+    import json
+
+    recipe = {k: v for k, v in base.to_dict().items() if k not in _MACHINE_FIELDS}
+    body = {"objective": "maximize best validation top-1 (%)", "method": method,
+            "space": {n: s.to_dict() for n, s in space.items()}, "base_recipe": recipe}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return {**body, "fingerprint": digest}
+
+
+def _identity_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str:
+    if have.get("method") != want["method"]:
+        return f"its method is {have.get('method')}, this run's {want['method']}"
+    hs, ws = have.get("space") or {}, want["space"]
+    if hs != ws:
+        names = sorted(n for n in set(hs) | set(ws) if hs.get(n) != ws.get(n))
+        return f"its search space differs in {', '.join(names)} (study: {hs}; this run: {ws})"
+    hr, wr = have.get("base_recipe") or {}, want["base_recipe"]
+    names = sorted(n for n in set(hr) | set(wr) if hr.get(n) != wr.get(n))
+    return "its base recipe differs in " + ", ".join(f"{n} (study {hr.get(n)!r}, this run {wr.get(n)!r})" for n in names)
+
+
+def _retry_callback(max_retry: int | None) -> tuple[str, Any]:
+    """Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback (RDBStorage heartbeat_stale_trial_callback); 4.0-4.8
+    RetryFailedTrialCallback (failed_trial_callback): Optuna 5.1 RDBStorage docstring, 'Deprecated in v4.9.0'."""
+    import optuna.storages as storages
+
+    cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    if cls is not None:
+        return "heartbeat_stale_trial_callback", cls(max_retry=max_retry)
+    return "failed_trial_callback", storages.RetryFailedTrialCallback(max_retry=max_retry)
+
+
+def open_study(store: StudyStore, name: str, identity: dict[str, Any], *, sampler: Any, pruner: Any,
+               heartbeat_interval: int = 60, grace_period: int | None = None, max_retry: int | None = 3,
+               join_wait_s: float = 10.0) -> tuple[Any, bool]:
+    """Create the study, or join it when it exists and holds the same search; returns (study, created)."""
+    import warnings
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+    where = f"--study {name} in {store.shown}"
+    if not name or not name.strip():
+        raise UserError("--study: give the study a name (the workers of one search share it)")
+    with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback_kw, retry = _retry_callback(max_retry)
+        try:
+            # RDBStorage: a worker records a heartbeat every heartbeat_interval s while its trial runs; before
+            # asking for a trial, optimize() fails RUNNING trials silent for grace_period s (default 2x the interval)
+            # and the callback re-queues each as a WAITING trial with the same parameters.
+            for attempt in range(5):
+                try:
+                    storage = optuna.storages.RDBStorage(store.url, engine_kwargs=store.engine_kwargs,
+                                                         heartbeat_interval=heartbeat_interval,
+                                                         grace_period=grace_period, **{callback_kw: retry})
+                    break
+                except (OperationalError, IntegrityError) as exc:
+                    # RDBStorage runs SQLAlchemy metadata.create_all (check, then CREATE TABLE): two workers
+                    # starting on a new database race, and the loser gets 'table ... already exists' (measured
+                    # with two 'tune' processes on one new SQLite file); a second try finds the tables.
+                    if attempt == 4 or not isinstance(exc, IntegrityError) and "already exists" not in str(exc):
+                        raise
+                    time.sleep(0.5 + attempt)
+            try:
+                # load_if_exists=False so exactly one worker (the one whose INSERT of the unique study name
+                # succeeds) creates the study and writes its fingerprint; the others get DuplicatedStudyError.
+                study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                            pruner=pruner, load_if_exists=False)
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+                created = False
+            if created:
+                study.set_user_attr(STUDY_ATTR, identity)
+                return study, True
+            if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MAXIMIZE:
+                got = ", ".join(d.name.lower() for d in study.directions)
+                raise UserError(f"{where}: the study's direction is {got}; 'edgeresnet tune' maximizes validation "
+                                "top-1; choose another --study")
+            deadline = time.monotonic() + join_wait_s
+            have = study.user_attrs.get(STUDY_ATTR)
+            while have is None and time.monotonic() < deadline:  # its creator writes the fingerprint next
+                time.sleep(0.2)
+                have = optuna.load_study(study_name=name, storage=storage).user_attrs.get(STUDY_ATTR)
+        except SQLAlchemyError as exc:
+            detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            raise UserError(f"{where}: cannot use the study database ({_hide_password(detail)})") from None
+    if not isinstance(have, dict) or "fingerprint" not in have:
+        raise UserError(f"{where}: the study was not made by 'edgeresnet tune' (no search fingerprint); "
+                        "choose another --study")
+    if have["fingerprint"] != identity["fingerprint"]:
+        raise UserError(f"{where}: the study holds another search: {_identity_mismatch(have, identity)}; run with "
+                        "the study's --space and recipe, or choose another --study")
+    return study, False
+
+
+def _records_from_study(study: Any) -> tuple[list[TrialRecord], int]:
+    """Every finished trial of the study (all workers), and how many are still running or queued."""
+    import optuna
+
+    states = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
+              optuna.trial.TrialState.FAIL: "failed"}
+    trials = study.get_trials(deepcopy=False)
+    retried_as: dict[int, int] = {}
+    for ft in trials:
+        # RetryHeartbeatStaleTrialCallback / RetryFailedTrialCallback keep the chain of retried trial numbers
+        # in the retry's system attribute 'retry_history' (Optuna optuna/storages/_callbacks.py).
+        history = ft.system_attrs.get("retry_history") or []
+        if history:
+            retried_as[int(history[-1])] = ft.number
+    records, unfinished = [], 0
+    for ft in trials:
+        state = states.get(ft.state)
+        if state is None:
+            unfinished += 1
+            continue
+        attrs = ft.user_attrs
+        curve = [float(ft.intermediate_values[k]) for k in sorted(ft.intermediate_values)]
+        value = float(ft.value) if state == "complete" and ft.value is not None else (
+            max(curve) if state == "pruned" and curve else None)
+        error = attrs.get("error")
+        if state == "failed" and error is None:
+            error = "its worker stopped without finishing it (no heartbeat)"
+            if ft.number in retried_as:
+                error += f"; retried as trial {retried_as[ft.number]}"
+        seconds = attrs.get("seconds")
+        if seconds is None and ft.datetime_start is not None and ft.datetime_complete is not None:
+            seconds = (ft.datetime_complete - ft.datetime_start).total_seconds()
+        records.append(TrialRecord(ft.number, state, dict(ft.params), value, attrs.get("best_epoch"),
+                                   int(attrs.get("epochs_run", len(curve))), attrs.get("pruned_at"),
+                                   float(seconds or 0.0), error, curve))
+    return records, unfinished
 
 
 # -- outputs ------------------------------------------------------------------------------------------------
@@ -390,13 +665,14 @@ def write_outputs(result: TuneResult, out_dir: Path, space_path: Path | None = N
     best = result.best
     if best is not None and result.best_recipe is not None:
         path = out_dir / BEST_RECIPE
-        header = (f"best recipe of 'edgeresnet tune' ({result.method}, trial {best.number}, val top-1 "
+        of_study = f" of study {result.study['name']}" if result.study else ""
+        header = (f"best recipe of 'edgeresnet tune' ({result.method}, trial {best.number}{of_study}, val top-1 "
                   f"{best.value:.2f} %); train it with 'edgeresnet train --config {BEST_RECIPE}'")
         write_text_atomic(path, recipe_to_yaml(result.best_recipe, header), option="--out")
         write_manifest(path, build_manifest("recipe", path, command="tune", inputs=inputs,
                                             settings=result.best_recipe.to_dict(),
                                             extra={"trial": best.number, "best_val_acc": best.value,
-                                                   "params": best.params}))
+                                                   "params": best.params, "study": result.study}))
         outputs["best_recipe"] = str(path)
     buffer = io.StringIO()
     names = list(result.space)

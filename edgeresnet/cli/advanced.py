@@ -278,8 +278,9 @@ def ensemble_cmd(
 def tune_cmd(
     space: Path = typer.Option(..., "--space", help="YAML search space: {field: {type: float|int|categorical|"
                                "loguniform, low, high, choices, step, num}} over TrainRecipe fields."),
-    trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials (bayes default 20; grid "
-                                      "default: the whole grid)."),
+    trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials this process runs (bayes "
+                                      "default 20; grid default: the whole grid). With --storage: N more trials "
+                                      "from this worker, added to the study's (like Optuna's n_trials)."),
     method: str = typer.Option("bayes", "--method", help="grid (every combination, in file order) | bayes "
                                "(Optuna TPE)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop trials whose validation top-1 is below the "
@@ -287,6 +288,12 @@ def tune_cmd(
     prune_startup: int = typer.Option(3, "--prune-startup", help="Complete trials before pruning starts."),
     prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of every trial that are never pruned."),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the Bayesian sampler."),
+    storage: str | None = typer.Option(None, "--storage", help="Keep the study in Optuna's relational storage "
+                                       "(SQLAlchemy URL): sqlite:///study.db on one machine, postgresql://USER:"
+                                       "PASSWORD@HOST/DB for several; workers share it, resume it, and the best "
+                                       "recipe is the study's. Needs --study; bayes only."),
+    study: str | None = typer.Option(None, "--study", help="Name of the study in --storage; created by the first "
+                                     "worker, joined by the others (same --space and recipe required)."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
                              "tune.json (+ manifests).", rich_help_panel=_OUTPUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
@@ -352,7 +359,8 @@ def tune_cmd(
             bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
 
         result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
-                      prune_warmup=prune_warmup, sampler_seed=sampler_seed, on_trial=on_trial, on_epoch=on_epoch,
+                      prune_warmup=prune_warmup, sampler_seed=sampler_seed, storage=storage, study_name=study,
+                      on_trial=on_trial, on_epoch=on_epoch,
                       on_done=on_done, where=f"--space {space}")
     make_output_dir(out)
     outputs = write_outputs(result, out, space)
