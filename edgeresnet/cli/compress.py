@@ -46,6 +46,24 @@ def prune_cmd(
                                      "(max), intersection (min), arithmetic_mean or geometric_mean."),
     granularity: int = typer.Option(8, "--granularity", help="Kept channel counts are multiples of this."),
     min_filters: int = typer.Option(16, "--min-filters", help="Never keep fewer channels in a layer."),
+    allocation: Optional[str] = typer.Option(None, "--allocation", help="How channels are shared out: uniform "
+                                             "(TAO: the same ratio per group), global (normalised scores ranked "
+                                             "across the network) or latency (measured cost); default: latency "
+                                             "with --speedup/--latency-ms, else uniform."),
+    speedup: Optional[float] = typer.Option(None, "--speedup", help="Latency allocation: wanted end-to-end "
+                                            "speedup on --latency-backend, > 1 (measured after pruning)."),
+    latency_ms: Optional[float] = typer.Option(None, "--latency-ms", help="Latency allocation: wanted end-to-end "
+                                               "batch-1 latency in ms on --latency-backend."),
+    latency_backend: str = typer.Option("ort-cpu", "--latency-backend", help="Backend the latency table and the "
+                                        "end-to-end check are measured on (ort-cpu: ONNX Runtime on this CPU)."),
+    latency_table: Optional[Path] = typer.Option(None, "--latency-table", help="Per-conv latency table (JSON), "
+                                                 "reused when it exists; default: a cache file per machine, "
+                                                 "backend and onnxruntime version."),
+    width_grid: str = typer.Option("0.25,0.375,0.5,0.625,0.75,0.875", "--width-grid", help="Latency allocation: "
+                                   "candidate widths, as fractions of each group's channels."),
+    table_duration: float = typer.Option(0.1, "--table-duration", help="Latency allocation: seconds each conv "
+                                         "shape is timed for the table."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show fine-tune progress bars."),
     bn_images: int = typer.Option(512, "--bn-images", help="Training images used to re-estimate BatchNorm "
                                   "statistics right after pruning (0 = off)."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Fine-tune epochs after pruning (0 = none)."),
@@ -60,10 +78,12 @@ def prune_cmd(
                                        "recorded with the model)."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Comma-separated ratios, e.g. 0.2,0.3,0.4,0.5,0.6: "
                                         "prune + fine-tune at each, write a Pareto table and plot into --out."),
-    latency_rounds: int = typer.Option(3, "--latency-rounds", help="Sweep: interleaved latency rounds."),
-    latency_duration: float = typer.Option(1.0, "--latency-duration", help="Sweep: seconds per model per round."),
-    latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Sweep: ONNX Runtime intra-op "
-                                                  "threads (default: ONNX Runtime's)."),
+    latency_rounds: int = typer.Option(3, "--latency-rounds", help="Sweep and latency allocation: interleaved "
+                                       "end-to-end latency rounds."),
+    latency_duration: float = typer.Option(1.0, "--latency-duration", help="Sweep and latency allocation: "
+                                           "seconds per model per round."),
+    latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Sweep and latency allocation: "
+                                                  "ONNX Runtime intra-op threads (default: ONNX Runtime's)."),
     exporter: Optional[str] = typer.Option(None, "--exporter", help="ONNX exporter for the size/latency "
                                            "measurements: dynamo or torchscript (default: export's default)."),
     seed: int = typer.Option(0, "--seed", help="Data split and fine-tune seed."),
@@ -80,13 +100,16 @@ def prune_cmd(
     if exporter not in (None, "auto", "dynamo", "torchscript"):
         raise UserError(f"--exporter {exporter}: choose dynamo or torchscript")
     options = pipeline.FinetuneOptions(finetune_epochs, batch_size, lr, seed, temperature, alpha,
-                                       progress=json_out != "-", bn_images=bn_images).validate()
+                                       progress=progress and json_out != "-", bn_images=bn_images).validate()
     console = common.console(json_out)
     base = {"criterion": criterion, "normalize": normalize, "equalization": equalization,
-            "granularity": granularity, "min_filters": min_filters}
+            "granularity": granularity, "min_filters": min_filters, "allocation": allocation}
     if sweep is not None:
         if ratio is not None or flops is not None or threshold is not None:
             raise UserError("--sweep takes its own ratios; drop --ratio/--flops/--threshold")
+        if allocation == "latency" or speedup is not None or latency_ms is not None:
+            raise UserError("--sweep prunes at fixed ratios; drop --speedup/--latency-ms/--allocation latency "
+                            "(use --allocation uniform or global)")
         levels = pipeline.parse_levels(sweep)
         PruneSettings(ratio=levels[0], **base)  # validate the shared knobs before any work
         if latency_rounds < 1 or latency_duration <= 0:
@@ -99,7 +122,14 @@ def prune_cmd(
                                     exporter=exporter)
         _print_sweep(console, report)
     else:
-        settings = PruneSettings(ratio=ratio, flops=flops, threshold=threshold, **base)
+        from edgeresnet.compress.allocation import parse_grid
+
+        settings = PruneSettings(ratio=ratio, flops=flops, threshold=threshold, speedup=speedup,
+                                 latency_ms=latency_ms, latency_backend=latency_backend,
+                                 latency_table=None if latency_table is None else str(latency_table),
+                                 latency_threads=latency_threads, width_grid=parse_grid(width_grid),
+                                 table_duration_s=table_duration, latency_rounds=latency_rounds,
+                                 latency_duration_s=latency_duration, **base)
         report = pipeline.run_prune(model, out, settings, options, teacher=teacher, data=data, say=_say(console),
                                     exporter=exporter)
         _print_prune(console, report)
@@ -142,6 +172,15 @@ def _print_prune(console: Any, r: dict[str, Any]) -> None:
     for g in r["groups"]:
         groups.add_row(g["producers"][0], str(len(g["producers"])), str(g["channels"]), str(g["kept"]))
     console.print(groups)
+    lat = r.get("latency")
+    if lat:
+        m = lat["measured"]
+        console.print(f"latency on {lat['backend']} (batch 1, median, interleaved): {m['unpruned']['median_ms']:.3f} "
+                      f"-> {m['pruned']['median_ms']:.3f} ms, measured speedup x{m['speedup']:.2f} (predicted "
+                      f"x{lat['predicted_speedup']:.2f}, target x{lat['target_speedup']:.2f}: "
+                      f"{'met' if lat['target_met'] else 'NOT met'}); table {lat['table']['path']} "
+                      f"({lat['table']['timed_now']} shapes timed now, {lat['table']['reused']} reused)",
+                      highlight=False)
 
 
 def _print_sweep(console: Any, r: dict[str, Any]) -> None:

@@ -49,10 +49,44 @@ class PruneSettings:
     equalization: str = "union"
     granularity: int = 8
     min_filters: int = 16
+    # how channels are shared out (``allocation``): uniform (TAO), global or latency; None = latency when a
+    # latency target is given, else uniform (the behaviour before allocation existed)
+    allocation: str | None = None
+    speedup: float | None = None  # latency: unpruned / pruned end-to-end latency wanted on the backend
+    latency_ms: float | None = None  # latency: wanted end-to-end latency on the backend, in ms
+    latency_backend: str = "ort-cpu"
+    latency_table: str | None = None  # JSON cache of per-conv timings; None = the per-machine cache file
+    latency_threads: int | None = None  # ONNX Runtime intra-op threads for every timing (None = its default)
+    width_grid: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875)  # candidate widths, fractions
+    table_duration_s: float = 0.1  # seconds each conv shape is timed for the table
+    latency_rounds: int = 3  # end-to-end timing: interleaved rounds of unpruned and pruned model
+    latency_duration_s: float = 1.0  # end-to-end timing: seconds per model per round
 
     def __post_init__(self) -> None:
+        from edgeresnet.compress.allocation import ALLOCATIONS
+
+        latency_targets = [n for n, v in (("--speedup", self.speedup), ("--latency-ms", self.latency_ms))
+                           if v is not None]
+        if self.allocation is None:
+            object.__setattr__(self, "allocation", "latency" if latency_targets else "uniform")
+        if self.allocation not in ALLOCATIONS:
+            raise UserError(f"--allocation {self.allocation}: unknown; choose one of {', '.join(ALLOCATIONS)}")
+        object.__setattr__(self, "width_grid", tuple(float(f) for f in self.width_grid))
+        if self.allocation == "latency":
+            self._check_latency(latency_targets)
+        elif latency_targets:
+            raise UserError(f"{latency_targets[0]} is a latency target; it needs --allocation latency "
+                            f"(not {self.allocation})")
         targets = [n for n, v in (("--ratio", self.ratio), ("--flops", self.flops), ("--threshold", self.threshold))
                    if v is not None]
+        if self.allocation == "latency":
+            if targets:
+                raise UserError(f"{targets[0]} and {latency_targets[0]} are alternatives; with --allocation "
+                                "latency pass only --speedup S or --latency-ms X")
+            targets = latency_targets
+        if self.allocation == "global" and self.threshold is not None:
+            raise UserError("--threshold is already one network-wide cut on normalised scores; with "
+                            "--allocation global pass --ratio or --flops")
         if not targets:
             raise UserError("no pruning target: pass one of --ratio R (channels removed), --flops F (FLOPs kept) "
                             "or --threshold T")
@@ -77,15 +111,45 @@ class PruneSettings:
         if self.min_filters < 1:
             raise UserError(f"--min-filters {self.min_filters}: must be at least 1")
 
+    def _check_latency(self, targets: list[str]) -> None:
+        if not targets:
+            raise UserError("--allocation latency needs a target: --speedup S (e.g. 1.3) or --latency-ms X")
+        if len(targets) > 1:
+            raise UserError("--speedup and --latency-ms are alternatives; pass only one latency target")
+        if self.speedup is not None and not (math.isfinite(self.speedup) and self.speedup > 1.0):
+            raise UserError(f"--speedup {self.speedup:g}: must be above 1 (how many times faster than the unpruned "
+                            "model), e.g. 1.3")
+        if self.latency_ms is not None and not (math.isfinite(self.latency_ms) and self.latency_ms > 0):
+            raise UserError(f"--latency-ms {self.latency_ms:g}: must be a positive number of milliseconds")
+        from edgeresnet.compress.latency_table import BACKENDS
+
+        if self.latency_backend not in BACKENDS:
+            raise UserError(f"--latency-backend {self.latency_backend}: only {', '.join(BACKENDS)} can be timed "
+                            "here; measure the table where the backend runs")
+        if not self.width_grid or not all(0.0 < f < 1.0 for f in self.width_grid):
+            raise UserError(f"--width-grid {','.join(f'{f:g}' for f in self.width_grid)}: give fractions of each "
+                            "group's width between 0 and 1, e.g. 0.25,0.5,0.75")
+        if self.latency_threads is not None and self.latency_threads < 1:
+            raise UserError(f"--latency-threads {self.latency_threads}: must be at least 1")
+        if not self.table_duration_s > 0 or self.latency_rounds < 1 or not self.latency_duration_s > 0:
+            raise UserError("--table-duration and --latency-duration must be > 0 seconds and --latency-rounds >= 1")
+
     @property
     def normalized(self) -> bool:
         """``threshold`` only has a meaning on normalised scores, as in TAO."""
         return self.normalize or self.threshold is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "flops": self.flops, "threshold": self.threshold, "criterion": self.criterion,
-                "normalize": self.normalized, "equalization": self.equalization, "granularity": self.granularity,
-                "min_filters": self.min_filters}
+        out: dict[str, Any] = {"ratio": self.ratio, "flops": self.flops, "threshold": self.threshold,
+                               "criterion": self.criterion, "normalize": self.normalized,
+                               "equalization": self.equalization, "granularity": self.granularity,
+                               "min_filters": self.min_filters, "allocation": self.allocation}
+        if self.allocation == "latency":
+            out.update({"speedup": self.speedup, "latency_ms": self.latency_ms, "latency_backend": self.latency_backend,
+                        "latency_table": self.latency_table, "latency_threads": self.latency_threads,
+                        "width_grid": list(self.width_grid), "table_duration_s": self.table_duration_s,
+                        "latency_rounds": self.latency_rounds, "latency_duration_s": self.latency_duration_s})
+        return out
 
 
 @dataclass
@@ -100,8 +164,9 @@ class GroupPlan:
 class PrunePlan:
     settings: PruneSettings
     groups: list[GroupPlan]
-    ratio: float | None  # the per-group ratio used (searched when the target is FLOPs)
+    ratio: float | None  # the per-group ratio used (searched when the target is FLOPs; None unless uniform)
     estimated_macs: int
+    latency: dict[str, Any] | None = None  # latency allocation: table, predicted and measured speedup
 
 
 @dataclass
@@ -125,6 +190,7 @@ class PruneResult:
             "groups": [{"index": g.index, "producers": g.producers, "channels": g.channels, "kept": len(g.keep)}
                        for g in self.plan.groups],
             "layers": self.layers,
+            **({"latency": self.plan.latency} if self.plan.latency is not None else {}),
         }
 
 
@@ -228,6 +294,10 @@ def plan_pruning(model: Any, graph: DependencyGraph, base: CostReport, settings:
     def macs_for(plans: list[GroupPlan]) -> int:
         return estimate_macs(base, layer_widths(graph, plans), depthwise)
 
+    if settings.allocation == "global":
+        return _plan_global(graph, scores, base, settings, macs_for)
+    if settings.allocation == "latency":
+        raise ValueError("latency allocation needs the measured table; prune_model plans it")
     if settings.flops is None:
         plans = decide(graph, scores, settings, settings.ratio)
         return PrunePlan(settings, plans, settings.ratio, macs_for(plans))
@@ -262,6 +332,31 @@ def plan_pruning(model: Any, graph: DependencyGraph, base: CostReport, settings:
                 plans, changed = candidate, True
                 break
     return PrunePlan(settings, plans, round(hi, 4), macs_for(plans))
+
+
+def _plan_global(graph: DependencyGraph, scores: dict[int, Any], base: CostReport, settings: PruneSettings,
+                 macs_for: Any) -> PrunePlan:
+    """Network-wide ranking of normalised scores (``allocation.global_plans``) against the channel or MAC budget."""
+    from edgeresnet.compress.allocation import global_plans
+
+    if settings.flops is not None:
+        target = settings.flops * base.macs
+
+        def fits(plans: list[GroupPlan]) -> bool:
+            return macs_for(plans) <= target
+        what = f"--flops {settings.flops}"
+    else:
+        assert settings.ratio is not None
+        budget = (1.0 - settings.ratio) * sum(g.channels for g in graph.prunable_groups())
+
+        def fits(plans: list[GroupPlan]) -> bool:
+            return sum(len(p.keep) for p in plans) <= budget + 1e-9
+        what = f"--ratio {settings.ratio}"
+    plans = global_plans(graph, scores, settings, fits)
+    if not plans:
+        raise UserError(f"{what} with --allocation global: unreachable; with --min-filters {settings.min_filters} "
+                        f"and --granularity {settings.granularity} every group is already at its floor; ask for less")
+    return PrunePlan(settings, plans, None, macs_for(plans))
 
 
 # -- surgery -------------------------------------------------------------------------------------------------
@@ -379,14 +474,89 @@ def layer_table(before: CostReport, after: CostReport) -> list[dict[str, Any]]:
     return rows
 
 
-def prune_model(model: Any, settings: PruneSettings, image_size: int) -> PruneResult:
-    """Analyse, score, decide and rebuild: the whole prune step on an in-memory model."""
+def _plan_latency(model: Any, graph: DependencyGraph, base: CostReport, settings: PruneSettings, image_size: int,
+                  preprocess: Any, exporter: str | None, say: Any) -> tuple[PrunePlan, Any]:
+    """Latency allocation: per-group costs from the (cached) table, the unpruned model timed end to end, a greedy
+    plan against the target, then the pruned model timed end to end beside the unpruned one (interleaved)."""
+    import tempfile
+    from pathlib import Path
+
+    from edgeresnet.compress import allocation
+    from edgeresnet.compress.latency_table import LatencyTable, machine_key
+    from edgeresnet.compress.measure import export_onnx_file, ort_latencies
+
+    say = say or (lambda _msg: None)
+    if preprocess is None:
+        from edgeresnet.data.presets import Preprocess
+
+        preprocess = Preprocess(image_size, image_size)
+    groups = graph.prunable_groups()
+    if not groups:
+        raise UserError("nothing to prune: the dependency analysis found no prunable channel group in this model")
+    scores = {g.index: group_scores(model, g, settings) for g in groups}
+    geometry = allocation.conv_geometry(model, image_size)
+    key = machine_key(settings.latency_backend, settings.latency_threads)
+    table = LatencyTable.open(settings.latency_table, key)
+    widths = {g.index: allocation.candidate_widths(g.channels, settings.width_grid, settings.granularity,
+                                                   settings.min_filters) for g in groups}
+    table.ensure([shape for g in groups for w in widths[g.index] for shape in allocation.group_shapes(g, geometry, w)],
+                 threads=settings.latency_threads, duration_s=settings.table_duration_s, say=say)
+    group_ms = {g.index: {w: sum(table.ms(shape) for shape in allocation.group_shapes(g, geometry, w))
+                          for w in widths[g.index]} for g in groups}
+    what = f"--speedup {settings.speedup:g}" if settings.speedup is not None else f"--latency-ms {settings.latency_ms:g}"
+    timing = {"image_size": image_size, "rounds": settings.latency_rounds, "duration_s": settings.latency_duration_s,
+              "threads": settings.latency_threads}
+    with tempfile.TemporaryDirectory(prefix="edgeresnet-latency-") as tmp:
+        base_onnx = export_onnx_file(model, preprocess, Path(tmp) / "unpruned.onnx", exporter)
+        say(f"timing the unpruned model end to end ({settings.latency_backend})")
+        base_ms = ort_latencies([base_onnx], **timing)[0].median_ms
+        target_ms = base_ms / settings.speedup if settings.speedup is not None else float(settings.latency_ms or 0)
+        if target_ms >= base_ms:
+            raise UserError(f"{what}: the unpruned model already runs in {base_ms:.3f} ms on "
+                            f"{settings.latency_backend}; nothing to prune (ask for less than that)")
+        chosen = allocation.latency_plans(graph, scores, settings, group_ms, base_ms, target_ms, what)
+        pruned = apply_plan(model, graph, chosen.plans)
+        pruned_onnx = export_onnx_file(pruned, preprocess, Path(tmp) / "pruned.onnx", exporter)
+        say("timing the unpruned and the pruned model end to end, interleaved")
+        before_lat, after_lat = ort_latencies([base_onnx, pruned_onnx], **timing)
+    depthwise = {n for g in graph.groups for n in g.depthwise}
+    measured = before_lat.median_ms / after_lat.median_ms
+    latency = {
+        "backend": settings.latency_backend, "machine": key,
+        "table": {"path": str(table.path), "entries": len(table.entries), "timed_now": table.timed,
+                  "reused": table.reused},
+        "target_ms": round(target_ms, 4), "target_speedup": round(base_ms / target_ms, 4),
+        "planning_base_ms": round(base_ms, 4), "greedy_steps": chosen.steps,
+        "predicted_ms": round(chosen.predicted_ms, 4), "predicted_speedup": round(chosen.predicted_speedup, 4),
+        "measured": {"unpruned": before_lat.to_dict(), "pruned": after_lat.to_dict(),
+                     "speedup": round(measured, 4)},
+        # the target is judged on the interleaved measurement: a speedup on the ratio of the two medians
+        # taken together, a latency in ms on the pruned model's median
+        "target_met": bool(measured >= settings.speedup if settings.speedup is not None
+                           else after_lat.median_ms <= target_ms),
+    }
+    say(f"speedup: predicted x{chosen.predicted_speedup:.2f}, measured x{measured:.2f} "
+        f"({before_lat.median_ms:.3f} -> {after_lat.median_ms:.3f} ms median)")
+    plan = PrunePlan(settings, chosen.plans, None, estimate_macs(base, layer_widths(graph, chosen.plans), depthwise),
+                     latency)
+    return plan, pruned
+
+
+def prune_model(model: Any, settings: PruneSettings, image_size: int, *, preprocess: Any = None,
+                exporter: str | None = None, say: Any = None) -> PruneResult:
+    """Analyse, score, decide and rebuild: the whole prune step on an in-memory model.
+
+    With ``allocation="latency"`` this also measures: the per-conv table (cached) and both models end to end,
+    exported with ``preprocess`` (default: plain resize to ``image_size``) and ``exporter``."""
     import torch
 
     graph = analyze(model, image_size)
     before = count_costs(model, image_size)
-    plan = plan_pruning(model, graph, before, settings)
-    pruned = apply_plan(model, graph, plan.groups)
+    if settings.allocation == "latency":
+        plan, pruned = _plan_latency(model, graph, before, settings, image_size, preprocess, exporter, say)
+    else:
+        plan = plan_pruning(model, graph, before, settings)
+        pruned = apply_plan(model, graph, plan.groups)
     after = count_costs(pruned, image_size)
     with torch.no_grad():  # the surgery must leave a model that runs and keeps its classifier
         was = pruned.training

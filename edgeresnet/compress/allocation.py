@@ -1,0 +1,210 @@
+"""How many channels each prunable group keeps: uniform (TAO), global, or latency-aware.
+
+* ``uniform``: the same ratio in every group (TAO's pruner; ``prune.plan_pruning``);
+* ``global``: every group's merged scores are divided by that group's largest (TAO's ``max`` normaliser), then
+  all channels of the network are ranked together and one cut-off is searched so that the network keeps
+  ``1 - ratio`` of its prunable channels (``--ratio``) or at most ``flops`` of its MACs (``--flops``); groups
+  whose filters matter little lose more. Residual-coupled layers stay one group with one merged score, so they
+  are still pruned together;
+* ``latency``: a measured per-group cost (``latency_table``) and a greedy choice: repeatedly take the width
+  step that loses the least importance per millisecond saved, until the predicted latency meets the target.
+
+The prediction is additive over groups (each group's convs timed with the other groups at full width), which
+is an approximation (a conv whose input and output both shrink saves less than the two savings added); the
+achieved speedup is therefore measured end to end on the pruned model, never taken from the prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgeresnet.errors import UserError
+
+ALLOCATIONS = ("uniform", "global", "latency")
+
+
+def normalized(scores: dict[int, Any]) -> dict[int, Any]:
+    """Each group's scores over its largest, so groups of different scale are ranked on one axis."""
+    return {i: s / s.max().clamp_min(1e-12) for i, s in scores.items()}
+
+
+def _plan(group: Any, order: list[int], count: int) -> Any:
+    from edgeresnet.compress.prune import GroupPlan
+
+    return GroupPlan(group.index, list(group.producers), group.channels, sorted(order[:count]))
+
+
+def global_plans(graph: Any, scores: dict[int, Any], settings: Any, fits: Callable[[list[Any]], bool]) -> list[Any]:
+    """One network-wide cut-off ``t`` on normalised scores: each group keeps its channels above ``t`` (rounded
+    to ``granularity``, at least ``min_filters``); the smallest ``t`` whose plans ``fits`` is taken."""
+    from edgeresnet.compress.prune import keep_count
+
+    norm = normalized(scores)
+    groups = graph.prunable_groups()
+    orders = {g.index: [int(j) for j in norm[g.index].argsort(descending=True, stable=True)] for g in groups}
+
+    def plans_at(t: float) -> list[Any]:
+        out = []
+        for g in groups:
+            above = int((norm[g.index] > t).sum())
+            out.append(_plan(g, orders[g.index], keep_count(g.channels, above, settings.granularity,
+                                                            settings.min_filters)))
+        return out
+
+    if not fits(plans_at(1.0)):  # nothing above 1: every group at its floor
+        return []
+    lo, hi = 0.0, 1.0
+    for _ in range(40):  # kept channels never grow with t: bisect for the smallest t that fits
+        mid = (lo + hi) / 2
+        if fits(plans_at(mid)):
+            hi = mid
+        else:
+            lo = mid
+    plans = plans_at(hi)
+    # Rounding to granularity leaves slack: give channels back, most important next channel first, while it fits.
+    changed = True
+    while changed:
+        changed = False
+        ranked = sorted((p for p in plans if len(p.keep) < p.channels),
+                        key=lambda p: -float(norm[p.index][orders[p.index][len(p.keep)]]))
+        for plan in ranked:
+            group = next(g for g in groups if g.index == plan.index)
+            trial = _plan(group, orders[plan.index], min(len(plan.keep) + settings.granularity, plan.channels))
+            candidate = [trial if p is plan else p for p in plans]
+            if fits(candidate):
+                plans, changed = candidate, True
+                break
+    return plans
+
+
+# -- latency-aware ----------------------------------------------------------------------------------------
+def candidate_widths(channels: int, grid: tuple[float, ...], granularity: int, min_filters: int) -> list[int]:
+    """The widths a group may take: each grid fraction of its width, rounded as ``keep_count`` does, plus full."""
+    from edgeresnet.compress.prune import keep_count
+
+    widths = {channels} | {keep_count(channels, channels * f, granularity, min_filters) for f in grid}
+    return sorted(widths, reverse=True)
+
+
+def conv_geometry(model: Any, image_size: int) -> dict[str, Any]:
+    """Every Conv2d's shape as it runs at batch 1 and ``image_size`` (input size from a forward hook)."""
+    import torch
+    import torch.nn as nn
+
+    from edgeresnet.compress.latency_table import ConvShape
+
+    shapes: dict[str, ConvShape] = {}
+    handles = []
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Conv2d, inputs: tuple[Any, ...], _output: Any) -> None:
+            h, w = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
+            pad = module.padding if isinstance(module.padding, tuple) else (0, 0)
+            shapes[name] = ConvShape(module.in_channels, module.out_channels, tuple(module.kernel_size),
+                                     tuple(module.stride), tuple(pad), module.groups, (h, w))
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(hook_for(name)))
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was)
+    return shapes
+
+
+def group_shapes(group: Any, geometry: dict[str, Any], width: int) -> list[Any]:
+    """The convs a group's width changes, at that width (the other side of each conv at full width)."""
+    import dataclasses
+
+    out = []
+    for name in group.producers:
+        if name in geometry:
+            out.append(dataclasses.replace(geometry[name], cout=width))
+    for name in group.depthwise:
+        if name in geometry:
+            out.append(dataclasses.replace(geometry[name], cin=width, cout=width, groups=width))
+    for name, kind in group.consumers:
+        if kind == "conv" and name in geometry and name not in group.depthwise:
+            out.append(dataclasses.replace(geometry[name], cin=width))
+    return out
+
+
+@dataclass
+class LatencyPlan:
+    plans: list[Any]
+    base_ms: float  # measured end to end, the unpruned model
+    target_ms: float
+    predicted_ms: float
+    steps: int
+
+    @property
+    def predicted_speedup(self) -> float:
+        return self.base_ms / self.predicted_ms if self.predicted_ms > 0 else float("inf")
+
+
+def latency_plans(graph: Any, scores: dict[int, Any], settings: Any, group_ms: dict[int, dict[int, float]],
+                  base_ms: float, target_ms: float, what: str) -> LatencyPlan:
+    """Greedy: from full width, take the width step with the least importance lost per ms saved until the
+    predicted latency (``base_ms`` minus the table's savings) is at most ``target_ms``.
+
+    Importance lost = the normalised merged scores of the dropped channels, times the number of convs producing
+    them (a coupled channel is a filter in each of them). A step that saves no time is never taken."""
+    norm = normalized(scores)
+    groups = graph.prunable_groups()
+    orders = {g.index: [int(j) for j in norm[g.index].argsort(descending=True, stable=True)] for g in groups}
+    ranked = {g.index: [float(norm[g.index][j]) for j in orders[g.index]] for g in groups}
+    weight = {g.index: max(1, len(g.producers) + len(g.depthwise)) for g in groups}
+    width = {g.index: g.channels for g in groups}
+
+    def predicted() -> float:
+        return base_ms - sum(group_ms[i][g_full] - group_ms[i][width[i]]
+                             for i, g_full in ((g.index, g.channels) for g in groups))
+
+    steps = 0
+    current = predicted()
+    while current > target_ms:
+        best: tuple[float, float, int, int] | None = None  # (lost per ms, -saved, group, width)
+        for g in groups:
+            cur = width[g.index]
+            for w in group_ms[g.index]:
+                if w >= cur:
+                    continue
+                saved = group_ms[g.index][cur] - group_ms[g.index][w]
+                if saved <= 0:
+                    continue
+                lost = weight[g.index] * sum(ranked[g.index][w:cur])
+                key = (lost / saved, -saved, g.index, w)
+                if best is None or key < best:
+                    best = key
+        if best is None:
+            speedup = base_ms / current if current > 0 else float("inf")
+            raise UserError(f"{what}: unreachable; the latency table predicts at best x{speedup:.2f} "
+                            f"({current:.3f} ms of the measured {base_ms:.3f} ms) with --min-filters "
+                            f"{settings.min_filters}, --granularity {settings.granularity} and --width-grid "
+                            f"{','.join(f'{f:g}' for f in settings.width_grid)}; ask for less or widen the grid")
+        width[best[2]] = best[3]
+        steps += 1
+        current = predicted()
+    plans = [_plan(g, orders[g.index], width[g.index]) for g in groups]
+    return LatencyPlan(plans, base_ms, target_ms, current, steps)
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``--width-grid 0.25,0.5,0.75`` -> (0.25, 0.5, 0.75); anything else is a one-line UserError."""
+    try:
+        grid = tuple(sorted({float(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise UserError(f"--width-grid {text}: expected comma-separated fractions, e.g. 0.25,0.5,0.75") from None
+    if not grid or not all(0.0 < f < 1.0 for f in grid):
+        raise UserError(f"--width-grid {text}: give fractions of each group's width between 0 and 1, "
+                        "e.g. 0.25,0.5,0.75")
+    return grid
