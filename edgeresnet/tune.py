@@ -403,8 +403,8 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
         finally:
             record.seconds = time.perf_counter() - tick
             if store is not None:  # what the study's other readers see of this trial (intermediate values aside)
-                for key in ("best_epoch", "epochs_run", "pruned_at", "seconds", "error"):
-                    trial.set_user_attr(key, getattr(record, key))
+                for attr in ("best_epoch", "epochs_run", "pruned_at", "seconds", "error"):
+                    trial.set_user_attr(attr, getattr(record, attr))
                 trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             if on_done is not None:
                 on_done(record)
@@ -480,7 +480,7 @@ def check_storage(url: str, option: str = "--storage") -> StudyStore:
     except NoSuchModuleError:
         raise UserError(f"{option} {shown}: SQLAlchemy knows no database {parsed.drivername!r}; {example}") from None
     # SQLAlchemy 2.0 dialects load their DB-API module in import_dbapi() (1.4: the dbapi() classmethod).
-    load = getattr(dialect, "import_dbapi", None) or dialect.dbapi
+    load: Any = getattr(dialect, "import_dbapi", None) or dialect.dbapi
     try:
         load()
     except ImportError as exc:

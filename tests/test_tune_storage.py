@@ -212,3 +212,33 @@ def test_a_study_whose_base_recipe_differs_is_refused_but_machine_fields_may_dif
     with pytest.raises(UserError, match=r"its base recipe differs in epochs \(study 1, this run 2\)"):
         open_study(check_storage(url), "s", search_identity(space, TrainRecipe(image_size=8, epochs=2), "bayes"),
                    sampler=None, pruner=None)
+
+
+def test_a_worker_that_loses_the_table_creation_race_tries_again(tmp_path, monkeypatch):
+    """Two workers on a new database both run SQLAlchemy's check-then-CREATE TABLE; the loser's RDBStorage raises
+    OperationalError 'table studies already exists' (seen with two 'tune' processes on one new SQLite file)."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from edgeresnet.config import TrainRecipe
+    from edgeresnet.tune import check_storage, open_study, parse_space, search_identity
+
+    calls: list[int] = []
+    failure = Exception("table studies already exists")
+
+    class Racing(optuna.storages.RDBStorage):  # a subclass: Optuna checks isinstance(storage, RDBStorage)
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            if failure is not None and len(calls) == 1:
+                raise OperationalError("CREATE TABLE studies", {}, failure)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    identity = search_identity(parse_space({"lr": {"type": "float", "low": 0.01, "high": 0.1}}), TrainRecipe(), "bayes")
+    study, created = open_study(check_storage(url), "s", identity, sampler=None, pruner=None)
+    assert created and len(calls) == 2 and study.user_attrs["edgeresnet.tune"] == identity
+    calls.clear()
+    failure = Exception("unable to open database file")
+    with pytest.raises(UserError, match=r"cannot use the study database \(unable to open database file\)"):
+        open_study(check_storage(url), "s", identity, sampler=None, pruner=None)  # other errors: no retry
