@@ -260,13 +260,20 @@ def test_cli_speedup_reports_measured_speedup(tiny_world, capsys, tmp_path):
     assert out.exists()
 
 
-def test_cli_global_allocation_and_no_progress(tiny_world, capsys, tmp_path):
+def test_cli_global_allocation_and_no_progress(tiny_world, capsys, tmp_path, monkeypatch):
+    from edgeresnet.compress import pipeline
+
+    seen = []
+    real = pipeline.finetune_pruned
+    monkeypatch.setattr(pipeline, "finetune_pruned", lambda model, splits, teacher, options, spec: (
+        seen.append(options.progress) or real(model, splits, teacher, options, spec)))
     out = tmp_path / "global.pt"
     code, stdout, err = _cli(tiny_world, capsys, out, "--ratio", "0.5", "--allocation", "global", "--json", "-")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["settings"]["allocation"] == "global"
     assert len({g["kept"] / g["channels"] for g in report["groups"]}) > 1
+    assert seen == [False]  # --no-progress reached the fine-tune
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -274,6 +281,8 @@ def test_cli_global_allocation_and_no_progress(tiny_world, capsys, tmp_path):
     (["--speedup", "1000", "--width-grid", "0.5", "--table-duration", "0.005", "--latency-rounds", "1",
       "--latency-duration", "0.05", "--latency-threads", "1"], "--speedup 1000: unreachable; the latency table "
                                                                "predicts at best x"),
+    (["--latency-ms", "100000", "--latency-rounds", "1", "--latency-duration", "0.05", "--table-duration", "0.005",
+      "--width-grid", "0.5"], "--latency-ms 100000: the unpruned model already runs in"),
     (["--ratio", "0.5", "--allocation", "fastest"], "--allocation fastest"),
     (["--speedup", "1.3", "--width-grid", "half"], "--width-grid half"),
 ])

@@ -50,14 +50,29 @@ class ConvShape:
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo 'model name'), else what ``platform`` reports."""
+    """The CPU's name: x86 Linux prints 'model name' in /proc/cpuinfo; arm64 Linux (Jetson) prints no name there,
+    only 'CPU implementer'/'CPU part' ids (Linux arch/arm64/kernel/cpuinfo.c), so those ids plus the board's
+    device-tree model (/proc/device-tree/model) name it; elsewhere what ``platform`` reports."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.lower().startswith(("model name", "hardware")) and ":" in line:
-                    return " ".join(line.split(":", 1)[1].split())
+                name, sep, value = line.partition(":")
+                if sep and name.strip().lower() not in fields:
+                    fields[name.strip().lower()] = " ".join(value.split())
     except OSError:
         pass
+    if fields.get("model name"):
+        return fields["model name"]
+    if "cpu part" in fields:
+        board = ""
+        try:
+            with open("/proc/device-tree/model", "rb") as handle:
+                board = handle.read().decode("utf-8", "replace").strip("\x00 \n")
+        except OSError:
+            pass
+        ids = f"{platform.machine()} implementer {fields.get('cpu implementer')} part {fields['cpu part']}"
+        return f"{board} ({ids})" if board else ids
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -158,6 +173,7 @@ def conv_onnx(shape: ConvShape, seed: int = 0) -> Any:
 
     rng = np.random.default_rng(seed)
     weight = rng.standard_normal((shape.cout, shape.cin // shape.groups, *shape.kernel)).astype(np.float32) * 0.05
+    # ONNX Conv (onnx/docs/Operators.md#Conv): pads = [x1_begin, x2_begin, x1_end, x2_end]; torch pads symmetrically
     node = helper.make_node("Conv", ["input", "weight"], ["output"], kernel_shape=list(shape.kernel),
                             strides=list(shape.stride), pads=[shape.padding[0], shape.padding[1]] * 2,
                             group=shape.groups)
