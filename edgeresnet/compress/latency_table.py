@@ -168,7 +168,6 @@ class LatencyTable:
 def conv_onnx(shape: ConvShape, seed: int = 0) -> Any:
     """A one-node ONNX graph: input [batch, cin, h, w] -> Conv (random weights, no bias) -> output."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
