@@ -289,9 +289,9 @@ def tune_cmd(
     prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of every trial that are never pruned."),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the Bayesian sampler."),
     storage: str | None = typer.Option(None, "--storage", help="Keep the study in Optuna's relational storage "
-                                       "(SQLAlchemy URL): sqlite:///study.db on one machine, postgresql://USER:"
-                                       "PASSWORD@HOST/DB for several; workers share it, resume it, and the best "
-                                       "recipe is the study's. Needs --study; bayes only."),
+                                       "(SQLAlchemy URL): sqlite:///study.db on one machine, postgresql://user@host/db "
+                                       "for several; workers share it, resume it, and the best recipe is the "
+                                       "study's. Needs --study; bayes only."),
     study: str | None = typer.Option(None, "--study", help="Name of the study in --storage; created by the first "
                                      "worker, joined by the others (same --space and recipe required)."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
