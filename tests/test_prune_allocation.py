@@ -23,7 +23,7 @@ from edgeresnet.models import ModelSpec, build_model, make_checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-FAST = {"width_grid": (0.5,), "table_duration_s": 0.005, "latency_rounds": 1, "latency_duration_s": 0.05,
+FAST = {"width_grid": (0.25, 0.5), "table_duration_s": 0.01, "latency_rounds": 1, "latency_duration_s": 0.05,
         "latency_threads": 1}
 
 
@@ -172,14 +172,42 @@ def test_greedy_takes_least_importance_per_ms_and_says_best_when_unreachable():
     graph = DependencyGraph([ChannelGroup(0, 4, producers=["a"]), ChannelGroup(1, 4, producers=["b"])], 8)
     scores = {0: torch.tensor([1.0, 0.9, 0.8, 0.7]), 1: torch.tensor([1.0, 0.2, 0.1, 0.1])}
     settings = PruneSettings(speedup=2.0, granularity=1, min_filters=1, width_grid=(0.5,))
-    group_ms = {0: {4: 5.0, 2: 3.0}, 1: {4: 5.0, 2: 3.0}}
-    one = latency_plans(graph, scores, settings, group_ms, base_ms=10.0, target_ms=8.5, what="--speedup 2")
+    options = {0: [4, 2], 1: [4, 2]}
+
+    def predict(widths):  # each group saves 2 ms at width 2
+        return 10.0 - 2.0 * (widths[0] == 2) - 2.0 * (widths[1] == 2)
+
+    one = latency_plans(graph, scores, settings, options, predict, base_ms=10.0, target_ms=8.5, what="--speedup 2")
     assert [len(p.keep) for p in one.plans] == [4, 2] and one.predicted_ms == 8.0 and one.steps == 1
     assert one.plans[1].keep == [0, 1]
     with pytest.raises(UserError) as info:
-        latency_plans(graph, scores, settings, group_ms, base_ms=10.0, target_ms=5.0, what="--speedup 2")
+        latency_plans(graph, scores, settings, options, predict, base_ms=10.0, target_ms=5.0, what="--speedup 2")
     assert "--speedup 2: unreachable" in str(info.value) and "x1.67" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_cost_model_multiplies_side_ratios_and_never_predicts_below_zero():
+    """A conv shrunk on both sides is counted once (ratios multiply); a table summing above the measured model
+    (isolated sessions each pay a call) scales the savings down instead of predicting a negative latency."""
+    from edgeresnet.compress.allocation import conv_cost_model
+    from edgeresnet.compress.depgraph import ChannelGroup, DependencyGraph
+
+    graph = DependencyGraph([ChannelGroup(0, 8, producers=["a"], consumers=[("b", "conv")]),
+                             ChannelGroup(1, 8, producers=["b"])], 8)
+    geometry = {"a": ConvShape(3, 8, (3, 3), (1, 1), (1, 1), 1, (8, 8)),
+                "b": ConvShape(8, 8, (3, 3), (1, 1), (1, 1), 1, (8, 8))}
+
+    def conv_ms(shape):  # proportional to MACs
+        return shape.cin * shape.cout / 64.0
+
+    full = conv_ms(geometry["a"]) + conv_ms(geometry["b"])
+    predict = conv_cost_model(graph, geometry, conv_ms, base_ms=full)
+    assert predict({0: 8, 1: 8}) == pytest.approx(full)
+    # b at half input and half output: 1/4 of its time; a at half output: 1/2 of its time
+    expected = full - conv_ms(geometry["a"]) / 2 - conv_ms(geometry["b"]) * 3 / 4
+    assert predict({0: 4, 1: 4}) == pytest.approx(expected)
+    tight = conv_cost_model(graph, geometry, conv_ms, base_ms=full / 4)  # the model runs 4x faster than the sum
+    assert 0 < tight({0: 1, 1: 1}) < full / 4
 
 
 # -- latency-aware pruning end to end -----------------------------------------------------------------------

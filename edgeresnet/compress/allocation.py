@@ -9,9 +9,9 @@
 * ``latency``: a measured per-group cost (``latency_table``) and a greedy choice: repeatedly take the width
   step that loses the least importance per millisecond saved, until the predicted latency meets the target.
 
-The prediction is additive over groups (each group's convs timed with the other groups at full width), which
-is an approximation (a conv whose input and output both shrink saves less than the two savings added); the
-achieved speedup is therefore measured end to end on the pruned model, never taken from the prediction.
+The prediction (``conv_cost_model``) is a model of the network built from convs timed alone, an approximation
+(no fusion, no memory traffic between layers, the per-call overhead of isolated sessions); the achieved speedup
+is therefore measured end to end on the pruned model, never taken from the prediction.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def conv_geometry(model: Any, image_size: int) -> dict[str, Any]:
         def hook(module: nn.Conv2d, inputs: tuple[Any, ...], _output: Any) -> None:
             h, w = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
             pad = module.padding if isinstance(module.padding, tuple) else (0, 0)
-            shapes[name] = ConvShape(module.in_channels, module.out_channels, tuple(module.kernel_size),
-                                     tuple(module.stride), tuple(pad), module.groups, (h, w))
+            k, st = module.kernel_size, module.stride
+            shapes[name] = ConvShape(module.in_channels, module.out_channels, (int(k[0]), int(k[1])),
+                                     (int(st[0]), int(st[1])), (int(pad[0]), int(pad[1])), module.groups, (h, w))
         return hook
 
     for name, module in model.named_modules():
@@ -138,6 +139,57 @@ def group_shapes(group: Any, geometry: dict[str, Any], width: int) -> list[Any]:
     return out
 
 
+def conv_cost_model(graph: Any, geometry: dict[str, Any], conv_ms: Callable[[Any], float],
+                    base_ms: float) -> Callable[[dict[int, int]], float]:
+    """Predicted end-to-end ms for a choice of group widths, from the per-conv table.
+
+    Each conv's time at (input width, output width) is its full time times the measured ratio of each side
+    (the table holds each side changed alone; MACs are a product of the two widths, so the ratios multiply,
+    and a conv shrunk on both sides is not counted twice). Convs timed alone also pay a session call each, so
+    their sum can exceed the model's measured time; savings are then scaled by ``base_ms / sum``, never
+    predicting below zero."""
+    import dataclasses
+
+    groups = {g.index: g for g in graph.prunable_groups()}
+    out_of: dict[str, int] = {}
+    in_of: dict[str, int] = {}
+    for g in groups.values():
+        for name in g.producers + g.depthwise:
+            out_of[name] = g.index
+        for name, kind in g.consumers:
+            if kind == "conv" and name not in g.depthwise:
+                in_of[name] = g.index
+    convs = sorted(n for n in set(out_of) | set(in_of) if n in geometry)
+    full = {c: conv_ms(geometry[c]) for c in convs}
+    total = sum(full.values())
+    scale = min(1.0, base_ms / total) if total > 0 else 0.0
+
+    def side_ratio(name: str, group: int, width: int, side: str) -> float:
+        if width == groups[group].channels or full[name] <= 0:
+            return 1.0
+        shape = geometry[name]
+        if side == "in":
+            shape = dataclasses.replace(shape, cin=width)
+        elif name in groups[group].depthwise:
+            shape = dataclasses.replace(shape, cin=width, cout=width, groups=width)
+        else:
+            shape = dataclasses.replace(shape, cout=width)
+        return min(1.0, conv_ms(shape) / full[name])  # a narrower conv measured slower is noise: no saving
+
+    def predict(widths: dict[int, int]) -> float:
+        saved = 0.0
+        for name in convs:
+            ratio = 1.0
+            if name in out_of:
+                ratio *= side_ratio(name, out_of[name], widths[out_of[name]], "out")
+            if name in in_of:
+                ratio *= side_ratio(name, in_of[name], widths[in_of[name]], "in")
+            saved += full[name] * (1.0 - ratio)
+        return base_ms - scale * saved
+
+    return predict
+
+
 @dataclass
 class LatencyPlan:
     plans: list[Any]
@@ -151,10 +203,11 @@ class LatencyPlan:
         return self.base_ms / self.predicted_ms if self.predicted_ms > 0 else float("inf")
 
 
-def latency_plans(graph: Any, scores: dict[int, Any], settings: Any, group_ms: dict[int, dict[int, float]],
-                  base_ms: float, target_ms: float, what: str) -> LatencyPlan:
-    """Greedy: from full width, take the width step with the least importance lost per ms saved until the
-    predicted latency (``base_ms`` minus the table's savings) is at most ``target_ms``.
+def latency_plans(graph: Any, scores: dict[int, Any], settings: Any, options: dict[int, list[int]],
+                  predict: Callable[[dict[int, int]], float], base_ms: float, target_ms: float,
+                  what: str) -> LatencyPlan:
+    """Greedy: from full width, take the width step (any group, any narrower candidate width in ``options``)
+    with the least importance lost per ms of predicted latency saved, until ``predict`` meets ``target_ms``.
 
     Importance lost = the normalised merged scores of the dropped channels, times the number of convs producing
     them (a coupled channel is a filter in each of them). A step that saves no time is never taken."""
@@ -165,20 +218,16 @@ def latency_plans(graph: Any, scores: dict[int, Any], settings: Any, group_ms: d
     weight = {g.index: max(1, len(g.producers) + len(g.depthwise)) for g in groups}
     width = {g.index: g.channels for g in groups}
 
-    def predicted() -> float:
-        return base_ms - sum(group_ms[i][g_full] - group_ms[i][width[i]]
-                             for i, g_full in ((g.index, g.channels) for g in groups))
-
     steps = 0
-    current = predicted()
+    current = predict(width)
     while current > target_ms:
         best: tuple[float, float, int, int] | None = None  # (lost per ms, -saved, group, width)
         for g in groups:
             cur = width[g.index]
-            for w in group_ms[g.index]:
+            for w in options[g.index]:
                 if w >= cur:
                     continue
-                saved = group_ms[g.index][cur] - group_ms[g.index][w]
+                saved = current - predict({**width, g.index: w})
                 if saved <= 0:
                     continue
                 lost = weight[g.index] * sum(ranked[g.index][w:cur])
@@ -193,7 +242,7 @@ def latency_plans(graph: Any, scores: dict[int, Any], settings: Any, group_ms: d
                             f"{','.join(f'{f:g}' for f in settings.width_grid)}; ask for less or widen the grid")
         width[best[2]] = best[3]
         steps += 1
-        current = predicted()
+        current = predict(width)
     plans = [_plan(g, orders[g.index], width[g.index]) for g in groups]
     return LatencyPlan(plans, base_ms, target_ms, current, steps)
 

@@ -501,8 +501,6 @@ def _plan_latency(model: Any, graph: DependencyGraph, base: CostReport, settings
                                                    settings.min_filters) for g in groups}
     table.ensure([shape for g in groups for w in widths[g.index] for shape in allocation.group_shapes(g, geometry, w)],
                  threads=settings.latency_threads, duration_s=settings.table_duration_s, say=say)
-    group_ms = {g.index: {w: sum(table.ms(shape) for shape in allocation.group_shapes(g, geometry, w))
-                          for w in widths[g.index]} for g in groups}
     what = f"--speedup {settings.speedup:g}" if settings.speedup is not None else f"--latency-ms {settings.latency_ms:g}"
     timing = {"image_size": image_size, "rounds": settings.latency_rounds, "duration_s": settings.latency_duration_s,
               "threads": settings.latency_threads}
@@ -514,7 +512,8 @@ def _plan_latency(model: Any, graph: DependencyGraph, base: CostReport, settings
         if target_ms >= base_ms:
             raise UserError(f"{what}: the unpruned model already runs in {base_ms:.3f} ms on "
                             f"{settings.latency_backend}; nothing to prune (ask for less than that)")
-        chosen = allocation.latency_plans(graph, scores, settings, group_ms, base_ms, target_ms, what)
+        predict = allocation.conv_cost_model(graph, geometry, table.ms, base_ms)
+        chosen = allocation.latency_plans(graph, scores, settings, widths, predict, base_ms, target_ms, what)
         pruned = apply_plan(model, graph, chosen.plans)
         pruned_onnx = export_onnx_file(pruned, preprocess, Path(tmp) / "pruned.onnx", exporter)
         say("timing the unpruned and the pruned model end to end, interleaved")
