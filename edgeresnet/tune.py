@@ -409,7 +409,13 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
             if on_done is not None:
                 on_done(record)
 
-    study.optimize(objective, n_trials=planned, catch=(UserError,), gc_after_trial=True)
+    try:
+        study.optimize(objective, n_trials=planned, catch=(UserError,), gc_after_trial=True)
+    except optuna.exceptions.StorageInternalError as exc:  # a shared study's database failed mid-search
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(f"--storage {store.shown if store is not None else 'memory'}: the study database failed "
+                        f"({_hide_password(detail)}); the trials finished so far are kept there, rerun to continue"
+                        ) from None
     study_info: dict[str, Any] | None = None
     best_number: int | None = None
     mine = [t.number for t in records]
@@ -596,7 +602,9 @@ def open_study(store: StudyStore, name: str, identity: dict[str, Any], *, sample
             while have is None and time.monotonic() < deadline:  # its creator writes the fingerprint next
                 time.sleep(0.2)
                 have = optuna.load_study(study_name=name, storage=storage).user_attrs.get(STUDY_ATTR)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            # Optuna's RDBStorage re-raises a failed commit (e.g. SQLite "database is locked") as its own
+            # StorageInternalError, not a SQLAlchemyError (optuna/storages/_rdb/storage.py, _create_scoped_session).
             detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
             raise UserError(f"{where}: cannot use the study database ({_hide_password(detail)})") from None
     if not isinstance(have, dict) or "fingerprint" not in have:

@@ -242,3 +242,23 @@ def test_a_worker_that_loses_the_table_creation_race_tries_again(tmp_path, monke
     failure = Exception("unable to open database file")
     with pytest.raises(UserError, match=r"cannot use the study database \(unable to open database file\)"):
         open_study(check_storage(url), "s", identity, sampler=None, pruner=None)  # other errors: no retry
+
+
+def test_a_database_failure_during_the_search_is_one_line(tmp_path, monkeypatch):
+    """Optuna re-raises a failed commit (SQLite 'database is locked') as StorageInternalError, which is not a
+    SQLAlchemyError: it must still end in one line, not a traceback."""
+    import optuna
+
+    from edgeresnet.config import TrainRecipe
+    from edgeresnet.tune import parse_space, tune
+
+    def locked(self, *args, **kwargs):
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. database is locked")
+
+    monkeypatch.setattr(optuna.study.Study, "optimize", locked)
+    base = TrainRecipe(image_size=8, small_stem=True, epochs=1, max_steps=1, batch_size=8, augment=False)
+    space = parse_space({"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}})
+    with pytest.raises(UserError, match=r"the study database failed \(.*database is locked\)") as info:
+        tune(base, space, method="bayes", trials=1, prune=False, storage=f"sqlite:///{tmp_path / 's.db'}",
+             study_name="locked")
+    assert "\n" not in str(info.value)
