@@ -31,12 +31,14 @@ TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # the temporaries beside OUT's files: '.
 def save_checkpoint(path: Path, model: Any, spec: Any, preprocess: dict[str, Any], *, recipe: dict[str, Any],
                     epoch: int, metrics: dict[str, Any], role: str, train_state: dict[str, Any] | None = None,
                     inputs: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` and its manifest durably and atomically, as a pair.
+    """Write ``path`` and its manifest durably, each replaced atomically.
 
     Both go to temporaries beside their names, are flushed and fsync'ed, and only then renamed over the
-    old pair (then the directory is fsync'ed), so a crash, a kill or a full disk at any point before the
+    old files (then the directory is fsync'ed), so a crash, a kill or a full disk at any point before the
     renames leaves the previous checkpoint and its manifest untouched and loadable, and the partial
-    temporaries are removed. A full disk raises ``OSError`` with its real errno (see ``_durable_temp``).
+    temporaries are removed. The two renames are two system calls, the checkpoint's first: a crash between
+    them leaves the new checkpoint beside the previous manifest, whose sha256 then no longer matches it (and
+    ``--resume`` reads the epoch from the checkpoint itself). A full disk raises ``OSError`` with its real errno.
     """
     extra: dict[str, Any] = {"epoch": epoch, "metrics": metrics, "recipe": recipe, "role": role}
     if train_state is not None:
