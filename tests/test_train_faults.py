@@ -306,3 +306,12 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(folder, small_di
     code, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--epochs", "3", "--no-progress")
     assert code == 0, err
     assert _last_epoch(out) == 3
+
+
+def test_an_unrelated_timeout_is_not_a_dead_peer():
+    """A DataLoader's 'timed out after N seconds' is our own error, not the process group losing a rank."""
+    from edgeresnet.train.distributed import is_peer_loss
+
+    assert not is_peer_loss(RuntimeError("DataLoader timed out after 5 seconds"))
+    assert is_peer_loss(RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 8000ms for recv "
+                                      "operation to complete"))

@@ -175,7 +175,7 @@ def cleanup(ctx: DistContext | None) -> None:
 # what gloo's TCP transport and torch's store say when a peer is gone or silent (PyTorch 2.x messages of
 # gloo/transport/tcp/pair.cc and ProcessGroupGloo.cpp: "Connection closed by peer", "Connection reset by peer",
 # "Timed out waiting ... for recv operation"); NCCL's are raised as torch.distributed.DistError subclasses
-_PEER_LOSS_MARKERS = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out",
+_PEER_LOSS_MARKERS = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out waiting",
                       "connection refused", "socket timeout", "transport endpoint")
 
 
