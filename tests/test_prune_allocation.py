@@ -154,6 +154,11 @@ def test_latency_table_from_another_machine_or_backend_is_refused(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError, match="not a readable latency table"):
         LatencyTable.open(path, key)
+    for entries in ({"conv": "fast"}, {"conv": None}, {"conv": -1.0}, {"conv": float("nan")}):
+        path.write_text(json.dumps({"format": latency_table.FORMAT, "key": key, "entries": entries}))
+        with pytest.raises(UserError, match="not an edgeresnet latency table") as info:
+            LatencyTable.open(path, key)
+        assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="--latency-backend trt"):
         machine_key("trt", None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -131,7 +132,14 @@ class LatencyTable:
             raise UserError(f"--latency-table {target}: measured with {_describe(recorded or {})}, this run is "
                             f"{_describe(key)}; a table is valid only where it was measured: pass another "
                             "--latency-table path (or none, for this machine's cache)")
-        entries = {str(k): float(v) for k, v in data["entries"].items()}
+        try:
+            entries = {str(k): float(v) for k, v in data["entries"].items()}
+        except (TypeError, ValueError) as exc:  # an entry that is not a number of milliseconds
+            raise UserError(f"--latency-table {target}: not an edgeresnet latency table (an entry is not a number "
+                            "of milliseconds); delete it or pass another path") from exc
+        if any(not math.isfinite(ms) or ms <= 0 for ms in entries.values()):
+            raise UserError(f"--latency-table {target}: not an edgeresnet latency table (an entry is not a positive "
+                            "number of milliseconds); delete it or pass another path")
         return cls(key, target, entries)
 
     def save(self) -> Path:
