@@ -269,3 +269,18 @@ def test_log_without_any_figure_is_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="no Latency line") as info:
         import_trtexec([path])
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_elided_figure_in_a_hand_edited_paste_is_no_number(tmp_path):
+    """A figure replaced by '...' or '-' in a paste is not a number: the rest is imported, never a ValueError."""
+    text = (REAL / "jetson_yolov5_handedited_issue.log").read_text(encoding="utf-8")
+    edited = text.replace("max 6.19507 ms", "max ... ms").replace("Throughput: 169.352", "Throughput: -")
+    assert edited != text
+    path = tmp_path / "elided.log"
+    path.write_text(edited, encoding="utf-8")
+    try:
+        log = parse_log(edited, "elided.log")
+    except UserError as exc:  # refused: one line naming the file
+        assert "elided.log" in str(exc) and "\n" not in str(exc)
+    else:
+        assert "max" not in log.metrics["latency"] and log.metrics["latency"]["median"] == 6.02185

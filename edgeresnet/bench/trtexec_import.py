@@ -50,8 +50,10 @@ DEFAULT_WARMUP_MS = 200.0  # trtexec --warmUp default
 # "[05/27/2023-12:05:31] [I] ", "[INFO] [05/27/2023-12:05:31] [I] " (a wrapper's logger), "[I] ", indented.
 _PREFIX = re.compile(r"^\s*(?:\[[^\]\n]*\]\s*)*?\[([IWEVF])\]\s?")
 _METRIC = re.compile(r"^(" + "|".join(re.escape(k) for k in METRICS) + r"):\s*(min\b.*)$")
+# A decimal figure as trtexec prints it ("0.254", "1e-05", "12"); strict, so a hand-edited "..." or "-" is no number.
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 # "=" optional: hand-edited pastes drop it ("max 6.19507 ms").
-_VALUE = re.compile(r"(min|max|mean|median|percentile\(([\d.]+)%\))\s*=?\s*([-+\d.eE]+|inf|nan)\s*ms")
+_VALUE = re.compile(r"(min|max|mean|median|percentile\(([\d.]+)%\))\s*=?\s*(" + _NUM + r"|inf|nan)\s*ms")
 # Where a summary line starts inside a line that a paste ran together; the alternation tries the longer
 # label first at each position, so "End-to-End Host Latency" is one label, not "... Latency".
 _LABEL = re.compile(r"(?:^|(?<=\s))(End-to-End Host Latency|Total Host Walltime|Total GPU Compute Time|"
@@ -60,15 +62,15 @@ _LABEL = re.compile(r"(?:^|(?<=\s))(End-to-End Host Latency|Total Host Walltime|
 _TRT_WARNING = re.compile(r"^(GPU compute time is unstable|Throughput may be bound|\* )")
 # TensorRT 7 summary blocks (TRT 7.1.3 samples/common/sampleReporting.cpp printEpilog)
 _TRT7_SECTIONS = {"Host Latency": "latency", "Enqueue Time": "enqueue", "GPU Compute": "gpu_compute"}
-_TRT7_VALUE = re.compile(r"^(min|max|mean|median): ([-+\d.eE]+|inf|nan) ms"
-                         r"(?: \(end to end ([-+\d.eE]+|inf|nan) ms\))?$")
-_TRT7_PCT = re.compile(r"^percentile: ([-+\d.eE]+|inf|nan) ms at ([\d.]+)%"
-                       r"(?: \(end to end ([-+\d.eE]+|inf|nan) ms at [\d.]+%\))?$")
+_TRT7_VALUE = re.compile(r"^(min|max|mean|median): (" + _NUM + r"|inf|nan) ms"
+                         r"(?: \(end to end (" + _NUM + r"|inf|nan) ms\))?$")
+_TRT7_PCT = re.compile(r"^percentile: (" + _NUM + r"|inf|nan) ms at ([\d.]+)%"
+                       r"(?: \(end to end (" + _NUM + r"|inf|nan) ms at [\d.]+%\))?$")
 # A command typed at a prompt: "user@host:~$ trtexec --onnx=...", "PS C:\x> trtexec.exe ...",
 # "# /usr/src/tensorrt/bin/trtexec ..."
 _PROMPT_COMMAND = re.compile(r"(?:^|[\s>$#%])((?:[^\s>$#%]*[\\/])?trtexec(?:\.exe)?(?:\s+--?\S+)+.*)$")
 _CONTINUATION = ("\\", "^", "`")  # bash, cmd.exe, PowerShell line continuation
-_NUMBER = r"([-+\d.eE]+)"
+_NUMBER = "(" + _NUM + ")"
 
 # exportTimes key -> canonical name (lower-cased keys; TensorRT 7 used in/out for the copies)
 _TIME_KEYS = {
