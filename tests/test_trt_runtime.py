@@ -739,3 +739,17 @@ def test_pycuda_refused_allocation_is_one_line(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(UserError, match=r"cannot allocate 1125899906842624 bytes .*out of memory") as info:
         backend.alloc(1 << 50)
     assert "\n" not in str(info.value)
+
+
+def test_a_timed_step_that_cannot_bind_releases_its_pinned_memory_and_events() -> None:
+    """A batch outside the engine's profile fails at binding: the pinned buffers and events made before it go."""
+    spec = FakeEngineSpec()
+    cudart = FakeCudart()
+    trt = FakeTrt("10.3", engine=spec, memory=cudart)
+    backend = cuda_mem.CudaPythonBackend(cudart)
+    sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
+    too_many = np.zeros((512, 3, 8, 8), np.float32)
+    with pytest.raises(UserError):
+        sess.timed_step(too_many)
+    assert cudart.pinned == {} and backend._events == {}  # the backend's live events: none left
+    sess.close()

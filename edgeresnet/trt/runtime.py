@@ -351,7 +351,11 @@ class TimedStep:
         self.transfers = transfers
         self.clock = time.perf_counter_ns
         self.events = [session.backend.event_create() for _ in range(4)]
-        self._bind()
+        try:
+            self._bind()
+        except BaseException:  # a batch outside the profile, a rejected shape: release the pinned memory and events
+            self.close()
+            raise
 
     def _pinned_output(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         held = self.outputs.get(name)
@@ -359,7 +363,10 @@ class TimedStep:
             return held
         if held is not None:
             self.session.backend.host_free(held)
-        return self.session.backend.host_empty(tuple(shape), dtype)
+            del self.outputs[name]
+        fresh = self.session.backend.host_empty(tuple(shape), dtype)
+        self.outputs[name] = fresh  # held here at once, so close() frees it even if binding fails after it
+        return fresh
 
     def _bind(self) -> None:
         session = self.session
