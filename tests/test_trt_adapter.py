@@ -482,14 +482,15 @@ def test_an_error_raised_while_calibrating_is_reraised_after_the_build(onnx_file
 
 def test_the_device_context_exists_before_the_builder(onnx_file: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """pycuda.autoinit (inside get_backend) must create the CUDA context before any TensorRT builder."""
+    """The CUDA context (require_backend: probe, then use_device) must exist before any TensorRT builder."""
     from edgeresnet.trt import cuda_mem
 
     np.save(tmp_path / "calib.npy", np.zeros((2, 3, 32, 32), np.float32))
     trt = FakeTrt("10.3")
-    monkeypatch.setattr(cuda_mem, "get_backend", lambda name="auto": trt.calls.append("get_backend") or FakeMemory())
+    monkeypatch.setattr(cuda_mem, "require_backend",
+                        lambda name="auto", device=0: trt.calls.append("require_backend") or FakeMemory())
     adapter.build_engine(trt, _int8_plan(onnx_file, calib_data=str(tmp_path / "calib.npy")))
-    assert trt.calls.index("get_backend") < trt.calls.index("trt.Builder(logger)")
+    assert trt.calls.index("require_backend") < trt.calls.index("trt.Builder(logger)")
     assert trt.calibration_batches == 2
 
 

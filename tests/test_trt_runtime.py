@@ -753,3 +753,31 @@ def test_a_timed_step_that_cannot_bind_releases_its_pinned_memory_and_events() -
         sess.timed_step(too_many)
     assert cudart.pinned == {} and backend._events == {}  # the backend's live events: none left
     sess.close()
+
+
+def test_pycuda_context_refused_by_the_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuCtxCreate can fail (out of memory, a GPU in exclusive-process mode): pycuda raises its Error; one line."""
+    driver = FakePycudaDriver()
+    _with_pycuda(monkeypatch, driver)
+
+    def refused(self: Any) -> Any:
+        raise driver.Error("cuCtxCreate failed: out of memory")
+
+    monkeypatch.setattr(driver.Device, "make_context", refused)
+    with pytest.raises(UserError, match=r"pycuda: cannot make a CUDA context on device 0 \(.*out of memory\)") as info:
+        cuda_mem.select_backend("pycuda", 0)
+    assert "\n" not in str(info.value)
+
+
+def test_calibration_on_a_pycuda_only_machine_makes_its_context_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """require_backend (the builder's calibrator) probes and makes the device current like the runner does."""
+    driver = FakePycudaDriver()
+    _with_pycuda(monkeypatch, driver)
+    monkeypatch.setattr(cuda_mem, "_import_cudart", lambda: (_ for _ in ()).throw(UserError("cuda-python missing")))
+    backend = cuda_mem.require_backend()
+    assert backend.name == "pycuda" and driver.contexts == [0]
+    driver.devices = 0
+    fresh = FakePycudaDriver(devices=0)
+    _with_pycuda(monkeypatch, fresh)
+    with pytest.raises(UserError, match="INT8 calibration needs a CUDA GPU"):
+        cuda_mem.require_backend()

@@ -751,9 +751,9 @@ def prepare_calibration(trt: Any, args: dict[str, Any], backend: Any = None) -> 
     result.batches = calibration_batches(str(data), shape, int(args.get("batch_size", 1)),
                                          int(args.get("max_images", 512)))
     if backend is None:
-        from edgeresnet.trt.cuda_mem import get_backend
+        from edgeresnet.trt.cuda_mem import require_backend
 
-        backend = get_backend()
+        backend = require_backend()
     result.backend = backend
     return result
 
@@ -802,9 +802,9 @@ def make_calibrator(trt: Any, kind: str = "entropy2", *, cache: str | None = Non
             if batch is None:
                 return None
             if self.backend is None:
-                from edgeresnet.trt.cuda_mem import get_backend
+                from edgeresnet.trt.cuda_mem import require_backend
 
-                self.backend = get_backend()
+                self.backend = require_backend()
             if self.device_ptr is None:
                 self.device_ptr = self.backend.alloc(batch.nbytes)
                 self.stream = self.backend.stream_create()

@@ -372,7 +372,11 @@ class PycudaBackend:
         import atexit
 
         self._init()
-        self.context = self.cuda.Device(int(device)).make_context()  # pushed: current on this thread
+        try:
+            self.context = self.cuda.Device(int(device)).make_context()  # pushed: current on this thread
+        except self.cuda.Error as exc:  # e.g. out of memory, or a GPU in exclusive-process mode held by another
+            raise UserError(f"pycuda: cannot make a CUDA context on device {int(device)} "
+                            f"({' '.join(str(exc).split())[:160]})") from exc
         self.device = int(device)
         atexit.register(self._pop_context)
 
@@ -514,6 +518,16 @@ def select_backend(name: str = "auto", device: int = 0) -> tuple[DeviceBackend |
     if name == "auto" and all(r.endswith(": not installed") for r in reasons):
         return None, f"no CUDA Python binding found; {_INSTALL_HINT}"
     return None, "; ".join(r for r in reasons if not r.endswith(": not installed"))
+
+
+def require_backend(name: str = "auto", device: int = 0) -> DeviceBackend:
+    """``select_backend`` or a one-line error: for the builder's calibrator, whose device buffers must live in the
+    context made current before the builder exists (pycuda pushes its own context; TensorRT's Python samples
+    create it first, ``import pycuda.autoinit``)."""
+    backend, why = select_backend(name, device)
+    if backend is None:
+        raise UserError(f"INT8 calibration needs a CUDA GPU: {why}")
+    return backend
 
 
 def probe_gpu(cudart: Any | None = None) -> tuple[int, str]:
