@@ -29,6 +29,24 @@ def trim_splits(splits, per_class: dict[str, int]):
     return dataclasses.replace(splits, splits=trimmed)
 
 
+def write_digits_folder(folder: Path, per_class: int) -> Path:
+    """An ImageFolder of the first ``per_class`` real digits of each class (8x8 grey PNGs, 0..16 scaled to 0..255)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    counts: dict[int, int] = {}
+    for image, label in zip(bunch.images, bunch.target):
+        if counts.get(int(label), 0) >= per_class:
+            continue
+        counts[int(label)] = counts.get(int(label), 0) + 1
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(image * (255 / 16), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / str(label) / f"{counts[int(label)]}.png")
+    return folder
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """The real CLI entry point in this process: (exit code, stdout, stderr)."""
     from edgeresnet.cli.main import main

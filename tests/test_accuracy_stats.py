@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_digits_folder
 from edgeresnet.evaluate import evaluate_logits, format_accuracy
 from edgeresnet.evaluate.intervals import accuracy_interval, wilson_interval, z_value
 from edgeresnet.evaluate.paired import (
@@ -193,23 +194,13 @@ def test_report_cells_show_the_interval():
 def tiny_world(tmp_path_factory):
     """A small ImageFolder of real digits (6 per class) and an untrained 10-class checkpoint."""
     torch = pytest.importorskip("torch")
-    from PIL import Image
-    from sklearn.datasets import load_digits
 
     from edgeresnet.data import load_data
     from edgeresnet.models import ModelSpec, build_model, make_checkpoint
 
     root = tmp_path_factory.mktemp("accuracy_stats")
     folder = root / "digits6"
-    bunch = load_digits()
-    counts: dict[int, int] = {}
-    for image, label in zip(bunch.images, bunch.target):
-        if counts.get(int(label), 0) >= 6:
-            continue
-        counts[int(label)] = counts.get(int(label), 0) + 1
-        (folder / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(image * (255 / 16), 0, 255).astype(np.uint8), mode="L").save(
-            folder / str(label) / f"{counts[int(label)]}.png")
+    write_digits_folder(folder, 6)
     preprocess = load_data("digits", 32).preprocess.to_dict()
     torch.manual_seed(0)
     spec = ModelSpec("resnet18", 10)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import write_digits_folder
 from edgeresnet.artifacts import read_manifest, sha256_file
 from edgeresnet.cli.main import main
 from edgeresnet.models import ModelSpec, build_model, load_checkpoint, make_checkpoint, model_from_checkpoint
@@ -22,22 +22,12 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small ImageFolder of real digits (6 per class), a 10-class and a 7-class checkpoint."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
 
     from edgeresnet.data import load_data
 
     root = tmp_path_factory.mktemp("compress_cli")
     folder = root / "digits6"
-    bunch = load_digits()
-    counts: dict[int, int] = {}
-    for image, label in zip(bunch.images, bunch.target):
-        if counts.get(int(label), 0) >= 6:
-            continue
-        counts[int(label)] = counts.get(int(label), 0) + 1
-        (folder / str(label)).mkdir(parents=True, exist_ok=True)
-        pixels = np.clip(image * (255 / 16), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels, mode="L").save(folder / str(label) / f"{counts[int(label)]}.png")
+    write_digits_folder(folder, 6)
     preprocess = load_data("digits", SIZE).preprocess.to_dict()
 
     def checkpoint(name: str, classes: int, seed: int) -> Path:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import write_digits_folder
 from edgeresnet.compress import latency_table
 from edgeresnet.compress.allocation import candidate_widths, latency_plans, parse_grid
 from edgeresnet.compress.latency_table import ConvShape, LatencyTable, machine_key
@@ -250,22 +250,12 @@ def test_unreachable_speedup_is_a_one_line_error_with_the_best_reached(tmp_path)
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     """A 16 px digits ImageFolder (4 images per class) and a ResNet-18 checkpoint for it."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
 
     from edgeresnet.data import load_data
 
     root = tmp_path_factory.mktemp("prune_alloc")
     folder = root / "digits4"
-    counts: dict[int, int] = {}
-    bunch = load_digits()
-    for image, label in zip(bunch.images, bunch.target):
-        if counts.get(int(label), 0) >= 4:
-            continue
-        counts[int(label)] = counts.get(int(label), 0) + 1
-        (folder / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(image * (255 / 16), 0, 255).astype(np.uint8), mode="L").save(
-            folder / str(label) / f"{counts[int(label)]}.png")
+    write_digits_folder(folder, 4)
     torch.manual_seed(0)
     spec = ModelSpec("resnet18", 10)
     path = root / "model.pt"
