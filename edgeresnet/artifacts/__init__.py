@@ -169,7 +169,7 @@ def _remove_dirs(made: list[Path]) -> None:
 
 
 # errno values that mean the disk, not the code, refused a write (man 3 errno: ENOSPC, EDQUOT, EFBIG)
-_DISK_FULL_ERRNOS = tuple(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name))
+DISK_FULL_ERRNOS = tuple(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name))
 
 
 @contextlib.contextmanager
@@ -189,7 +189,7 @@ def atomic_output(path: str | os.PathLike[str], option: str = "--out") -> Iterat
         raise UserError(f"{option} {target}: cannot write in {parent} ({exc.strerror}); choose another path") from exc
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; artifacts must be readable like any file
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; artifacts must be readable like any file
     done = False
     try:
         try:
@@ -197,7 +197,7 @@ def atomic_output(path: str | os.PathLike[str], option: str = "--out") -> Iterat
             os.replace(tmp, target)
             done = True
         except OSError as exc:
-            if exc.errno in _DISK_FULL_ERRNOS:
+            if exc.errno in DISK_FULL_ERRNOS:
                 raise UserError(f"{option} {target}: no space left to write it ({exc.strerror}); free space on "
                                 f"{parent} or choose another path; nothing was written") from exc
             raise
@@ -208,7 +208,7 @@ def atomic_output(path: str | os.PathLike[str], option: str = "--out") -> Iterat
             _remove_dirs(made)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -19,12 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnet.artifacts import _json_default, build_manifest, manifest_path
+from edgeresnet.artifacts import DISK_FULL_ERRNOS, _json_default, build_manifest, current_umask, manifest_path
 from edgeresnet.models import make_checkpoint
 
-# Out of room: ENOSPC (disk full), EDQUOT (quota), EFBIG (file-size limit) -- POSIX errno values
-# (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/errno.h.html).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # the temporaries beside OUT's files: '.<name>.XXXX.tmp'
 
 
@@ -65,7 +62,7 @@ def _durable_temp(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are read like any file
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; checkpoints are read like any file
     try:
         yield tmp
     finally:
@@ -126,12 +123,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def is_disk_full(exc: BaseException) -> bool:
