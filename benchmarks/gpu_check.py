@@ -118,7 +118,7 @@ def _short_timing(min_iterations: int = 20) -> Any:
 
 # -- probe -------------------------------------------------------------------------------------------------------
 
-MODULES = ("edgeresnet.errors", "edgeresnet.artifacts", "edgeresnet.config", "edgeresnet.models",
+MODULES = ("edgeresnet.errors", "edgeresnet.artifacts", "edgeresnet.train.recipe", "edgeresnet.models",
            "edgeresnet.data", "edgeresnet.train.loop", "edgeresnet.train.state", "edgeresnet.bench.timing",
            "edgeresnet.bench.core", "edgeresnet.runners.torch_runner", "edgeresnet.runners.trt_runner",
            "edgeresnet.trt.cuda_mem", "edgeresnet.trt.runtime", "edgeresnet.trt.adapter", "edgeresnet.trt.planfile")
@@ -783,9 +783,9 @@ def run_training(precision: str, device: str, steps: int = 8, batch_size: int = 
 
     import torch
 
-    from edgeresnet.config import TrainRecipe
     from edgeresnet.models import ModelSpec, build_model
     from edgeresnet.train import fit, seed_everything
+    from edgeresnet.train.recipe import TrainRecipe
 
     splits = splits if splits is not None else _splits(32)
     seed_everything(0)

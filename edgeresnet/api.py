@@ -21,7 +21,7 @@ from typing import Any
 # name -> (module, attribute); each stage takes typed settings or keyword options and returns its result
 STAGES: dict[str, tuple[str, str]] = {
     "train": ("edgeresnet.train.job", "run_training"),  # (TrainRecipe, out) -> TrainRun
-    "import_weights": ("edgeresnet.weights_import", "import_weights"),  # ImportSettings -> ImportResult
+    "import_weights": ("edgeresnet.models.weights_import", "import_weights"),  # ImportSettings -> ImportResult
     "evaluate": ("edgeresnet.evaluate", "evaluate_model_file"),  # (model file, data, split) -> metrics dict
     "write_evaluation": ("edgeresnet.evaluate", "write_evaluation"),
     "export": ("edgeresnet.export.checkpoint", "export_checkpoint"),  # (checkpoint, out.onnx) -> ExportResult
@@ -36,15 +36,15 @@ STAGES: dict[str, tuple[str, str]] = {
     "report": ("edgeresnet.report.html", "write_report"),  # (run_dir, out.html) -> Path
     "regress": ("edgeresnet.gate.stage", "regress"),  # (baseline files, current files, GateSettings) -> GateReport
     "promote_baseline": ("edgeresnet.gate.baseline", "promote_baseline"),  # (result, into) -> Promotion
-    "evaluate_ensemble": ("edgeresnet.ensemble", "evaluate_ensemble"),  # EnsembleSettings -> EnsembleReport
-    "cross_validate": ("edgeresnet.cv", "cross_validate"),
-    "tune": ("edgeresnet.tune", "tune"),
+    "evaluate_ensemble": ("edgeresnet.experiments.ensemble", "evaluate_ensemble"),  # EnsembleSettings -> EnsembleReport
+    "cross_validate": ("edgeresnet.experiments.cv", "cross_validate"),
+    "tune": ("edgeresnet.experiments.tune", "tune"),
     "run_demo": ("edgeresnet.demo", "run_demo"),
 }
 
 SETTINGS: dict[str, tuple[str, str]] = {
-    "TrainRecipe": ("edgeresnet.config", "TrainRecipe"),
-    "ImportSettings": ("edgeresnet.weights_import", "ImportSettings"),
+    "TrainRecipe": ("edgeresnet.train.recipe", "TrainRecipe"),
+    "ImportSettings": ("edgeresnet.models.weights_import", "ImportSettings"),
     "PruneSettings": ("edgeresnet.compress.prune", "PruneSettings"),
     "FinetuneOptions": ("edgeresnet.compress.pipeline", "FinetuneOptions"),
     "CalibrateSettings": ("edgeresnet.compress.ptq_stage", "CalibrateSettings"),
@@ -52,7 +52,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "BuildSettings": ("edgeresnet.trt.build", "BuildSettings"),
     "BenchSettings": ("edgeresnet.bench.artifact", "BenchSettings"),
     "GateSettings": ("edgeresnet.gate.settings", "GateSettings"),
-    "EnsembleSettings": ("edgeresnet.ensemble", "EnsembleSettings"),
+    "EnsembleSettings": ("edgeresnet.experiments.ensemble", "EnsembleSettings"),
     "UserError": ("edgeresnet.errors", "UserError"),
 }
 

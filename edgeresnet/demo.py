@@ -53,7 +53,7 @@ class Stage:
 
 def demo_recipe(fast: bool, epochs: int | None = None) -> Any:
     """The training defaults (ResNet18, digits, 32 px); ``fast`` keeps 2 optimizer steps for smoke tests."""
-    from edgeresnet.config import TrainRecipe
+    from edgeresnet.train.recipe import TrainRecipe
 
     if fast:
         return TrainRecipe(epochs=epochs or 1, max_steps=2, batch_size=32)

@@ -25,8 +25,8 @@ def _build(root: Path) -> dict[str, Path]:
 
     from edgeresnet.artifacts import build_manifest, write_manifest
     from edgeresnet.data import load_data
+    from edgeresnet.export.onnx_meta import BatchProfile
     from edgeresnet.models import ModelSpec, build_model, make_checkpoint
-    from edgeresnet.onnx_meta import BatchProfile
 
     bunch = load_digits()
     data_dir = root / "digits3"

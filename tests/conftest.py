@@ -97,9 +97,9 @@ def digits_small():
 def tiny_checkpoint(tmp_path_factory, digits_small) -> Path:
     import torch
 
-    from edgeresnet.config import TrainRecipe
     from edgeresnet.models import ModelSpec, build_model
     from edgeresnet.train import fit, seed_everything
+    from edgeresnet.train.recipe import TrainRecipe
 
     out = tmp_path_factory.mktemp("tiny_checkpoint")
     recipe = TrainRecipe(image_size=32, small_stem=True, epochs=1, max_steps=2, batch_size=16, warmup_epochs=0)

@@ -203,7 +203,7 @@ def tiny_residual_onnx(outlier: bool = False) -> tuple[Path, Any]:
 
 _RTX_BUILD = """
 import json, sys
-from edgeresnet.targets import load_target
+from edgeresnet.trt.targets import load_target
 from edgeresnet.trt import adapter
 from edgeresnet.trt.onnx_info import inspect_onnx
 from edgeresnet.trt.plan import BuildSpec, DeviceCaps, parse_batch, plan_build

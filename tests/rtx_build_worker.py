@@ -18,12 +18,12 @@ from typing import Any
 
 def run_build(job: dict[str, Any]) -> dict[str, Any]:
     from edgeresnet.artifacts import write_manifest
-    from edgeresnet.targets import load_target
     from edgeresnet.trt import adapter
     from edgeresnet.trt.engine_manifest import build_engine_manifest, collect_environment, rebuild_command
     from edgeresnet.trt.onnx_info import inspect_onnx
     from edgeresnet.trt.plan import BuildSpec, DeviceCaps, parse_batch, plan_build
     from edgeresnet.trt.planfile import read_plan_header
+    from edgeresnet.trt.targets import load_target
 
     trt = adapter.load_trt("rtx")
     target = load_target(job.get("target", "desktop-ada"))

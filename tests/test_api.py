@@ -107,7 +107,7 @@ def test_verify_checkpoint_against_its_onnx(tiny):
     from edgeresnet import UserError, verify
 
     result = verify(tiny.checkpoint, tiny.onnx, data="digits", parity_images=8, max_batch=2)
-    assert result.passed and result.images >= 8 and result.to_dict()["schema"] == "edgeresnet.parity/1"
+    assert result.passed and result.images >= 8 and result.to_dict()["schema"] == "edgeresnet.export.parity/1"
     assert result.runners["a"]["backend"] == "torch" and result.runners["b"]["backend"] == "ort"
     with pytest.raises(UserError, match="--max-batch"):
         verify(tiny.checkpoint, tiny.onnx, max_batch=0)

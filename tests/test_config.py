@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from edgeresnet.config import (
+from edgeresnet.errors import UserError
+from edgeresnet.train.recipe import (
     TrainRecipe,
     field_names,
     flag,
@@ -16,7 +17,6 @@ from edgeresnet.config import (
     recipe_from_dict,
     recipe_to_yaml,
 )
-from edgeresnet.errors import UserError
 from edgeresnet.train.schedule import lr_factor
 
 

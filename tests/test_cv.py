@@ -49,7 +49,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_folds_are_stratified_disjoint_and_cover_the_pool():
-    from edgeresnet.cv import fold_indices, inner_split
+    from edgeresnet.experiments.cv import fold_indices, inner_split
 
     labels = [0] * 9 + [1] * 6 + [2] * 3
     folds = fold_indices(labels, 3, seed=0)
@@ -66,7 +66,7 @@ def test_folds_are_stratified_disjoint_and_cover_the_pool():
 
 
 def test_aggregate_is_mean_and_sample_std():
-    from edgeresnet.cv import aggregate
+    from edgeresnet.experiments.cv import aggregate
 
     stats = aggregate([90.0, 92.0, 97.0])
     assert stats["mean"] == pytest.approx(93.0)
@@ -79,7 +79,7 @@ def test_aggregate_is_mean_and_sample_std():
     (4, "--folds 4: class 'c' has only 3 image(s) in train+val"),
 ])
 def test_bad_fold_counts_are_one_line_errors(folds, message):
-    from edgeresnet.cv import check_folds
+    from edgeresnet.experiments.cv import check_folds
 
     with pytest.raises(UserError) as err:
         check_folds([0] * 5 + [1] * 4 + [2] * 3, folds, ("a", "b", "c"))
@@ -90,8 +90,8 @@ def test_bad_fold_counts_are_one_line_errors(folds, message):
 
 
 def test_cross_validate_trains_every_fold_and_leaves_test_alone(digits8, tmp_path):
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.cv import cross_validate, write_report
+    from edgeresnet.experiments.cv import cross_validate, write_report
+    from edgeresnet.train.recipe import TrainRecipe
 
     recipe = TrainRecipe(**TINY)
     seen_epochs = []
@@ -126,7 +126,7 @@ def test_cv_command_end_to_end(folder, tmp_path, capsys):
               "--json", "-"])
     assert done.value.code in (0, None)
     report = json.loads(capsys.readouterr().out)
-    assert report["schema"] == "edgeresnet.cv/1" and report["k"] == 2
+    assert report["schema"] == "edgeresnet.experiments.cv/1" and report["k"] == 2
     assert set(report["summary"]["top1"]) >= {"mean", "std", "values"}
     assert (out / "cv.json").exists() and (out / "folds.csv").exists()
 

@@ -6,10 +6,10 @@ import pytest
 
 from edgeresnet.data.presets import Preprocess
 from edgeresnet.errors import UserError
-from edgeresnet.targets import load_target
 from edgeresnet.trt.deploy import deepstream_config, labels_text, triton_config
 from edgeresnet.trt.engine_manifest import engine_section
 from edgeresnet.trt.plan import BuildSpec, DeviceCaps, plan_build
+from edgeresnet.trt.targets import load_target
 from trt_onnx_helpers import digits_preprocess, imagenet_preprocess
 
 

@@ -140,10 +140,10 @@ def _reference(tmp_path: Path):
     """One process, accumulation over the 2 ranks' micro-batches in turn: what DDP must compute."""
     import dataclasses
 
-    from edgeresnet.config import TrainRecipe
     from edgeresnet.data import load_data
     from edgeresnet.models import ModelSpec, build_model
     from edgeresnet.train import fit, seed_everything
+    from edgeresnet.train.recipe import TrainRecipe
 
     splits = load_data("digits", 16, seed=0)
     train = splits.splits["train"]

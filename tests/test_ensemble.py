@@ -40,7 +40,7 @@ def _probs(logits):
 
 
 def test_average_and_weighted_are_log_of_mean_probabilities():
-    from edgeresnet.ensemble import EnsembleModule
+    from edgeresnet.experiments.ensemble import EnsembleModule
 
     x = torch.zeros(2, 3, 8, 8)
     out = EnsembleModule([_Fixed(A), _Fixed(B)], "average")(x)
@@ -51,7 +51,7 @@ def test_average_and_weighted_are_log_of_mean_probabilities():
 
 
 def test_vote_is_the_majority_of_top1_with_probability_tie_break():
-    from edgeresnet.ensemble import EnsembleModule
+    from edgeresnet.experiments.ensemble import EnsembleModule
 
     x = torch.zeros(2, 3, 8, 8)
     out = EnsembleModule([_Fixed(A), _Fixed(B), _Fixed(C)], "vote")(x)
@@ -73,7 +73,7 @@ def test_vote_is_the_majority_of_top1_with_probability_tie_break():
     ("1,1", "median", "--method median: choose one of average, weighted, vote"),
 ])
 def test_bad_weights_are_one_line_errors(text, method, message):
-    from edgeresnet.ensemble import parse_weights
+    from edgeresnet.experiments.ensemble import parse_weights
 
     with pytest.raises(UserError) as err:
         parse_weights(text, 2, method)
@@ -82,7 +82,7 @@ def test_bad_weights_are_one_line_errors(text, method, message):
 
 def test_members_must_share_classes_and_preprocessing():
     from edgeresnet.data.presets import preset_for
-    from edgeresnet.ensemble import check_members
+    from edgeresnet.experiments.ensemble import check_members
 
     ten = preset_for("digits", 8, tuple("0123456789")).to_dict()
     photo = preset_for("folder", 8, tuple("0123456789")).to_dict()
@@ -99,10 +99,10 @@ def test_members_must_share_classes_and_preprocessing():
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory) -> list[Path]:
-    from edgeresnet.config import TrainRecipe
     from edgeresnet.data import load_data
     from edgeresnet.models import ModelSpec, build_model
     from edgeresnet.train import fit, seed_everything
+    from edgeresnet.train.recipe import TrainRecipe
     from edgeresnet.train.state import save_checkpoint
 
     splits = trim_splits(load_data("digits", 8, seed=0), {"train": 4, "val": 2, "test": 2})
@@ -133,7 +133,7 @@ def test_ensemble_exports_one_onnx_graph_and_evaluates_it(members, tmp_path, cap
     import onnx
 
     from edgeresnet.artifacts import read_manifest, sha256_file
-    from edgeresnet.ensemble import build_ensemble, load_members
+    from edgeresnet.experiments.ensemble import build_ensemble, load_members
     from edgeresnet.runners import load_runner
 
     out = tmp_path / "ensemble.onnx"

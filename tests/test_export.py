@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from edgeresnet.artifacts import sha256_file
 from edgeresnet.cli.main import main
-from edgeresnet.onnx_meta import KEY_BATCH_PROFILE, KEY_CLASS_NAMES, KEY_PREPROCESS
+from edgeresnet.export.onnx_meta import KEY_BATCH_PROFILE, KEY_CLASS_NAMES, KEY_PREPROCESS
 
 
 def _checkpoint(path, arch="resnet18", size=32, seed=0, small_stem=False):

@@ -130,7 +130,7 @@ def test_verify_checkpoint_against_its_onnx(art, capsys):
     code, out, err = _run(capsys, "verify", art["a"], art["onnx"], "--parity-images", "6", "--json", "-")
     assert code == 0, err
     data = json.loads(out)  # stdout is only the JSON; the table went to stderr
-    assert data["schema"] == "edgeresnet.parity/1" and data["passed"] and data["data"] == "digits"
+    assert data["schema"] == "edgeresnet.export.parity/1" and data["passed"] and data["data"] == "digits"
     assert [c["batch"] for c in data["cases"]] == [1, 4] and data["max_abs"] < 1e-3
     assert data["runners"]["a"]["backend"] == "torch" and data["runners"]["b"]["backend"] == "ort"
     assert data["a"] == f"torch:{art['a']}" and data["b"] == f"ort:{art['onnx']}"

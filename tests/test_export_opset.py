@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from edgeresnet.errors import UserError
+from edgeresnet.export.onnx_meta import BatchProfile
 from edgeresnet.export.opset import DYNAMO_DEFAULT_OPSET, choose_opset, exporter_for_opset, resolve_target
-from edgeresnet.onnx_meta import BatchProfile
 
 
 @pytest.fixture(autouse=True)

@@ -166,7 +166,7 @@ def test_the_torchscript_export_call_runs_against_torch_2_3s_signature(monkeypat
     import torch
 
     from edgeresnet.export.onnx_export import _export_torchscript
-    from edgeresnet.onnx_meta import BatchProfile
+    from edgeresnet.export.onnx_meta import BatchProfile
 
     real = torch.onnx.export
     calls: list[dict[str, Any]] = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeresnet.errors import UserError
-from edgeresnet.parity import (
+from edgeresnet.export.parity import (
     Tolerance,
     _batches_of,
     common_batches,

@@ -31,7 +31,7 @@ def files(tmp_path_factory):
     import torch
 
     from edgeresnet.export import export_onnx
-    from edgeresnet.parity import load_parity_images
+    from edgeresnet.export.parity import load_parity_images
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -99,7 +99,7 @@ def test_truncated_onnx_is_refused(files, tmp_path):
 
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(files["onnx"].read_bytes()[:100_000])
-    with pytest.raises(UserError, match=rf"{cut}: corrupt or not an ONNX model"):
+    with pytest.raises(UserError, match=rf"{cut}: not an ONNX model"):
         load_runner(cut)
 
 
@@ -124,7 +124,7 @@ def test_provider_resolution():
 
 
 def test_preprocess_of_checkpoint_onnx_and_engine_via_its_manifest(files, tmp_path):
-    from edgeresnet.onnx_meta import batch_profile_of, preprocess_of
+    from edgeresnet.export.onnx_meta import batch_profile_of, preprocess_of
 
     assert preprocess_of(files["pt"]) == files["preprocess"]
     assert preprocess_of(files["onnx"]) == files["preprocess"]
@@ -146,7 +146,7 @@ def test_preprocess_of_checkpoint_onnx_and_engine_via_its_manifest(files, tmp_pa
 def test_foreign_onnx_without_metadata_runs_but_has_no_contract(files, tmp_path):
     import onnx
 
-    from edgeresnet.onnx_meta import preprocess_of
+    from edgeresnet.export.onnx_meta import preprocess_of
     from edgeresnet.runners.ort_runner import OrtRunner
 
     model = onnx.load(str(files["onnx"]))

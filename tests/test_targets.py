@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from edgeresnet.errors import UserError
-from edgeresnet.targets import list_targets, load_target, parse_target, target_names, targets_dir
 from edgeresnet.trt.features import max_onnx_opset, parse_version
+from edgeresnet.trt.targets import list_targets, load_target, parse_target, target_names, targets_dir
 
 EXPECTED = {
     "jetson-nano", "jetson-tx2", "xavier-nx", "agx-xavier", "orin-nano", "orin-nx", "agx-orin",

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import trim_splits
-from edgeresnet.config import TrainRecipe
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model
 from edgeresnet.train import fit, seed_everything
+from edgeresnet.train.recipe import TrainRecipe
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 BASE = dict(image_size=16, batch_size=8, warmup_epochs=0.0)

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
     from edgeresnet.errors import UserError
     from edgeresnet.export import export_onnx
     from edgeresnet.models import ModelSpec, build_model
-    from edgeresnet.parity import compare_runners
+    from edgeresnet.export.parity import compare_runners
     from edgeresnet.runners.base import load_runner
     from edgeresnet.trt import adapter
     from edgeresnet.trt.cuda_mem import get_backend

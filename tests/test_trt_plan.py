@@ -7,7 +7,6 @@ import itertools
 import pytest
 
 from edgeresnet.errors import UserError
-from edgeresnet.targets import list_targets, load_target
 from edgeresnet.trt.features import TrtFeatures
 from edgeresnet.trt.onnx_info import inspect_onnx, onnx_has_qdq
 from edgeresnet.trt.plan import (
@@ -19,6 +18,7 @@ from edgeresnet.trt.plan import (
     plan_build,
     timing_cache_key,
 )
+from edgeresnet.trt.targets import list_targets, load_target
 from trt_onnx_helpers import make_classifier_onnx
 
 

@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from edgeresnet.errors import UserError
-from edgeresnet.targets import load_target
 from edgeresnet.trt.features import TrtFeatures
 from edgeresnet.trt.plan import BuildSpec, DeviceCaps, plan_build
+from edgeresnet.trt.targets import load_target
 from edgeresnet.trt.trtexec import TrtexecFiles, benchmark_args, build_args, build_script, command_line, script_name
 
 FILES = TrtexecFiles(onnx="model.onnx", engine="model.engine", layer_info="model.layers.json")

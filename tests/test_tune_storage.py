@@ -1,7 +1,7 @@
 """A recipe search shared through Optuna's relational storage (``tune --storage URL --study NAME``).
 
 Workers are real processes on one SQLite study: ``edgeresnet tune`` itself for the two concurrent
-workers and the resumed third run, and a small script calling ``edgeresnet.tune.tune`` for the killed
+workers and the resumed third run, and a small script calling ``edgeresnet.experiments.tune.tune`` for the killed
 worker (it needs a 1 s heartbeat, which the command leaves at its 60 s default). Trials are ResNet18 (small
 stem) on digits at 8x8, one optimizer step each, one torch thread per process.
 """
@@ -55,7 +55,7 @@ def _load(url: str, name: str = "fmnist"):
 
 
 def test_two_workers_share_one_sqlite_study_and_a_third_run_resumes_it(tmp_path):
-    from edgeresnet.config import merge_recipe, read_recipe_file
+    from edgeresnet.train.recipe import merge_recipe, read_recipe_file
 
     (tmp_path / "space.yaml").write_text(SPACE)
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -86,14 +86,14 @@ def test_two_workers_share_one_sqlite_study_and_a_third_run_resumes_it(tmp_path)
     assert recipe.lr == study.best_trial.params["lr"] and recipe.image_size == 8
     manifest = json.loads((tmp_path / "c" / "best-recipe.yaml.json").read_text())
     assert manifest["trial"] == study.best_trial.number
-    assert manifest["study"]["fingerprint"] == study.user_attrs["edgeresnet.tune"]["fingerprint"]
+    assert manifest["study"]["fingerprint"] == study.user_attrs["edgeresnet.experiments.tune"]["fingerprint"]
     assert f"trial {study.best_trial.number} of study fmnist" in path.read_text().splitlines()[0]
 
 
 WORKER = textwrap.dedent("""
     import json, os, signal, sys
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.tune import parse_space, tune
+    from edgeresnet.train.recipe import TrainRecipe
+    from edgeresnet.experiments.tune import parse_space, tune
 
     url, kill, out = sys.argv[1], sys.argv[2] == "kill", sys.argv[3]
 
@@ -172,8 +172,8 @@ def test_storage_and_study_go_together_and_grid_stays_on_one_process(tmp_path, c
 def test_a_study_of_another_search_is_refused(tmp_path, capsys):
     import optuna
 
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.train.recipe import TrainRecipe
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as tune() sets it; INFO lines would land on stderr
     (tmp_path / "space.yaml").write_text(SPACE)
@@ -197,8 +197,8 @@ def test_a_study_of_another_search_is_refused(tmp_path, capsys):
 
 
 def test_a_study_whose_base_recipe_differs_is_refused_but_machine_fields_may_differ(tmp_path):
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.train.recipe import TrainRecipe
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     space = parse_space({"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}})
@@ -220,8 +220,8 @@ def test_a_worker_that_loses_the_table_creation_race_tries_again(tmp_path, monke
     import optuna
     from sqlalchemy.exc import OperationalError
 
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.train.recipe import TrainRecipe
 
     calls: list[int] = []
     failure = Exception("table studies already exists")
@@ -237,7 +237,7 @@ def test_a_worker_that_loses_the_table_creation_race_tries_again(tmp_path, monke
     url = f"sqlite:///{tmp_path / 'study.db'}"
     identity = search_identity(parse_space({"lr": {"type": "float", "low": 0.01, "high": 0.1}}), TrainRecipe(), "bayes")
     study, created = open_study(check_storage(url), "s", identity, sampler=None, pruner=None)
-    assert created and len(calls) == 2 and study.user_attrs["edgeresnet.tune"] == identity
+    assert created and len(calls) == 2 and study.user_attrs["edgeresnet.experiments.tune"] == identity
     calls.clear()
     failure = Exception("unable to open database file")
     with pytest.raises(UserError, match=r"cannot use the study database \(unable to open database file\)"):
@@ -249,8 +249,8 @@ def test_a_database_failure_during_the_search_is_one_line(tmp_path, monkeypatch)
     SQLAlchemyError: it must still end in one line, not a traceback."""
     import optuna
 
-    from edgeresnet.config import TrainRecipe
-    from edgeresnet.tune import parse_space, tune
+    from edgeresnet.experiments.tune import parse_space, tune
+    from edgeresnet.train.recipe import TrainRecipe
 
     def locked(self, *args, **kwargs):
         raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. database is locked")

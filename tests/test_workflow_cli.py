@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
-from edgeresnet.config import field_names, flag
+from edgeresnet.train.recipe import field_names, flag
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread", "wide_terminal")
 SMALL_TRAIN = ["--image-size", "16", "--batch-size", "8", "--no-progress"]

@@ -388,8 +388,8 @@ class OnnxManifest(Manifest):
 
     @property
     def batch_profile(self) -> Any:
-        """``edgeresnet.onnx_meta.BatchProfile`` of the manifest, or None."""
-        from edgeresnet.onnx_meta import BatchProfile
+        """``edgeresnet.export.onnx_meta.BatchProfile`` of the manifest, or None."""
+        from edgeresnet.export.onnx_meta import BatchProfile
 
         profile = self.batch_profile_dict
         return None if profile is None else BatchProfile.from_dict(profile)

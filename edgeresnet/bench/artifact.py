@@ -115,7 +115,7 @@ def onnx_precision(path: Path) -> str:
     """int8 when the graph carries Q/DQ or QLinear ops, fp16 when its input is float16, else fp32."""
     import onnx
 
-    from edgeresnet.onnx_meta import load_onnx_model
+    from edgeresnet.export.onnx_meta import load_onnx_model
 
     try:
         model = load_onnx_model(path)

@@ -1,6 +1,6 @@
 """``edgeresnet cv``, ``ensemble`` and ``tune``: parsing and printing only.
 
-The work is in ``edgeresnet.cv``, ``edgeresnet.ensemble`` and ``edgeresnet.tune``. ``cv`` and ``tune``
+The work is in ``edgeresnet.experiments.cv``, ``edgeresnet.experiments.ensemble`` and ``edgeresnet.experiments.tune``. ``cv`` and ``tune``
 take the training recipe like ``train`` does (``--config recipe.yaml`` plus the common flags, flags win).
 Exit codes: 0 done, 1 an export's parity failed, 2 bad input (one line on stderr).
 """
@@ -25,7 +25,7 @@ def _pct(value: float | None) -> str:
 
 def _recipe(config: Path | None, overrides: dict[str, Any]) -> Any:
     """defaults < --config file < flags given on the command line (``None`` = not given)."""
-    from edgeresnet.config import merge_recipe, read_recipe_file
+    from edgeresnet.train.recipe import merge_recipe, read_recipe_file
 
     file_values = read_recipe_file(config) if config is not None else {}
     flags = {k: v for k, v in overrides.items() if v is not None}
@@ -179,7 +179,7 @@ def cv_cmd(
     initial weights with the same recipe and is scored on its held-out fold.
     """
     from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-    from edgeresnet.cv import check_folds, cross_validate, pool_of, write_report
+    from edgeresnet.experiments.cv import check_folds, cross_validate, pool_of, write_report
     from edgeresnet.train.job import load_splits
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
@@ -257,7 +257,7 @@ def ensemble_cmd(
 ) -> None:
     """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
     from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.ensemble import EnsembleSettings, evaluate_ensemble
+    from edgeresnet.experiments.ensemble import EnsembleSettings, evaluate_ensemble
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
     settings = EnsembleSettings(models=models, method=method, weights=weights, out=out, data=data, split=split,
@@ -324,7 +324,7 @@ def tune_cmd(
     Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
     """
     from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-    from edgeresnet.tune import METHODS, load_space, tune, write_outputs
+    from edgeresnet.experiments.tune import METHODS, load_space, tune, write_outputs
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
 

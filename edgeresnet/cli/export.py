@@ -1,6 +1,6 @@
 """``edgeresnet export`` (checkpoint -> ONNX, parity-checked) and ``edgeresnet verify A B``.
 
-Parsing, printing and exit codes only; the work is in ``edgeresnet.export`` and ``edgeresnet.parity``.
+Parsing, printing and exit codes only; the work is in ``edgeresnet.export`` and ``edgeresnet.export.parity``.
 Exit codes: 0 parity passed, 1 parity (or the export itself) failed, 2 bad input.
 """
 
@@ -90,7 +90,7 @@ def _export_table(result: Any) -> Any:
 
 
 def _tolerance(atol: float, rtol: float, min_agreement: float) -> Any:
-    from edgeresnet.parity import Tolerance
+    from edgeresnet.export.parity import Tolerance
 
     return Tolerance(atol=atol, rtol=rtol, min_agreement=min_agreement)
 

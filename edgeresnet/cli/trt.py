@@ -28,7 +28,7 @@ def targets_list(
     from rich.table import Table
 
     from edgeresnet.artifacts import emit_json
-    from edgeresnet.targets import list_targets
+    from edgeresnet.trt.targets import list_targets
 
     targets = list_targets()
     if json_out == "-":
@@ -55,7 +55,7 @@ def targets_show(
     from rich.table import Table
 
     from edgeresnet.artifacts import emit_json
-    from edgeresnet.targets import load_target
+    from edgeresnet.trt.targets import load_target
 
     target = load_target(name, option="NAME")
     if json_out == "-":

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 
 from edgeresnet.cli import common
-from edgeresnet.config import TrainRecipe, field_names
 from edgeresnet.errors import UserError
+from edgeresnet.train.recipe import TrainRecipe, field_names
 
 _D = TrainRecipe()  # defaults shown in --help
 _DATA, _OPT, _AUG, _RUN, _OUT = "Data and model", "Optimisation", "Augmentation", "Run control", "Outputs"
@@ -221,8 +221,8 @@ def train_cmd(
     Runs unchanged under 'torchrun --nproc-per-node N -m edgeresnet train ...' (or use --nproc N).
     """
     from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.config import merge_recipe, read_recipe_file, recipe_from_dict
     from edgeresnet.train.job import run_training, saved_recipe
+    from edgeresnet.train.recipe import merge_recipe, read_recipe_file, recipe_from_dict
 
     check_json_dest(json_out)
     file_values = read_recipe_file(config) if config is not None else {}
@@ -269,7 +269,7 @@ def import_cmd(
 ) -> None:
     """Import external ResNet weights as an edgeresnet checkpoint (ImageNet preprocessing recorded)."""
     from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.weights_import import ImportSettings, import_weights
+    from edgeresnet.models.weights_import import ImportSettings, import_weights
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
     result = import_weights(ImportSettings(weights=weights, arch=arch, num_classes=num_classes, out=out,

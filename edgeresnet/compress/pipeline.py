@@ -43,7 +43,7 @@ def resolve_data(data: str | None, source: str | Path, preprocess: Any) -> str:
     if data:
         return data
     try:
-        from edgeresnet.onnx_meta import data_spec_of
+        from edgeresnet.export.onnx_meta import data_spec_of
 
         recorded = data_spec_of(source)
     except ImportError:

@@ -62,7 +62,7 @@ def choose_flavour(flavour: str | None, target: str | None) -> tuple[str, str, t
         chosen = flavour or "trt"
         why = f"--flavour {flavour}" if flavour else "default (TensorRT Q/DQ; --flavour ort for ONNX Runtime on CPU)"
         return chosen, why, cal.DEFAULT_TRT_VERSION
-    from edgeresnet.targets import load_target
+    from edgeresnet.trt.targets import load_target
 
     t = load_target(target)
     version = cal.DEFAULT_TRT_VERSION
@@ -82,14 +82,14 @@ def choose_flavour(flavour: str | None, target: str | None) -> tuple[str, str, t
 # -- model facts -----------------------------------------------------------------------------------
 def preprocess_for_onnx(path: Path, model: Any = None) -> Any:
     """The preprocessing contract recorded with the ONNX (metadata_props, else its manifest)."""
-    from edgeresnet.onnx_meta import preprocess_of
+    from edgeresnet.export.onnx_meta import preprocess_of
 
     return preprocess_of(path, required=True)
 
 
 def recorded_data_spec(path: Path) -> str | None:
     """The data set the model was made from, as its manifest chain records it."""
-    from edgeresnet.onnx_meta import data_spec_of
+    from edgeresnet.export.onnx_meta import data_spec_of
 
     return data_spec_of(path)
 
@@ -367,7 +367,7 @@ def _build_ort(model: Any, table: cal.CalibrationTable, keep_float: frozenset, f
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
-    from edgeresnet.onnx_meta import load_onnx_model
+    from edgeresnet.export.onnx_meta import load_onnx_model
 
     with tempfile.TemporaryDirectory(prefix="edgeresnet-ptq-") as tmp:
         cache = Path(tmp) / "ranges.json"

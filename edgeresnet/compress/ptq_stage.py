@@ -200,8 +200,8 @@ def qat(settings: QatSettings | None = None, *, console: Any = None, progress: P
 
 def checkpoint_data(path: Path) -> str | None:
     """The data set a checkpoint records (in the checkpoint itself, else its manifest chain)."""
+    from edgeresnet.export.onnx_meta import data_spec_of
     from edgeresnet.models import load_checkpoint
-    from edgeresnet.onnx_meta import data_spec_of
 
     ckpt = load_checkpoint(path)
     value = ckpt.get("data")

@@ -293,11 +293,11 @@ def export_qdq_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int = 
     import onnx
 
     from edgeresnet.compress import qdq
-    from edgeresnet.onnx_meta import contract_props, set_metadata
+    from edgeresnet.export.onnx_meta import contract_props, load_onnx_model, set_metadata
 
     if not 13 <= opset <= 20:
         raise UserError(f"--opset {opset}: Q/DQ export needs opset 13..20 (per-channel axis from 13); use 13 or 17")
-    from edgeresnet.onnx_meta import BatchProfile
+    from edgeresnet.export.onnx_meta import BatchProfile
 
     profile = BatchProfile.parse(QAT_BATCH_PROFILE_TEXT)
     m = copy.deepcopy(model).eval()
@@ -313,7 +313,7 @@ def export_qdq_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int = 
         torch.onnx.export(m, (dummy,), str(raw), **torchscript_kwargs(), opset_version=opset, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           do_constant_folding=True)
-        onnx_model = onnx.load(str(raw))
+        onnx_model = load_onnx_model(raw, weights=True)
     qdq.fold_weight_quantize(onnx_model)
     qdq.name_nodes(onnx_model)
     set_metadata(onnx_model, contract_props(preprocess, profile, extra_metadata))

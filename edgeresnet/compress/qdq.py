@@ -26,18 +26,10 @@ MIN_QDQ_OPSET = 13  # per-channel ``axis`` on QuantizeLinear/DequantizeLinear
 
 
 def load_onnx(path: str | Path, option: str = "MODEL") -> Any:
-    import onnx
+    """A float or Q/DQ model with its weights, through the package's one ONNX loader."""
+    from edgeresnet.export.onnx_meta import load_onnx_model
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{option} {p}: ONNX file not found; check the path")
-    try:
-        model = onnx.load(str(p))
-    except Exception as exc:  # onnx raises DecodeError/ValueError/google.protobuf errors for foreign files
-        raise UserError(f"{option} {p}: not a readable ONNX model ({exc.__class__.__name__}); re-export it") from exc
-    if not model.graph.node:
-        raise UserError(f"{option} {p}: ONNX graph has no nodes; re-export it")
-    return model
+    return load_onnx_model(path, weights=True, option=option)
 
 
 def opset_of(model: Any) -> int:

@@ -222,7 +222,7 @@ def evaluate_model_file(path: str | Path, data: str | None = None, split: str = 
     """
     from edgeresnet.artifacts import require_file
     from edgeresnet.data import load_data
-    from edgeresnet.onnx_meta import data_spec_of, preprocess_of
+    from edgeresnet.export.onnx_meta import data_spec_of, preprocess_of
 
     model_path = require_file(path, "model file")
     if split not in ("train", "val", "test", "all"):

@@ -9,9 +9,9 @@ from typing import Any
 
 from edgeresnet.errors import UserError
 from edgeresnet.export.onnx_export import Advance, ExportResult, Stage, as_profile, check_onnx_out, export_onnx
+from edgeresnet.export.onnx_meta import BatchProfile, data_spec_of
 from edgeresnet.export.opset import choose_opset, resolve_target
-from edgeresnet.onnx_meta import BatchProfile, data_spec_of
-from edgeresnet.parity import Tolerance, load_parity_images
+from edgeresnet.export.parity import Tolerance, load_parity_images
 
 DEFAULT_PARITY_IMAGES = 32
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnet.errors import UserError
-from edgeresnet.parity import Tolerance
+from edgeresnet.export.parity import Tolerance
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 PRECISIONS = ("fp32", "fp16")
@@ -204,7 +204,7 @@ def fp16_for_build(spec: Any, features: Any, device: Any, *, out_dir: Any, base:
 
     if not needs_fp16_conversion(spec, features, device):
         return None
-    from edgeresnet.onnx_meta import preprocess_of
+    from edgeresnet.export.onnx_meta import preprocess_of
 
     src = Path(spec.onnx)
     dst = Path(out_dir) / f"{base}.fp16.onnx"
@@ -240,11 +240,11 @@ def _convert_file(src: Any, dst: Any, preprocess: Any, spec: Any, features: Any)
 
     from edgeresnet.artifacts import atomic_output, build_manifest, write_manifest
     from edgeresnet.export.checkpoint import DEFAULT_PARITY_IMAGES, resolve_data_spec
-    from edgeresnet.onnx_meta import set_metadata
-    from edgeresnet.parity import compare_runners, load_parity_images
+    from edgeresnet.export.onnx_meta import load_onnx_model, set_metadata
+    from edgeresnet.export.parity import compare_runners, load_parity_images
     from edgeresnet.runners.ort_runner import OrtRunner
 
-    model = onnx.load(str(src))
+    model = load_onnx_model(src, weights=True)
     half, stats = convert_to_fp16(model)
     set_metadata(half, {KEY_PRECISION: "fp16"})
     try:

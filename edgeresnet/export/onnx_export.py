@@ -24,9 +24,9 @@ from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir
 from edgeresnet.data.presets import Preprocess
 from edgeresnet.errors import UserError
 from edgeresnet.export.fp16 import FP16_TOLERANCE, KEY_PRECISION, check_precision, convert_to_fp16
+from edgeresnet.export.onnx_meta import KEY_MODEL, KEY_SOURCE_SHA256, BatchProfile, contract_props, set_metadata
 from edgeresnet.export.opset import OpsetChoice, choose_opset
-from edgeresnet.onnx_meta import KEY_MODEL, KEY_SOURCE_SHA256, BatchProfile, contract_props, set_metadata
-from edgeresnet.parity import ParityReport, Tolerance, compare_runners, planned_steps
+from edgeresnet.export.parity import ParityReport, Tolerance, compare_runners, planned_steps
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

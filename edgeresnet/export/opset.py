@@ -115,12 +115,12 @@ def choose_opset(opset: int | None = None, exporter: str | None = None, target: 
 
 
 def resolve_target(name: str | None, loader: Callable[[str], Any] | None = None) -> Any:
-    """``--target NAME`` -> Target (via ``edgeresnet.targets.load_target`` unless a loader is given)."""
+    """``--target NAME`` -> Target (via ``edgeresnet.trt.targets.load_target`` unless a loader is given)."""
     if name is None:
         return None
     if loader is None:
         try:
-            from edgeresnet.targets import load_target as loader  # type: ignore[no-redef]
+            from edgeresnet.trt.targets import load_target as loader  # type: ignore[no-redef]
         except ImportError as exc:  # pragma: no cover - targets ship with the package
             raise UserError(f"--target {name}: target definitions are not available in this install") from exc
     target = loader(name)

@@ -33,7 +33,7 @@ def no_progress() -> Iterator[_NoProgress]:
 class VerifyResult:
     """The parity report of B against A (the reference); ``to_dict()`` is the ``--json`` document."""
 
-    report: Any  # edgeresnet.parity.ParityReport
+    report: Any  # edgeresnet.export.parity.ParityReport
     data: str
     images: int
     runners: dict[str, Any]
@@ -44,7 +44,7 @@ class VerifyResult:
         return bool(self.report.passed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "edgeresnet.parity/1", "data": self.data, "images": self.images, **self.report.to_dict(),
+        return {"schema": "edgeresnet.export.parity/1", "data": self.data, "images": self.images, **self.report.to_dict(),
                 "runners": self.runners}
 
 
@@ -56,7 +56,7 @@ def verify(a: str | Path, b: str | Path, *, data: str | None = None, atol: float
     A failed comparison is a result (``passed`` False), not an exception; input a user can fix is a ``UserError``.
     """
     from edgeresnet.export import resolve_data_spec
-    from edgeresnet.parity import Tolerance, common_batches, compare_runners, load_parity_images, planned_steps
+    from edgeresnet.export.parity import Tolerance, common_batches, compare_runners, load_parity_images, planned_steps
     from edgeresnet.runners import load_runner
 
     a, b = Path(a), Path(b)
@@ -78,7 +78,7 @@ def verify(a: str | Path, b: str | Path, *, data: str | None = None, atol: float
 
 def _common_preprocess(a: Path, runner_a: Any, b: Path, runner_b: Any) -> Any:
     """The contract both artifacts share; differing contracts make the comparison meaningless."""
-    from edgeresnet.onnx_meta import preprocess_of
+    from edgeresnet.export.onnx_meta import preprocess_of
 
     pa = getattr(runner_a, "preprocess", None) or preprocess_of(a, required=False)
     pb = getattr(runner_b, "preprocess", None) or preprocess_of(b, required=False)
@@ -98,7 +98,7 @@ def _batch_range(path: Path, runner: Any) -> tuple[int, int] | None:
     found = runner.batch_range  # the Runner contract; an engine without profile data in its manifest falls back
     if found is not None or runner.backend in ("torch", "ort"):
         return found
-    from edgeresnet.onnx_meta import batch_profile_of
+    from edgeresnet.export.onnx_meta import batch_profile_of
 
     profile = batch_profile_of(path)
     return (profile.min, profile.max) if profile is not None else None

@@ -95,7 +95,7 @@ class OrtRunner(Runner):
              providers: list[str] | tuple[str, ...] | str | None = None) -> OrtRunner:
         """``providers`` picks the execution providers; ``device`` is not used (the providers decide where it
         runs), ``cuda_backend`` is TensorRT's only (a warning when set)."""
-        from edgeresnet.onnx_meta import load_onnx_model, metadata_of, preprocess_from_props, profile_from_props
+        from edgeresnet.export.onnx_meta import load_onnx_model, metadata_of, preprocess_from_props, profile_from_props
 
         path = Path(path)
         if threads is not None and threads < 1:

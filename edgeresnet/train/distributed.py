@@ -363,8 +363,8 @@ def _launch_locked(recipe: Any, nproc: int, *, out: Any, resume: bool, overwrite
                    json_out: str | None) -> int:
     import tempfile
 
-    from edgeresnet.config import recipe_to_yaml
     from edgeresnet.train.job import check_out_dir
+    from edgeresnet.train.recipe import recipe_to_yaml
 
     check_out_dir(Path(out), resume=resume, overwrite=overwrite)  # under the lock: no run can start meanwhile
     fd, name = tempfile.mkstemp(prefix="edgeresnet-recipe-", suffix=".yaml")

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeresnet.config import TrainRecipe, recipe_to_yaml
 from edgeresnet.errors import UserError
 from edgeresnet.train import distributed
 from edgeresnet.train.loop import LAST, TrainResult, fit, seed_everything
+from edgeresnet.train.recipe import TrainRecipe, recipe_to_yaml
 
 RECIPE_FILE = "recipe.yaml"
 

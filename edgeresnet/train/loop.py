@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnet.config import STRUCTURAL, TrainRecipe, flag
 from edgeresnet.errors import UserError
 from edgeresnet.train import distributed, logs, optim
+from edgeresnet.train.recipe import STRUCTURAL, TrainRecipe, flag
 from edgeresnet.train.schedule import lr_factor
 from edgeresnet.train.state import capture_rng, disk_full_error, is_disk_full, restore_rng, save_checkpoint
 

@@ -296,9 +296,9 @@ def _error_lines(text: str) -> list[str]:
 def _onnx_node_label(onnx_path: str, index: int) -> str | None:
     """TensorRT 8.6's ParserError has only the node index: read the node's name from the ONNX graph."""
     try:
-        import onnx
+        from edgeresnet.export.onnx_meta import load_onnx_model
 
-        graph = onnx.load(onnx_path, load_external_data=False).graph
+        graph = load_onnx_model(onnx_path).graph
         node = graph.node[index]
     except Exception:  # a file TensorRT could not parse may not load here either
         return None

@@ -260,7 +260,7 @@ def _device_caps(target: Any, environment: dict[str, Any] | None, console: Any) 
 
 def _preprocess_contract(info: Any, required: bool) -> Any:
     """The ONNX's preprocessing contract (metadata_props or sidecar manifest), or None / UserError."""
-    from edgeresnet.onnx_meta import preprocess_of
+    from edgeresnet.export.onnx_meta import preprocess_of
 
     preprocess = preprocess_of(info.path, required=False)
     if preprocess is None and info.preprocess_dict():
@@ -306,10 +306,10 @@ def build(settings: BuildSettings | None = None, *, console: Any = None, **optio
     Input a user can fix raises ``UserError`` before anything is written.
     """
     from edgeresnet.artifacts import write_text_atomic
-    from edgeresnet.targets import load_target
     from edgeresnet.trt.engine_manifest import collect_environment, rebuild_command
     from edgeresnet.trt.onnx_info import inspect_onnx
     from edgeresnet.trt.plan import BuildSpec, parse_batch, plan_build
+    from edgeresnet.trt.targets import load_target
 
     s = settings if settings is not None else BuildSettings(**options)
     if settings is not None and options:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeresnet.errors import UserError
+from edgeresnet.export.onnx_meta import load_onnx_model
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _FLOAT16 = 10  # onnx.TensorProto.FLOAT16
@@ -49,34 +50,10 @@ class OnnxInfo:
         return None
 
 
-def _load(path: Path) -> Any:
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if not path.exists():
-        raise UserError(f"{path}: ONNX file not found; check the path or run edgeresnet export first")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected an ONNX model file")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: file is empty; re-export the model with edgeresnet export")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not an ONNX model ({exc.__class__.__name__}); re-export it with edgeresnet export") from exc
-    if not model.graph.node or not model.opset_import or model.ir_version <= 0:
-        raise UserError(f"{path}: not an ONNX model (no graph nodes or opset); re-export it with edgeresnet export")
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as exc:  # onnx.checker.ValidationError and friends; one line for the user
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
-        raise UserError(f"{path}: invalid ONNX model ({first}); re-export it with edgeresnet export") from exc
-    return model
-
-
 def inspect_onnx(path: str | Path) -> OnnxInfo:
     """Read ``path`` (no external data) and summarise it; raises UserError if it is not a usable model."""
     p = Path(path)
-    model = _load(p)
+    model = load_onnx_model(p, check=True)
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [inp for inp in graph.input if inp.name not in initializers]

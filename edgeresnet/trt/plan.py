@@ -57,8 +57,8 @@ from edgeresnet.errors import UserError
 from edgeresnet.trt.features import TrtFeatures, VersionLike, format_version
 from edgeresnet.trt.onnx_info import OnnxInfo, onnx_has_qdq  # re-exported: the plan's notion of "a Q/DQ ONNX"
 
-if TYPE_CHECKING:  # for the annotation only: edgeresnet.targets is imported by its callers
-    from edgeresnet.targets import Target
+if TYPE_CHECKING:  # for the annotation only: edgeresnet.trt.targets is imported by its callers
+    from edgeresnet.trt.targets import Target
 
 __all__ = [
     "STEP_OPS",

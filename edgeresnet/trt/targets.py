@@ -223,10 +223,10 @@ def targets_dir() -> Path:
         if not path.is_dir():
             raise UserError(f"${ENV_VAR}={env}: not a directory; point it at a folder of target YAML files or unset it")
         return path
-    repo = Path(__file__).resolve().parents[1] / "targets"
+    repo = Path(__file__).resolve().parents[2] / "targets"  # this file is edgeresnet/trt/targets.py
     if repo.is_dir() and any(repo.glob("*.yaml")):
         return repo
-    packaged = Path(__file__).resolve().parent / "targets"
+    packaged = Path(__file__).resolve().parents[1] / "targets"  # edgeresnet/targets/ in a wheel
     if packaged.is_dir():
         return packaged
     raise UserError(f"no targets directory found (looked in {repo} and {packaged}); set ${ENV_VAR}")

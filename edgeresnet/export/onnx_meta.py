@@ -143,20 +143,38 @@ def profile_from_props(props: dict[str, str], path: Path) -> BatchProfile | None
         raise UserError(f"{path}: metadata {KEY_BATCH_PROFILE} is malformed; re-export the model") from exc
 
 
-def load_onnx_model(path: str | Path, *, weights: bool = False) -> Any:
-    """``onnx.load`` with a one-line error for a file that is not an ONNX model."""
+def load_onnx_model(path: str | Path, *, weights: bool = False, option: str | None = None, check: bool = False) -> Any:
+    """The one ONNX loader: ``onnx.load`` with a one-line error for every way a user's file can be wrong.
+
+    ``weights`` loads external tensor data too (a graph-only read is enough for metadata and inspection);
+    ``option`` prefixes the message with the CLI option that named the file (``MODEL``); ``check`` also runs
+    ``onnx.checker.check_model``, whose first line becomes the message.
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
-    p = require_file(path, "ONNX model")
+    p = Path(path)
+    label = f"{option} {p}" if option else str(p)
+    fix = "re-export it with edgeresnet export"
+    if not p.exists():
+        raise UserError(f"{label}: ONNX file not found; check the path or run edgeresnet export first")
+    if p.is_dir():
+        raise UserError(f"{label}: is a directory, expected an ONNX model file")
     if p.stat().st_size == 0:
-        raise UserError(f"{p}: file is empty, not an ONNX model; re-export it")
+        raise UserError(f"{label}: file is empty, not an ONNX model; {fix}")
     try:
         model = onnx.load(str(p), load_external_data=weights)
     except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: corrupt or not an ONNX model ({exc.__class__.__name__}); re-export it") from exc
-    if not model.graph.input or not model.graph.output:
-        raise UserError(f"{p}: corrupt or not an ONNX model (no graph inputs/outputs); re-export it")
+        raise UserError(f"{label}: not an ONNX model ({exc.__class__.__name__}); {fix}") from exc
+    graph = model.graph
+    if not graph.node or not graph.input or not graph.output or not model.opset_import or model.ir_version <= 0:
+        raise UserError(f"{label}: not an ONNX model (no graph nodes, inputs, outputs or opset); {fix}")
+    if check:
+        try:
+            onnx.checker.check_model(str(p))
+        except Exception as exc:  # onnx.checker.ValidationError and friends; one line for the user
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
+            raise UserError(f"{label}: invalid ONNX model ({first}); {fix}") from exc
     return model
 
 

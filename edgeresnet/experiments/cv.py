@@ -131,7 +131,7 @@ class CVResult:
         return {name: aggregate([f.headline()[name] for f in self.folds]) for name in SUMMARY_METRICS}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "edgeresnet.cv/1", "k": len(self.folds), "fold_seed": self.fold_seed,
+        return {"schema": "edgeresnet.experiments.cv/1", "k": len(self.folds), "fold_seed": self.fold_seed,
                 "inner_val": self.inner_val, "std": "sample standard deviation over folds (ddof=1)",
                 "summary": self.summary, "folds": [f.to_dict() for f in self.folds], "recipe": self.recipe,
                 "data": self.data, "duration_s": round(self.duration_s, 2), "notes": self.notes}

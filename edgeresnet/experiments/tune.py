@@ -113,7 +113,7 @@ def _num(value: Any, where: str, key: str) -> float:
 
 def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
     """Validate a search-space mapping; every problem is one line naming the parameter."""
-    from edgeresnet.config import TrainRecipe, did_you_mean, field_names
+    from edgeresnet.train.recipe import TrainRecipe, did_you_mean, field_names
 
     if not isinstance(data, dict) or not data:
         raise UserError(f"{where}: expected a mapping of recipe fields to distributions, e.g. "
@@ -181,7 +181,7 @@ def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
 
 
 def load_space(path: str | Path) -> dict[str, ParamSpec]:
-    from edgeresnet.config import read_yaml_file
+    from edgeresnet.train.recipe import read_yaml_file
 
     return parse_space(read_yaml_file(path, "--space", "search-space"), f"--space {Path(path)}")
 
@@ -198,7 +198,7 @@ def grid_points(space: dict[str, ParamSpec], where: str = "--space") -> list[dic
 
 def check_space_against(space: dict[str, ParamSpec], base: Any, where: str = "--space") -> None:
     """Every end point of every range must make a valid recipe on its own (a typo like lr high: 50 fails here)."""
-    from edgeresnet.config import merge_recipe
+    from edgeresnet.train.recipe import merge_recipe
 
     for spec in space.values():
         values = list(spec.choices) if spec.type == "categorical" else [spec.low, spec.high]
@@ -257,7 +257,7 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        return {"schema": "edgeresnet.tune/1", "method": self.method, "objective": "best validation top-1 (%)",
+        return {"schema": "edgeresnet.experiments.tune/1", "method": self.method, "objective": "best validation top-1 (%)",
                 "prune": self.prune, "sampler_seed": self.sampler_seed,
                 "space": {n: s.to_dict() for n, s in self.space.items()}, "counts": self.counts(),
                 "best": best.to_dict() if best else None,
@@ -285,9 +285,9 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     """
     import optuna
 
-    from edgeresnet.config import merge_recipe
     from edgeresnet.models import ModelSpec, build_model, import_weights
     from edgeresnet.train import fit, seed_everything
+    from edgeresnet.train.recipe import merge_recipe
 
     started = time.perf_counter()
     if method not in METHODS:
@@ -445,7 +445,7 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
 
 # -- shared studies (Optuna's relational storage) ----------------------------------------------------------
 
-STUDY_ATTR = "edgeresnet.tune"  # study user attribute: the fingerprint of the search this study holds
+STUDY_ATTR = "edgeresnet.experiments.tune"  # study user attribute: the fingerprint of the search this study holds
 # Recipe fields that may differ between the machines of one study without changing what a trial measures:
 # where the data and initial weights lie, and which device / loader workers run it.
 _MACHINE_FIELDS = ("data", "init", "device", "workers")
@@ -665,7 +665,7 @@ def write_outputs(result: TuneResult, out_dir: Path, space_path: Path | None = N
     import io
 
     from edgeresnet.artifacts import build_manifest, write_json_atomic, write_manifest, write_text_atomic
-    from edgeresnet.config import recipe_to_yaml
+    from edgeresnet.train.recipe import recipe_to_yaml
 
     out_dir = Path(out_dir)
     outputs: dict[str, str] = {}

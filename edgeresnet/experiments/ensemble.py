@@ -378,7 +378,7 @@ def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, o
         module = build_ensemble(members, method, weights)
         export_report = None
         if out is not None:
-            from edgeresnet.parity import load_parity_images
+            from edgeresnet.export.parity import load_parity_images
 
             task = bar.add_task("export ONNX + parity", total=None, stats="")
             images_for_parity = load_parity_images(data, preprocess, max(parity_images, 1), seed=seed)
@@ -394,7 +394,7 @@ def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, o
         task = bar.add_task(f"ensemble ({runner.backend})", total=len(labels), stats="")
         metrics = evaluate_runner(runner, images, labels, batch_size, names,
                                   on_batch=lambda done, _total: bar.update(task, completed=done))
-    return {"schema": "edgeresnet.ensemble/1", "method": method,
+    return {"schema": "edgeresnet.experiments.ensemble/1", "method": method,
             "weights": list(module.weights.tolist()), "weights_from": weights_from, "members": member_reports,
             "ensemble": {**headline(metrics), "backend": runner.backend, "path": str(out) if out else None,
                          "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"]},

@@ -1,0 +1,1 @@
+"""Experiments around one recipe: k-fold cross-validation (``cv``), recipe search (``tune``) and ensembles."""
