@@ -1,7 +1,7 @@
 """Build hook only: everything else about the package is in pyproject.toml.
 
 The deployment targets live in the repository's top-level ``targets/*.yaml`` (the one copy kept in git).
-``edgeresnet.targets.targets_dir()`` reads them from there in a checkout or an editable install, and from
+``edgeresnet.trt.targets.targets_dir()`` reads them from there in a checkout or an editable install, and from
 ``edgeresnet/targets/`` (package data) in an installed wheel. This ``build_py`` copies the top-level files into
 the build's ``edgeresnet/targets/`` so that a wheel ships them; MANIFEST.in puts ``targets/`` in the sdist so
 a wheel built from the sdist gets them too.
