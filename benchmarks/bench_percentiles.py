@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgeresnet.bench import stats  # noqa: E402
-from edgeresnet.bench.trtexec_import import parse_export_times  # noqa: E402
+from edgeresnet.bench.trtexec_times import parse_export_times  # noqa: E402
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 

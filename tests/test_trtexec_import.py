@@ -9,7 +9,9 @@ import pytest
 
 from edgeresnet.bench import stats
 from edgeresnet.bench.schema import make_document, validate
-from edgeresnet.bench.trtexec_import import decode_version, import_trtexec, parse_export_times, parse_log
+from edgeresnet.bench.trtexec_import import import_trtexec
+from edgeresnet.bench.trtexec_log import decode_version, parse_log
+from edgeresnet.bench.trtexec_times import parse_export_times
 from edgeresnet.errors import UserError
 
 DATA = Path(__file__).parent / "data" / "trtexec"

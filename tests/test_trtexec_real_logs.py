@@ -11,7 +11,8 @@ import pytest
 
 from conftest import run_cli
 from edgeresnet.bench.schema import make_document, validate
-from edgeresnet.bench.trtexec_import import import_trtexec, parse_log
+from edgeresnet.bench.trtexec_import import import_trtexec
+from edgeresnet.bench.trtexec_log import parse_log
 from edgeresnet.errors import UserError
 
 REAL = Path(__file__).parent / "data" / "trtexec" / "real"
