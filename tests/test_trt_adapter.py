@@ -12,7 +12,9 @@ from edgeresnet.errors import UserError
 from edgeresnet.trt import adapter
 from edgeresnet.trt.errors import EngineLoadError
 from edgeresnet.trt.features import TrtFeatures
-from edgeresnet.trt.plan import STEP_OPS, BuildPlan, BuildSpec, DeviceCaps, Step, plan_build
+from edgeresnet.trt.plan import BuildSpec, DeviceCaps, plan_build
+from edgeresnet.trt.plan_steps import STEP_OPS, BuildPlan, Step
+from edgeresnet.trt.timing_cache import check_timing_cache_file
 from fake_trt import NO_SCALING_FACTORS, FakeEngineSpec, FakeMemory, FakeTrt, fake_timing_cache
 
 A100 = DeviceCaps("NVIDIA A100", (8, 0))
@@ -311,7 +313,7 @@ def test_builder_without_cuda_driver_is_classified(onnx_file: str) -> None:
 
 
 def test_every_plan_op_has_a_handler() -> None:
-    assert {op for op in STEP_OPS if not hasattr(adapter._Build, "step_" + op)} == set()
+    assert {op for op in STEP_OPS if not hasattr(adapter.NetworkBuild, "step_" + op)} == set()
 
 
 # -- logger, calibrator, loading, inspection ---------------------------------------------------------
@@ -605,9 +607,9 @@ def test_a_timing_cache_that_is_something_else_is_refused(tmp_path: Path, conten
     path = tmp_path / "timing.cache"
     path.write_bytes(content)
     with pytest.raises(UserError, match=rf"^--timing-cache {path}: {what}"):
-        adapter.check_timing_cache_file(path)
+        check_timing_cache_file(path)
     path.write_bytes(fake_timing_cache("10.3.0", bytes(range(256))))
-    adapter.check_timing_cache_file(path)  # a binary cache passes
+    check_timing_cache_file(path)  # a binary cache passes
 
 
 # -- version-compatible plans need engine host code allowed to deserialize --------------------------------

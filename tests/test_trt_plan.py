@@ -9,15 +9,9 @@ import pytest
 from edgeresnet.errors import UserError
 from edgeresnet.trt.features import TrtFeatures
 from edgeresnet.trt.onnx_info import inspect_onnx, onnx_has_qdq
-from edgeresnet.trt.plan import (
-    STEP_OPS,
-    BuildSpec,
-    DeviceCaps,
-    Step,
-    parse_batch,
-    plan_build,
-    timing_cache_key,
-)
+from edgeresnet.trt.plan import BuildSpec, DeviceCaps, parse_batch, plan_build
+from edgeresnet.trt.plan_steps import STEP_OPS, Step
+from edgeresnet.trt.timing_cache import timing_cache_key
 from edgeresnet.trt.targets import list_targets, load_target
 from trt_onnx_helpers import make_classifier_onnx
 

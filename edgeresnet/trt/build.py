@@ -121,27 +121,22 @@ def _copy_into(src: Path, out: Path) -> str:
 
 
 def _bundle_calib_cache(plan: Any, out: Path, console: Any) -> str:
-    """Copy the calibration cache for trtexec on the device, its header naming the TensorRT that reads it there.
-
-    TensorRT skips a cache whose ``TRT-<version>-`` header is not its own ("trt will skip the file if it is
-    incompatible", https://github.com/NVIDIA/TensorRT/issues/1378); trtexec then has nothing to calibrate with.
-    A cache made by another calibrator algorithm cannot be fixed that way and is refused."""
+    """Copy the calibration cache for trtexec on the device, its header naming the TensorRT that reads it there
+    (``calib_cache``); trtexec cannot recalibrate, so a cache of another algorithm is refused."""
     from edgeresnet.artifacts import write_text_atomic
-    from edgeresnet.compress.calibration import CACHE_ALGORITHMS, read_trt_cache, trt_version_code
+    from edgeresnet.trt.calib_cache import cache_for_release
 
     step = plan.find("calibrator")
     src = Path(step.args["cache"])
-    cache = read_trt_cache(src)
-    algorithm = CACHE_ALGORITHMS[step.args.get("kind", "entropy2")]
-    if cache.algorithm != algorithm:
-        raise UserError(f"--calib-cache {src}: written by the {cache.algorithm} calibrator but trtexec calibrates with "
-                        f"{algorithm}; make the cache with the matching edgeresnet calibrate --method")
-    want = trt_version_code(tuple(int(p) for p in plan.features.version[:3]))
-    if cache.version_code == want:
+    fitted = cache_for_release(src, step.args.get("kind", "entropy2"), tuple(int(p) for p in plan.features.version[:3]))
+    if not fitted.same_algorithm:
+        raise UserError(f"--calib-cache {src}: written by the {fitted.cache.algorithm} calibrator but trtexec calibrates "
+                        f"with {fitted.algorithm}; make the cache with the matching edgeresnet calibrate --method")
+    if not fitted.rewritten:
         return _copy_into(src, out)
-    write_text_atomic(out / src.name, cache.text(want))  # no sidecar: its sha256 is the original file's
-    console.print(f"note: {src.name} header {cache.header} rewritten as TRT-{want}-{algorithm} for "
-                  f"{plan.features.version_string} in the bundle (scales unchanged)", highlight=False)
+    write_text_atomic(out / src.name, fitted.text())  # no sidecar: its sha256 is the original file's
+    console.print("note: " + fitted.rewrite_note(src.name, f"{plan.features.version_string} in the bundle"),
+                  highlight=False)
     return src.name
 
 
@@ -217,28 +212,6 @@ def _module_matches(trt: Any, features: Any) -> bool:
     return trt_flavor(trt) == features.flavor and tuple(trt_version(trt)[:2]) == tuple(features.version[:2])
 
 
-def _resolve_timing_cache(path: str | None, device: Any, features: Any) -> str | None:
-    from edgeresnet.trt.features import format_version
-    from edgeresnet.trt.plan import timing_cache_key
-
-    if path is None:
-        return None
-    p = Path(path)
-    from edgeresnet.trt.adapter import check_timing_cache_file
-
-    if p.is_dir() or path.endswith(("/", "\\")):
-        if not p.exists():
-            raise UserError(f"--timing-cache {path}: directory does not exist; create it or give a file path")
-        key = timing_cache_key(device.name, device.compute_capability, format_version(features.version))
-        resolved = p / f"timing-{key}.cache"
-    else:
-        if not p.parent.exists():
-            raise UserError(f"--timing-cache {path}: directory {p.parent} does not exist")
-        resolved = p
-    check_timing_cache_file(resolved)
-    return str(resolved)
-
-
 def _device_caps(target: Any, environment: dict[str, Any] | None, console: Any) -> Any:
     """The target's capabilities; on a real build the live GPU's name and SM replace the target's."""
     from dataclasses import replace
@@ -310,6 +283,7 @@ def build(settings: BuildSettings | None = None, *, console: Any = None, **optio
     from edgeresnet.trt.onnx_info import inspect_onnx
     from edgeresnet.trt.plan import BuildSpec, parse_batch, plan_build
     from edgeresnet.trt.targets import load_target
+    from edgeresnet.trt.timing_cache import resolve_timing_cache
 
     s = settings if settings is not None else BuildSettings(**options)
     if settings is not None and options:
@@ -370,7 +344,7 @@ def build(settings: BuildSettings | None = None, *, console: Any = None, **optio
         dla_core=s.dla,
         gpu_fallback=s.gpu_fallback,
         workspace_mib=s.workspace,
-        timing_cache=_resolve_timing_cache(s.timing_cache, device, features),
+        timing_cache=resolve_timing_cache(s.timing_cache, device, features),
         calib_cache=str(calib_cache) if calib_cache is not None else None,
         calib_cache_exists=bool(calib_cache is not None and calib_cache.is_file()),
         calib_data=s.calib_data,

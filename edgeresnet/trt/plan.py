@@ -2,119 +2,31 @@
 
 ``plan_build(spec, features, device)`` turns what the user asked for (``BuildSpec``), what the TensorRT
 release can do (``TrtFeatures``) and what the device has (``DeviceCaps``) into a ``BuildPlan`` or one
-UserError. The adapter (``edgeresnet/trt/adapter.py``) maps each step to TensorRT calls by name; the
-trtexec emitter maps the same steps to command-line flags. Neither decides anything.
-
-Step ops (closed set; args may grow, ops may not). Each appears at most once except ``set_flag``; a plan
-is ordered: create_network, parse_onnx, max_workspace|memory_pool, precision set_flags (FP16, INT8), dla and
-its set_flags (PREFER_PRECISION_CONSTRAINTS, GPU_FALLBACK|DIRECT_IO, forced FP16), profile, calibrator,
-timing_cache, profiling_verbosity, builder_optimization_level, hardware_compatibility,
-set_flag VERSION_COMPATIBLE, build. TensorRT-RTX plans never contain timing_cache (a no-op there).
-``BuildPlan`` also carries ``device`` (``DeviceCaps``; its ``compute_capability`` is the build target) and
-``int8_mode`` ("explicit" for Q/DQ, "implicit" for a calibrator, or None).
-
-=========================== ===================================================================================
-op                          args
-=========================== ===================================================================================
-create_network              strongly_typed: bool, explicit_batch_flag: bool
-                            (explicit_batch_flag: pass ``1 << EXPLICIT_BATCH`` (TensorRT < 10); strongly_typed:
-                            pass ``1 << STRONGLY_TYPED``; both False -> ``create_network(0)``)
-parse_onnx                  path: str
-max_workspace               bytes: int                      (TensorRT < 8.4: ``config.max_workspace_size``)
-memory_pool                 pool: "WORKSPACE", bytes: int   (``set_memory_pool_limit(MemoryPoolType.WORKSPACE, b)``)
-set_flag                    flag: BuilderFlag member name, one of FP16, INT8, PREFER_PRECISION_CONSTRAINTS,
-                            GPU_FALLBACK, DIRECT_IO, VERSION_COMPATIBLE (``config.set_flag(getattr(BuilderFlag, f))``)
-                            Precision flags come first, then the DLA recipe's flags after the ``dla`` step.
-dla                         core: int, gpu_fallback: bool
-                            -> ``config.default_device_type = DeviceType.DLA``; ``config.DLA_core = core``.
-                            Only those two: GPU_FALLBACK / DIRECT_IO / PREFER_PRECISION_CONSTRAINTS / FP16 follow
-                            as separate ``set_flag`` steps (trtexec's recipe); ``gpu_fallback`` is informational.
-profile                     input: str, min: list[int], opt: list[int], max: list[int]
-                            -> one optimization profile, ``set_shape(input, min, opt, max)``,
-                            ``config.add_optimization_profile`` (returns -1 if invalid: a build error).
-                            Only present when the ONNX input has a dynamic dimension.
-calibrator                  kind: "entropy2" | "minmax", cache: str | None, data: str | None, input: str,
-                            batch_size: int, shape: list[int] (one calibration batch, = profile opt),
-                            max_images: int, calibration_profile: bool (call ``set_calibration_profile``
-                            with the profile above), cache_exists: bool (a cache file is there: read it
-                            instead of calibrating). Only with weak typing (TensorRT < 11).
-timing_cache                path: str, key: str, ignore_mismatch: bool (False)
-                            -> ``create_timing_cache(bytes or b"")``/``set_timing_cache``; write back after build.
-profiling_verbosity         level: "DETAILED"
-builder_optimization_level  level: int (0-5; TensorRT >= 8.6)
-hardware_compatibility      level: "AMPERE_PLUS" | "SAME_COMPUTE_CAPABILITY"
-build                       {} -> ``build_serialized_network(network, config)``; None is a build failure
-=========================== ===================================================================================
+UserError. The adapter (``edgeresnet/trt/adapter/``) maps each step to TensorRT calls by name; the
+trtexec emitter maps the same steps to command-line flags. Neither decides anything. The step ops, their
+arguments and the ``BuildPlan`` they form are described in ``plan_steps.py``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeresnet.errors import UserError
-from edgeresnet.trt.features import TrtFeatures, VersionLike, format_version
-from edgeresnet.trt.onnx_info import OnnxInfo, onnx_has_qdq  # re-exported: the plan's notion of "a Q/DQ ONNX"
+from edgeresnet.trt.features import TrtFeatures, format_version
+from edgeresnet.trt.onnx_info import OnnxInfo
+from edgeresnet.trt.plan_steps import BuildPlan, Step
+from edgeresnet.trt.timing_cache import timing_cache_key
 
 if TYPE_CHECKING:  # for the annotation only: edgeresnet.trt.targets is imported by its callers
     from edgeresnet.trt.targets import Target
 
-__all__ = [
-    "STEP_OPS",
-    "PRECISIONS",
-    "BuildPlan",
-    "BuildSpec",
-    "DeviceCaps",
-    "Step",
-    "onnx_has_qdq",
-    "parse_batch",
-    "plan_build",
-    "timing_cache_key",
-]
 
-STEP_OPS = (
-    "create_network",
-    "parse_onnx",
-    "max_workspace",
-    "memory_pool",
-    "set_flag",
-    "dla",
-    "profile",
-    "calibrator",
-    "timing_cache",
-    "profiling_verbosity",
-    "builder_optimization_level",
-    "hardware_compatibility",
-    "build",
-)
-FLAGS = ("FP16", "INT8", "PREFER_PRECISION_CONSTRAINTS", "GPU_FALLBACK", "DIRECT_IO", "VERSION_COMPATIBLE")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 TYPINGS = ("auto", "strong", "weak")
 CALIBRATORS = ("entropy2", "minmax")
 DLA_MAX_BATCH = 4096  # "max batch 4096" (TensorRT docs, inference-library/dla-layer-restrictions.html)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One declarative builder action; ``op`` is one of ``STEP_OPS``."""
-
-    op: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.op not in STEP_OPS:
-            raise ValueError(f"unknown build step {self.op!r}; known: {', '.join(STEP_OPS)}")
-        if self.op == "set_flag" and self.args.get("flag") not in FLAGS:
-            raise ValueError(f"unknown builder flag {self.args.get('flag')!r}; known: {', '.join(FLAGS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "args": dict(self.args)}
-
-    def describe(self) -> str:
-        if not self.args:
-            return self.op
-        return self.op + " " + ", ".join(f"{k}={v}" for k, v in self.args.items())
 
 
 @dataclass(frozen=True)
@@ -196,86 +108,6 @@ class BuildSpec:
         return data
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """The validated steps, with the inputs that produced them and what the user should know."""
-
-    spec: BuildSpec
-    features: TrtFeatures
-    steps: tuple[Step, ...]
-    warnings: tuple[str, ...] = ()
-    device: DeviceCaps | None = None
-    int8_mode: str | None = None  # "explicit" (Q/DQ), "implicit" (calibrator) or None
-
-    # -- views the adapter, trtexec emitter and manifest use --------------------------------------
-    def find(self, op: str) -> Step | None:
-        return next((s for s in self.steps if s.op == op), None)
-
-    def ops(self) -> tuple[str, ...]:
-        return tuple(s.op for s in self.steps)
-
-    @property
-    def flags(self) -> tuple[str, ...]:
-        return tuple(s.args["flag"] for s in self.steps if s.op == "set_flag")
-
-    @property
-    def strongly_typed(self) -> bool:
-        step = self.find("create_network")
-        return bool(step and step.args["strongly_typed"])
-
-    @property
-    def dla_core(self) -> int | None:
-        step = self.find("dla")
-        return int(step.args["core"]) if step else None
-
-    @property
-    def gpu_fallback(self) -> bool:
-        return "GPU_FALLBACK" in self.flags
-
-    @property
-    def profile(self) -> dict[str, Any] | None:
-        step = self.find("profile")
-        return dict(step.args) if step else None
-
-    @property
-    def precisions(self) -> tuple[str, ...]:
-        """The precisions the engine may use: fp32 always, plus what flags or the typed ONNX allow."""
-        result = ["fp32"]
-        if "FP16" in self.flags or (self.strongly_typed and self.spec.onnx_has_fp16):
-            result.append("fp16")
-        if self.int8_mode:
-            result.append("int8")
-        return tuple(result)
-
-    @property
-    def precision_label(self) -> str:
-        """The single label benchmarks pair on: int8 if any INT8, else fp16 if any FP16, else fp32."""
-        p = self.precisions
-        return "int8" if "int8" in p else ("fp16" if "fp16" in p else "fp32")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tensorrt": self.features.version_string,
-            "precision": self.spec.precision,
-            "precision_label": self.precision_label,
-            "precisions": list(self.precisions),
-            "strongly_typed": self.strongly_typed,
-            "int8_mode": self.int8_mode,
-            "flags": list(self.flags),
-            "dla_core": self.dla_core,
-            "gpu_fallback": self.gpu_fallback,
-            "profile": self.profile,
-            "steps": [s.to_dict() for s in self.steps],
-            "warnings": list(self.warnings),
-            "spec": self.spec.to_dict(),
-            "features": self.features.to_dict(),
-            "device": None if self.device is None else {
-                "name": self.device.name, "compute_capability": self.device.cc_string, "fp16": self.device.fp16,
-                "int8": self.device.int8, "dla_cores": self.device.dla_cores, "is_jetson": self.device.is_jetson,
-            },
-        }
-
-
 # -- helpers ---------------------------------------------------------------------------------------
 
 
@@ -294,23 +126,6 @@ def parse_batch(text: str | int, option: str = "--batch") -> tuple[int, int, int
     if not lo <= opt <= hi:
         raise UserError(f"{option} {raw!r}: need MIN <= OPT <= MAX")
     return (lo, opt, hi)
-
-
-def timing_cache_key(gpu_name: str, compute_capability: tuple[int, int] | str | None,
-                     trt_version: VersionLike) -> str:
-    """A file-name-safe key for a timing cache: caches are only valid for one GPU and one TensorRT
-    ("A failure will be reported if the CUDA device property in the provided cache is different",
-    IBuilderConfig.create_timing_cache docstring, TRT@v10.3.0:python/docstrings/infer/pyCoreDoc.h)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(gpu_name).lower()).strip("-") or "gpu"
-    if isinstance(compute_capability, (tuple, list)):
-        cc = "".join(str(int(p)) for p in compute_capability[:2])
-    else:
-        cc = str(compute_capability or "").replace(".", "") or "x"
-    if isinstance(trt_version, (tuple, list)):
-        version = ".".join(str(int(p)) for p in trt_version)
-    else:
-        version = str(trt_version)
-    return f"{slug}-sm{cc}-trt{version}"
 
 
 def _shape(batch: int, input_shape: tuple[int | None, ...]) -> list[int]:
@@ -582,4 +397,5 @@ def plan_build(spec: BuildSpec, features: TrtFeatures, device: DeviceCaps) -> Bu
     return BuildPlan(
         spec=spec, features=features, steps=tuple(steps), warnings=tuple(warnings), device=device, int8_mode=int8_mode,
     )
+
 
