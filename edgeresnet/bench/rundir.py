@@ -89,7 +89,7 @@ def benchmark_run_dir(
     settings = BenchSettings(batches=tuple(batches), target=target,
                              timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
                                                  min_iterations=min_iterations, duration_s=duration_s))
-    callback, finish = _console_progress() if progress else (None, lambda: None)
+    callback, finish = console_progress() if progress else (None, lambda: None)
     try:
         names = [_artifact_name(p, root) for p in paths]
         document = run_benchmark(paths, settings, data=data, accuracy=data is not None, progress=callback,
@@ -117,7 +117,7 @@ def _artifact_name(path: Path, root: Path) -> str:
     return str(relative.with_suffix("")).replace("\\", "/")
 
 
-def _console_progress() -> tuple[Callable[[str, int, float], None], Callable[[], None]]:
+def console_progress() -> tuple[Callable[[str, int, float], None], Callable[[], None]]:
     """A rich progress bar fed by benchmark_artifact's callback."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -6,7 +6,6 @@ Parsing, printing and exit codes only; the measuring lives in ``edgeresnet.bench
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,6 @@ import typer
 
 from edgeresnet.cli import common
 from edgeresnet.errors import UserError
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "results"
 
 
 def _print_results(console: Any, document: dict[str, Any]) -> None:
@@ -34,28 +29,6 @@ def _print_results(console: Any, document: dict[str, Any]) -> None:
     for warning, where in by_warning.items():
         scope = "" if len(where) == len(rows) else f" ({', '.join(where)})"
         console.print(f"[yellow]warning:[/yellow] {escape(warning + scope)}", highlight=False)
-
-
-def _write_outputs(document: dict[str, Any], json_dest: str | None, out_dir: Path | None,
-                   inputs: dict[str, Any], console: Any, stem: str | None = None) -> None:
-    from edgeresnet.artifacts import emit_json
-    from edgeresnet.bench.schema import validate, write_results
-
-    validate(document, "benchmark results")
-    if json_dest == "-":
-        emit_json(document, "-")
-    elif json_dest:
-        write_results(json_dest, document, option="--json", inputs=inputs)
-        console.print(f"results: {json_dest}", highlight=False, markup=False)
-    if out_dir is not None:
-        from edgeresnet.artifacts import make_output_dir
-
-        make_output_dir(out_dir, "--out")  # with missing parents; a file in the way is one line
-        first = document["results"][0]
-        name = _slug(f"{stem or first['model']}_{first['backend']}_{first['precision']}_{first['target']}") + ".json"
-        path = out_dir / name
-        write_results(path, document, option="--out", inputs=inputs)
-        console.print(f"results: {path}", highlight=False, markup=False)
 
 
 def benchmark(
@@ -99,7 +72,10 @@ def benchmark(
     gate trusts on noisy machines: 'edgeresnet benchmark base.onnx head.onnx --rounds 6 --model-name m
     --split --out gate/' then 'edgeresnet regress --baseline gate/base_*.json --current gate/head_*.json'.
     """
+    from edgeresnet.artifacts import emit_json
     from edgeresnet.bench.artifact import BenchSettings, parse_batches
+    from edgeresnet.bench.stage import benchmark as benchmark_models
+    from edgeresnet.bench.stage import import_trtexec_run
     from edgeresnet.bench.timing import TimingConfig
 
     console = common.console(json_out, wide=True)
@@ -109,65 +85,25 @@ def benchmark(
             raise UserError("--from-trtexec: pass either MODEL files to measure or trtexec files to import, not both")
         if len(batches) > 1:
             raise UserError(f"--batch {batch}: a trtexec run has one batch size; pass one value or leave it out")
-        _import_trtexec(from_trtexec, batches[0] if batch is not None else None, precision, model_name, target, seed,
-                        json_out, out, console)
-        return
-    if not models:
-        raise UserError("MODEL: pass a checkpoint, ONNX file or engine to benchmark (or --from-trtexec LOG)")
-    if split:
-        if out is None:
-            raise UserError("--split: needs --out DIR, where one results file per MODEL goes")
-        stems = [m.stem for m in models]
-        twice = sorted({s for s in stems if stems.count(s) > 1})
-        if twice:
-            raise UserError(f"--split: several MODELs are named {twice[0]!r}; give them distinct file names")
-    if accuracy and data is None:
-        raise UserError("--accuracy: needs --data (digits or an ImageFolder) to measure on")
-    settings = BenchSettings(
-        backend=backend, batches=batches,
-        timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
-                            min_iterations=min_iterations, duration_s=duration),
-        threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
-        model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
-        cuda_backend=cuda_backend,
-    ).validate()
-    if json_out and json_out != "-":
-        from edgeresnet.artifacts import check_output_dir
-
-        check_output_dir(json_out, "--json")
-    for model in models:
-        if not model.exists():
-            raise UserError(f"{model}: model file not found; check the path")
-    from edgeresnet.bench.core import run_benchmark
-    from edgeresnet.bench.rundir import _console_progress
-
-    update, finish = _console_progress()
-    try:
-        document = run_benchmark(models, settings, data=data, accuracy=accuracy is not False,
-                                 progress=update, rounds=rounds)
-    finally:
-        finish()
-    _print_results(console, document)
-    if not split:
-        _write_outputs(document, json_out, out, {f"model{i}": m for i, m in enumerate(models)}, console)
-        return
-    _write_outputs(document, json_out, None, {f"model{i}": m for i, m in enumerate(models)}, console)
-    for model in models:
-        own = [r for r in document["results"] if r["artifact"] == str(model)]
-        if own:
-            _write_outputs({**document, "results": own}, None, out, {"model0": model}, console, stem=model.stem)
-
-
-def _import_trtexec(files: list[Path], batch: int | None, precision: str | None, model_name: str | None,
-                    target: str | None, seed: int, json_out: str | None, out: Path | None, console: Any) -> None:
-    from edgeresnet.bench.schema import make_document
-    from edgeresnet.bench.trtexec_import import import_trtexec
-
-    result, environment = import_trtexec(files, batch=batch, precision=precision, model_name=model_name,
-                                         target=target, seed=seed)
-    document = make_document(environment, [result])
-    _print_results(console, document)
-    _write_outputs(document, json_out, out, {f"trtexec{i}": f for i, f in enumerate(files)}, console)
+        output = import_trtexec_run(from_trtexec, batch=batches[0] if batch is not None else None, precision=precision,
+                                    model_name=model_name, target=target, seed=seed, json_out=json_out, out=out,
+                                    on_measured=lambda document: _print_results(console, document))
+    else:
+        settings = BenchSettings(
+            backend=backend, batches=batches,
+            timing=TimingConfig(warmup_ms=warmup_ms, warmup_iterations=warmup_iterations,
+                                min_iterations=min_iterations, duration_s=duration),
+            threads=threads, no_transfers=no_transfers, cuda_graph=cuda_graph, target=target,
+            model_name=model_name, precision=precision, image_size=image_size, device=device, seed=seed,
+            cuda_backend=cuda_backend,
+        )
+        output = benchmark_models(models or [], settings, data=data, accuracy=accuracy, rounds=rounds, split=split,
+                                  json_out=json_out, out=out, progress=True,
+                                  on_measured=lambda document: _print_results(console, document))
+    if json_out == "-":
+        emit_json(output.document, "-")
+    for path in output.written:
+        console.print(f"results: {path}", highlight=False, markup=False)
 
 
 def compare_cmd(
