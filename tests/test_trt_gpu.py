@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.trt.cuda_mem import probe_gpu
+from edgeresnet.trt.cuda_python_backend import probe_gpu
 
 pytestmark = pytest.mark.gpu
 
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
     from edgeresnet.export.parity import compare_runners
     from edgeresnet.runners.base import load_runner
     from edgeresnet.trt import adapter
-    from edgeresnet.trt.cuda_mem import get_backend
+    from edgeresnet.trt.cuda_mem import select_backend
     from edgeresnet.trt.engine_manifest import build_engine_manifest, collect_environment
     from edgeresnet.trt.onnx_info import inspect_onnx
     from edgeresnet.trt.plan import BuildSpec, DeviceCaps, plan_build
@@ -43,7 +43,9 @@ SCRIPT = textwrap.dedent("""
     onnx_path = export_onnx(build_model(spec), preset_for("digits", 32, tuple("0123456789")),
                             out / "m.onnx", opset=17, batch=(1, 4, 8), exporter="torchscript").path
     trt = adapter.load_trt("auto")
-    gpu = get_backend().gpu_info()
+    backend, reason = select_backend()
+    assert backend is not None, reason
+    gpu = backend.gpu_info()
     device = DeviceCaps(gpu.name, gpu.compute_capability)
     plan = plan_build(BuildSpec.from_onnx_info(inspect_onnx(onnx_path), precision="fp32", batch=(1, 4, 8)),
                       adapter.features_for(trt), device)

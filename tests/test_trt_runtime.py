@@ -17,7 +17,7 @@ from edgeresnet.artifacts import build_manifest, write_manifest
 from edgeresnet.errors import UserError
 from edgeresnet.runners.base import load_runner
 from edgeresnet.runners.trt_runner import TrtRunner
-from edgeresnet.trt import cuda_mem
+from edgeresnet.trt import cuda_mem, cuda_python_backend, pycuda_backend
 from edgeresnet.trt.errors import EngineLoadError
 from edgeresnet.trt.planfile import PLAN_TAG, parse_plan_header
 from edgeresnet.trt.runtime import EngineSession, check_engine_compat, engine_compat_notes, rebuild_command
@@ -322,7 +322,7 @@ def test_runner_without_tensorrt_says_how_to_install(tmp_path: Path, monkeypatch
 
 
 def test_gpu_probe_is_safe_here() -> None:
-    count, reason = cuda_mem.probe_gpu()
+    count, reason = cuda_python_backend.probe_gpu()
     assert cuda_mem.gpu_available() is (count > 0)
     if count == 0:
         assert reason and "\n" not in reason
@@ -330,14 +330,14 @@ def test_gpu_probe_is_safe_here() -> None:
 
 def test_probe_respects_hidden_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert cuda_mem.probe_gpu() == (0, "CUDA_VISIBLE_DEVICES=-1 hides every GPU")
+    assert cuda_python_backend.probe_gpu() == (0, "CUDA_VISIBLE_DEVICES=-1 hides every GPU")
 
 
 def test_cuda_python_errors_are_one_line() -> None:
     if cuda_mem.gpu_available():
         pytest.skip("a GPU is usable here: the failure path cannot be shown")
     try:
-        backend = cuda_mem.CudaPythonBackend()
+        backend = cuda_python_backend.CudaPythonBackend()
     except UserError:
         pytest.skip("cuda-python is not installed")
     with pytest.raises(cuda_mem.CudaError, match=r"^CUDA cudaMalloc failed: error \d+ \(.+\)$"):
@@ -346,20 +346,21 @@ def test_cuda_python_errors_are_one_line() -> None:
 
 def test_backend_choice() -> None:
     with pytest.raises(UserError, match="--cuda-backend 'cupy'"):
-        cuda_mem.get_backend("cupy")
+        cuda_mem.select_backend("cupy")
     try:
         import pycuda  # noqa: F401
     except ImportError:
-        with pytest.raises(UserError, match="pycuda is not installed"):
-            cuda_mem.get_backend("pycuda")
+        backend, reason = cuda_mem.select_backend("pycuda")
+        assert backend is None and "pycuda is not installed" in reason
     assert isinstance(FakeMemory(), cuda_mem.DeviceBackend)
 
 
 @pytest.mark.gpu
 def test_cuda_python_roundtrip_on_a_gpu() -> None:
     if not cuda_mem.gpu_available():
-        pytest.skip("no usable CUDA GPU: " + cuda_mem.probe_gpu()[1])
-    backend = cuda_mem.get_backend("cuda-python")
+        pytest.skip("no usable CUDA GPU: " + cuda_python_backend.probe_gpu()[1])
+    backend, reason = cuda_mem.select_backend("cuda-python")
+    assert backend is not None, reason
     stream = backend.stream_create()
     start, end = backend.event_create(), backend.event_create()
     data = np.arange(1024, dtype=np.float32)
@@ -399,7 +400,7 @@ def _with_pycuda(monkeypatch: pytest.MonkeyPatch, driver: FakePycudaDriver) -> N
 
 
 def _with_cudart(monkeypatch: pytest.MonkeyPatch, cudart: FakeCudart) -> None:
-    monkeypatch.setattr(cuda_mem, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(cuda_python_backend, "import_cudart", lambda: cudart)
 
 
 def test_fake_cudart_answers_like_the_real_one_here() -> None:
@@ -444,22 +445,22 @@ def test_explicit_cuda_backend_and_device_for_pycuda(tmp_path: Path, monkeypatch
 def test_cuda_python_13_on_a_cuda_12_driver_says_which_pin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Error 35 from cuda-python 13 under a CUDA 12.6 driver: the pin that fixes it, not "no GPU"."""
     _with_cudart(monkeypatch, FakeCudart(driver=12060, runtime=13050))
-    count, reason = cuda_mem.probe_gpu()
+    count, reason = cuda_python_backend.probe_gpu()
     assert count == 0
     assert re.search(r"error 35: cuda-python \S+ \(CUDA runtime 13\.5\) needs driver >= 580\.65\.06; this driver "
                      r"supports CUDA 12\.6: install cuda-python<13 \(pip install 'edgeresnet\[trt-cu12\]'\)", reason)
     with pytest.raises(cuda_mem.CudaError, match=r"^CUDA cudaMalloc failed: error 35 \(cuda-python .* install "
                                                  r"cuda-python<13"):
-        cuda_mem.CudaPythonBackend(FakeCudart(driver=12060, runtime=13050)).alloc(16)
+        cuda_python_backend.CudaPythonBackend(FakeCudart(driver=12060, runtime=13050)).alloc(16)
     _with_cudart(monkeypatch, FakeCudart(driver=0, runtime=13050))
-    assert "no NVIDIA driver is loaded" in cuda_mem.probe_gpu()[1]
+    assert "no NVIDIA driver is loaded" in cuda_python_backend.probe_gpu()[1]
 
 
 def test_auto_falls_back_to_pycuda_when_cuda_python_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
     _with_cudart(monkeypatch, FakeCudart(driver=12060, runtime=13050))
     _with_pycuda(monkeypatch, FakePycudaDriver())
     backend, reason = cuda_mem.select_backend("auto", 0)
-    assert isinstance(backend, cuda_mem.PycudaBackend) and reason == "1 CUDA device(s) (pycuda)"
+    assert isinstance(backend, pycuda_backend.PycudaBackend) and reason == "1 CUDA device(s) (pycuda)"
     backend, reason = cuda_mem.select_backend("cuda-python", 0)
     assert backend is None and "install cuda-python<13" in reason
 
@@ -509,7 +510,7 @@ def test_cuda_python_timed_loop_uses_pinned_host_memory(monkeypatch: pytest.Monk
     spec = FakeEngineSpec()
     cudart = FakeCudart()
     trt = FakeTrt("10.3", engine=spec, memory=cudart)
-    backend = cuda_mem.CudaPythonBackend(cudart)
+    backend = cuda_python_backend.CudaPythonBackend(cudart)
     sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
     images = np.random.default_rng(5).normal(size=(2, 3, 8, 8)).astype(np.float32)
     sess.infer(images)  # not timed: pageable is fine
@@ -531,7 +532,7 @@ def test_pycuda_timed_loop_uses_page_locked_arrays() -> None:
     spec = FakeEngineSpec()
     driver = FakePycudaDriver()
     trt = FakeTrt("10.3", engine=spec, memory=driver)
-    backend = cuda_mem.PycudaBackend(driver)
+    backend = pycuda_backend.PycudaBackend(driver)
     backend.use_device(0)
     sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
     images = np.ones((4, 3, 8, 8), np.float32)
@@ -735,7 +736,7 @@ def test_pycuda_refused_allocation_is_one_line(monkeypatch: pytest.MonkeyPatch) 
     """pycuda raises pycuda.driver.MemoryError for cuMemAlloc's out-of-memory; we report it in one line."""
     driver = FakePycudaDriver()
     _with_pycuda(monkeypatch, driver)
-    backend = cuda_mem.get_backend("pycuda")
+    backend = pycuda_backend.PycudaBackend()
     with pytest.raises(UserError, match=r"cannot allocate 1125899906842624 bytes .*out of memory") as info:
         backend.alloc(1 << 50)
     assert "\n" not in str(info.value)
@@ -746,7 +747,7 @@ def test_a_timed_step_that_cannot_bind_releases_its_pinned_memory_and_events() -
     spec = FakeEngineSpec()
     cudart = FakeCudart()
     trt = FakeTrt("10.3", engine=spec, memory=cudart)
-    backend = cuda_mem.CudaPythonBackend(cudart)
+    backend = cuda_python_backend.CudaPythonBackend(cudart)
     sess = EngineSession(trt, b"plan", backend, source="m.engine").open()
     too_many = np.zeros((512, 3, 8, 8), np.float32)
     with pytest.raises(UserError):
@@ -773,7 +774,7 @@ def test_calibration_on_a_pycuda_only_machine_makes_its_context_first(monkeypatc
     """require_backend (the builder's calibrator) probes and makes the device current like the runner does."""
     driver = FakePycudaDriver()
     _with_pycuda(monkeypatch, driver)
-    monkeypatch.setattr(cuda_mem, "_import_cudart", lambda: (_ for _ in ()).throw(UserError("cuda-python missing")))
+    monkeypatch.setattr(cuda_python_backend, "import_cudart", lambda: (_ for _ in ()).throw(UserError("cuda-python missing")))
     backend = cuda_mem.require_backend()
     assert backend.name == "pycuda" and driver.contexts == [0]
     driver.devices = 0
