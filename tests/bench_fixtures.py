@@ -2,7 +2,8 @@
 
 A small-stem ResNet-18 at 32x32 exported with torch.onnx (TorchScript exporter: seconds, not minutes) plus
 its checkpoint, each with the sidecar manifest the pipeline writes, and a 30-image ImageFolder of real
-digits. Weights are random: these tests check measurement and plumbing, not learning.
+digits. Weights are random: these tests check measurement and plumbing, not learning. The test modules
+import the session fixtures ``assets`` and ``results_file``; other tests call the builders directly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it
 
@@ -80,3 +83,15 @@ def ort_results(tmp_path_factory: Any) -> Path:
         write_results(path, document, inputs={"model": assets["onnx"]})
         _CACHE["results"] = path
     return _CACHE["results"]
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory: Any) -> dict[str, Path]:
+    """The ONNX model, its checkpoint and the digits folder (see ``bench_assets``)."""
+    return bench_assets(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def results_file(tmp_path_factory: Any) -> Path:
+    """The ONNX model's results file (see ``ort_results``)."""
+    return ort_results(tmp_path_factory)

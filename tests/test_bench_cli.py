@@ -7,22 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_fixtures import bench_assets, ort_results
 from edgeresnet.bench.schema import read_results, validate
 from edgeresnet.cli.main import main
 
+pytest_plugins = ["bench_fixtures"]  # the session fixtures assets and results_file
 DATA = Path(__file__).parent / "data" / "trtexec"
 FAST = ["--duration", "0.05", "--min-iterations", "3", "--warmup-ms", "0", "--warmup-iterations", "1"]
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return bench_assets(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def results_file(tmp_path_factory):
-    return ort_results(tmp_path_factory)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

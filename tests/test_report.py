@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_fixtures import bench_assets, ort_results
 from edgeresnet.cli.main import main
 from edgeresnet.report import plots
 from edgeresnet.report.compare import pareto_front
 
+pytest_plugins = ["bench_fixtures"]  # the session fixtures assets and results_file
 DATA = Path(__file__).parent / "data" / "trtexec"
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return bench_assets(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def results_file(tmp_path_factory):
-    return ort_results(tmp_path_factory)
 
 
 def test_pareto_front_by_hand():
