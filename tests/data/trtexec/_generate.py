@@ -168,6 +168,25 @@ def device_section(name: str, cc: str, sms: int, mem: int, clock: str) -> list[s
             "Memory Bus Width: 64 bits (ECC disabled)", f"Memory Clock Rate: {clock}", ""]
 
 
+def system_section(*extra: str) -> list[str]:
+    return ["=== System Options ===", "Device: 0", "DLACore: ", "Plugins:", *extra, ""]
+
+
+def reporting_section(percentiles: str, export_times: str) -> list[str]:
+    """The Reporting Options block; ``percentiles`` is the whole line (8.2 prints "Percentile: 99")."""
+    return ["=== Reporting Options ===", "Verbose: Disabled", "Averages: 10 inferences", percentiles,
+            "Dump refittable layers:Disabled", "Dump output: Disabled", "Profile: Disabled",
+            f"Export timing to JSON file: {export_times}", "Export output to JSON file: ",
+            "Export profile to JSON file: ", ""]
+
+
+def bindings(input_dims: str, output_dims: str) -> list[str]:
+    """TensorRT 8.x's lines between the engine and the timed run."""
+    return ["Using random values for input input", f"Created input binding for input with dimensions {input_dims}",
+            "Using random values for output output", f"Created output binding for output with dimensions {output_dims}",
+            "Starting inference"]
+
+
 def main() -> None:
     # TensorRT 8.2.1 (JetPack 4.6.x), Jetson Nano, ResNet-18 FP16 batch 1, built from ONNX in this run.
     cmd = ("/usr/src/tensorrt/bin/trtexec --onnx=resnet18.onnx --fp16 --shapes=input:1x3x224x224 "
@@ -177,24 +196,20 @@ def main() -> None:
                  "avgTiming: 8", "Precision: FP32+FP16", "Calibration: ", "Refit: Disabled", "Sparsity: Disabled",
                  "Safe mode: Disabled", "Restricted mode: Disabled", "Save engine: resnet18_fp16.engine",
                  "Load engine: ", "Input(s)s format: fp32:CHW", "Output(s)s format: fp32:CHW",
-                 "Input build shape: input=1x3x224x224+1x3x224x224+1x3x224x224", "",
-                 "=== System Options ===", "Device: 0", "DLACore: ", "Plugins:", "",
-                 "=== Inference Options ===", "Batch: Explicit", "Input inference shape: input=1x3x224x224",
+                 "Input build shape: input=1x3x224x224+1x3x224x224+1x3x224x224", ""]
+                + system_section()
+                + ["=== Inference Options ===", "Batch: Explicit", "Input inference shape: input=1x3x224x224",
                  "Iterations: 10", "Duration: 3s (+ 200ms warm up)", "Sleep time: 0ms", "Streams: 1",
                  "ExposeDMA: Disabled", "Data transfers: Enabled", "Spin-wait: Disabled", "Multithreading: Disabled",
                  "CUDA Graph: Disabled", "Separate profiling: Disabled", "Time Deserialize: Disabled",
-                 "Time Refit: Disabled", "Skip inference: Disabled", "Inputs:", "=== Reporting Options ===",
-                 "Verbose: Disabled", "Averages: 10 inferences", "Percentile: 99", "Dump refittable layers:Disabled",
-                 "Dump output: Disabled", "Profile: Disabled", "Export timing to JSON file: trtexec_8.2_nano.times.json",
-                 "Export output to JSON file: ", "Export profile to JSON file: ", ""]
+                 "Time Refit: Disabled", "Skip inference: Disabled", "Inputs:"]
+                + reporting_section("Percentile: 99", "trtexec_8.2_nano.times.json")
                 + device_section("NVIDIA Tegra X1", "5.3", 1, 3956, "0.9216 GHz")
                 + ["[MemUsageChange] Init CUDA: CPU +229, GPU +0, now: CPU 248, GPU 3311 (MiB)",
                    "Start parsing network model", "Finish parsing network model",
                    "[MemUsageChange] Init CUDA: CPU +0, GPU +0, now: CPU 300, GPU 3324 (MiB)",
-                   "Engine built in 412.315 sec.", "Using random values for input input",
-                   "Created input binding for input with dimensions 1x3x224x224",
-                   "Using random values for output output", "Created output binding for output with dimensions 1x1000",
-                   "Starting inference"])
+                   "Engine built in 412.315 sec."]
+                + bindings("1x3x224x224", "1x1000"))
     trace = simulate(seed=82, compute_ms=11.3, jitter=0.012, h2d_ms=0.085, d2h_ms=0.0062, enq_ms=1.9)
     (HERE / "trtexec_8.2_nano.log").write_text(
         log("11/02/2022-14:21:07", "v8201", cmd, sections, trace, 200.0, (99.0,), True, None, True))
@@ -202,22 +217,19 @@ def main() -> None:
 
     # TensorRT 8.5.2 (JetPack 5.1), Xavier NX, ResNet-18 INT8 engine loaded, batch 8: summary only.
     cmd = "/usr/src/tensorrt/bin/trtexec --loadEngine=resnet18_int8_b8.engine --shapes=input:8x3x224x224"
-    sections = (["=== Model Options ===", "Format: *", "Model: ", "Output:", "", "=== System Options ===",
-                 "Device: 0", "DLACore: ", "Plugins:", "", "=== Inference Options ===", "Batch: Explicit",
+    sections = (["=== Model Options ===", "Format: *", "Model: ", "Output:", ""]
+                + system_section()
+                + ["=== Inference Options ===", "Batch: Explicit",
                  "Input inference shape: input=8x3x224x224", "Iterations: 10", "Duration: 3s (+ 200ms warm up)",
                  "Sleep time: 0ms", "Idle time: 0ms", "Streams: 1", "ExposeDMA: Disabled", "Data transfers: Enabled",
                  "Spin-wait: Disabled", "Multithreading: Disabled", "CUDA Graph: Disabled",
                  "Separate profiling: Disabled", "Time Deserialize: Disabled", "Time Refit: Disabled",
-                 "NVTX verbosity: 0", "Persistent Cache Ratio: 0", "Inputs:", "=== Reporting Options ===",
-                 "Verbose: Disabled", "Averages: 10 inferences", "Percentiles: 99", "Dump refittable layers:Disabled",
-                 "Dump output: Disabled", "Profile: Disabled", "Export timing to JSON file: ",
-                 "Export output to JSON file: ", "Export profile to JSON file: ", ""]
+                 "NVTX verbosity: 0", "Persistent Cache Ratio: 0", "Inputs:"]
+                + reporting_section("Percentiles: 99", "")
                 + device_section("Xavier", "7.2", 6, 6854, "1.109 GHz")
                 + ["Engine loaded in 0.0213 sec.", "[MemUsageChange] Init CUDA: CPU +0, GPU +0, now: CPU 382, GPU 4410 (MiB)",
-                   "Setting persistentCacheLimit to 0 bytes.", "Using random values for input input",
-                   "Created input binding for input with dimensions 8x3x224x224",
-                   "Using random values for output output", "Created output binding for output with dimensions 8x10",
-                   "Starting inference"])
+                   "Setting persistentCacheLimit to 0 bytes."]
+                + bindings("8x3x224x224", "8x10"))
     trace = simulate(seed=85, compute_ms=4.41, jitter=0.03, h2d_ms=0.52, d2h_ms=0.0041, enq_ms=0.41)
     (HERE / "trtexec_8.5_xavier_nx.log").write_text(
         log("01/17/2023-09:44:52", "v8502", cmd, sections, trace, 200.0, (99.0,), True, 1.0, False))
@@ -239,20 +251,17 @@ def main() -> None:
                  "Weight Streaming: Disabled", "Runtime Platform: Same As Build", "Debug Tensors: ",
                  "Input(s)s format: fp32:CHW", "Output(s)s format: fp32:CHW",
                  "Input build shape : input=8x3x224x224+8x3x224x224+8x3x224x224",
-                 "Input calibration shape : input=8x3x224x224+8x3x224x224+8x3x224x224", "",
-                 "=== System Options ===", "Device: 0", "DLACore: ", "Plugins:", "setPluginsToSerialize:",
-                 "dynamicPlugins:", "ignoreParsedPluginLibs: 0", "", "=== Inference Options ===", "Batch: Explicit",
+                 "Input calibration shape : input=8x3x224x224+8x3x224x224+8x3x224x224", ""]
+                + system_section("setPluginsToSerialize:", "dynamicPlugins:", "ignoreParsedPluginLibs: 0")
+                + ["=== Inference Options ===", "Batch: Explicit",
                  "Input inference shape : input=8x3x224x224", "Iterations: 10", "Duration: 3s (+ 200ms warm up)",
                  "Sleep time: 0ms", "Idle time: 0ms", "Inference Streams: 1", "ExposeDMA: Disabled",
                  "Data transfers: Enabled", "Spin-wait: Disabled", "Multithreading: Disabled", "CUDA Graph: Disabled",
                  "Separate profiling: Disabled", "Time Deserialize: Disabled", "Time Refit: Disabled",
                  "NVTX verbosity: 0", "Persistent Cache Ratio: 0", "Optimization Profile Index: 0",
-                 "Weight Streaming Budget: 100.000000%", "Inputs:", "Debug Tensor Save Destinations:",
-                 "=== Reporting Options ===", "Verbose: Disabled", "Averages: 10 inferences",
-                 "Percentiles: 90,95,99", "Dump refittable layers:Disabled", "Dump output: Disabled",
-                 "Profile: Disabled", "Export timing to JSON file: trtexec_10.3_orin_nano.times.json",
-                 "Export output to JSON file: ", "Export profile to JSON file: ", "",
-                 "=== Device Information ===", "Available Devices: ",
+                 "Weight Streaming Budget: 100.000000%", "Inputs:", "Debug Tensor Save Destinations:"]
+                + reporting_section("Percentiles: 90,95,99", "trtexec_10.3_orin_nano.times.json")
+                + ["=== Device Information ===", "Available Devices: ",
                  '  Device 0: "Orin" UUID: GPU-5b0e7c3a-1f4d-5e2a-9c61-0d2b7a9e4f10', "Selected Device: Orin",
                  "Selected Device ID: 0", "Selected Device UUID: GPU-5b0e7c3a-1f4d-5e2a-9c61-0d2b7a9e4f10",
                  "Compute Capability: 8.7", "SMs: 8", "Device Global Memory: 7620 MiB", "Shared Memory per SM: 164 KiB",
