@@ -61,8 +61,8 @@ def test_ort_runner_reads_the_contract_and_chunks_a_static_batch(files):
 
     runner = load_runner(files["onnx"])
     assert isinstance(runner, OrtRunner) and runner.preprocess == files["preprocess"]
-    assert runner.input_shape == (2, 3, 32, 32) and runner.batch_range == (2, 2) and runner.opset == 13
-    assert runner.batch_profile.to_dict() == {"min": 2, "opt": 2, "max": 2, "dynamic": False}
+    assert runner.input_shape == (2, 3, 32, 32) and runner.batch_range == (2, 2) and runner.signature.opset == 13
+    assert runner.signature.batch_profile.to_dict() == {"min": 2, "opt": 2, "max": 2, "dynamic": False}
     images = files["images"]
     with runner, load_runner(files["pt"]) as reference:
         assert runner.device == "cpu" and "CPUExecutionProvider" in runner.describe()["providers"]

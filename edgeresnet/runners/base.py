@@ -12,11 +12,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeresnet.errors import UserError
+
+if TYPE_CHECKING:
+    from edgeresnet.data.presets import Preprocess
 
 # backend name -> "module:class" implementing Runner.load(path, **options)
 BACKENDS: dict[str, str] = {
@@ -39,9 +42,10 @@ class Runner(abc.ABC):
 
     backend: str = "?"
 
-    def __init__(self, path: Path, manifest: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any] | None = None, preprocess: Preprocess | None = None) -> None:
         self.path = Path(path)
         self.manifest = manifest or {}
+        self.preprocess = preprocess  # the model's own preprocessing contract, when its file carries one
         self.active = False  # the is-active guard: read by activate/infer/deactivate/benchmark_step
         self.warnings: list[str] = []  # options ``load`` accepted but this backend ignores
 
@@ -53,6 +57,17 @@ class Runner(abc.ABC):
         this signature (``load_runner`` passes the same options to each); a runner built around a model already
         in memory has no file to load."""
         raise NotImplementedError(f"{cls.__name__} wraps a model in memory and loads no file")
+
+    @staticmethod
+    def check_threads(threads: int | None) -> None:
+        """``--threads`` is a CPU thread count: at least 1 where a backend uses it."""
+        if threads is not None and threads < 1:
+            raise UserError(f"--threads {threads}: must be at least 1")
+
+    def ignore_cuda_backend(self, cuda_backend: str) -> None:
+        """``--cuda-backend`` picks the CUDA binding of TensorRT engines; any other backend warns and goes on."""
+        if cuda_backend != "auto":
+            self.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
 
     # -- lifecycle (Polygraphy: activate/deactivate own the guard, *_impl do the work) -------------
     def __enter__(self) -> Runner:

@@ -11,6 +11,7 @@ through it, since those need a raw session rather than the one-input/one-logits 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,24 +70,51 @@ def open_session(model: Any, *, providers: list[str] | None = None, threads: int
         raise UserError(f"ONNX Runtime cannot load the model: {first[:200]}") from exc
 
 
+@dataclass(frozen=True)
+class OnnxSignature:
+    """What ``OrtRunner.load`` read from the graph: its one image input, its outputs, opset and metadata."""
+
+    input_name: str
+    input_shape: tuple[int | str, ...]  # a string stands for a dynamic dimension
+    output_names: tuple[str, ...]
+    opset: int
+    metadata: dict[str, str]
+    batch_profile: Any = None  # from metadata_props, else the sidecar manifest
+    input_dtype: Any = np.float32  # float16 for ``export --precision fp16 --io-fp16`` models
+
+    @classmethod
+    def read(cls, model: Any, path: Path) -> OnnxSignature:
+        """The signature of a loaded ModelProto (``path`` names it in errors)."""
+        from edgeresnet.export.onnx_meta import metadata_of, profile_from_props
+
+        initializers = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in initializers]
+        if len(inputs) != 1:
+            raise UserError(f"{path}: expected one image input, the model has {len(inputs)}; not an image classifier")
+        tensor = inputs[0].type.tensor_type
+        props = metadata_of(model)
+        return cls(
+            input_name=inputs[0].name,
+            input_shape=tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim),
+            output_names=tuple(o.name for o in model.graph.output),
+            opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+            metadata=props,
+            batch_profile=profile_from_props(props, path),
+            input_dtype=np.float16 if tensor.elem_type == 10 else np.float32,  # onnx.TensorProto.FLOAT16 == 10
+        )
+
+
 class OrtRunner(Runner):
     """One ONNX model in one InferenceSession."""
 
     backend = "ort"
 
-    def __init__(self, path: Path, manifest: dict[str, Any] | None, input_name: str,
-                 input_shape: tuple[int | str, ...], output_names: list[str], preprocess: Preprocess | None,
-                 profile: Any, metadata: dict[str, str], opset: int, providers: list[str] | tuple[str, ...] | str | None,
+    def __init__(self, path: Path, manifest: dict[str, Any] | None, signature: OnnxSignature,
+                 preprocess: Preprocess | None, providers: list[str] | tuple[str, ...] | str | None,
                  threads: int | None) -> None:
-        super().__init__(path, manifest)
-        self.input_name = input_name
-        self._input_shape = input_shape
-        self.output_names = output_names
-        self.preprocess = preprocess
-        self.batch_profile = profile
-        self.metadata = metadata
-        self.opset = opset
-        self._providers_requested = providers
+        super().__init__(path, manifest, preprocess)
+        self.signature = signature
+        self.providers_requested = providers
         self.threads = threads
         self.session: Any = None
 
@@ -95,42 +123,27 @@ class OrtRunner(Runner):
              providers: list[str] | tuple[str, ...] | str | None = None) -> OrtRunner:
         """``providers`` picks the execution providers; ``device`` is not used (the providers decide where it
         runs), ``cuda_backend`` is TensorRT's only (a warning when set)."""
-        from edgeresnet.export.onnx_meta import load_onnx_model, metadata_of, preprocess_from_props, profile_from_props
+        from edgeresnet.export.onnx_meta import load_onnx_model, preprocess_from_props
 
         path = Path(path)
-        if threads is not None and threads < 1:
-            raise UserError(f"--threads {threads}: must be at least 1")
-        model = load_onnx_model(path)
-        initializers = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in initializers]
-        if len(inputs) != 1:
-            raise UserError(f"{path}: expected one image input, the model has {len(inputs)}; not an image classifier")
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                     for d in inputs[0].type.tensor_type.shape.dim)
-        props = metadata_of(model)
+        cls.check_threads(threads)
+        signature = OnnxSignature.read(load_onnx_model(path), path)
+        preprocess = preprocess_from_props(signature.metadata, path)
         manifest = read_manifest(path)
-        preprocess = preprocess_from_props(props, path)
-        profile = profile_from_props(props, path)
         if manifest:
             typed = OnnxManifest.from_dict(manifest, f"{path}.json")
-            if preprocess is None:
-                preprocess = typed.preprocess
-            if profile is None:
-                profile = typed.batch_profile
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        runner = cls(path, manifest, inputs[0].name, dims, [o.name for o in model.graph.output], preprocess, profile,
-                     props, opset, providers, threads)
-        if cuda_backend != "auto":
-            runner.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
-        # ``export --precision fp16 --io-fp16`` models take float16 (onnx.TensorProto.FLOAT16 == 10)
-        runner.input_dtype = np.float16 if inputs[0].type.tensor_type.elem_type == 10 else np.float32
+            preprocess = preprocess if preprocess is not None else typed.preprocess
+            if signature.batch_profile is None:
+                signature = replace(signature, batch_profile=typed.batch_profile)
+        runner = cls(path, manifest, signature, preprocess, providers, threads)
+        runner.ignore_cuda_backend(cuda_backend)
         return runner
 
     # -- lifecycle -------------------------------------------------------------------------------
     def activate_impl(self) -> None:
         import onnxruntime as ort
 
-        providers = resolve_providers(self._providers_requested, ort.get_available_providers())
+        providers = resolve_providers(self.providers_requested, ort.get_available_providers())
         self.session = open_session(self.path, providers=providers, threads=self.threads, name=self.path)
 
     def deactivate_impl(self) -> None:
@@ -139,7 +152,7 @@ class OrtRunner(Runner):
     # -- inference -------------------------------------------------------------------------------
     @property
     def static_batch(self) -> int | None:
-        first = self._input_shape[0] if self._input_shape else None
+        first = self.input_shape[0] if self.input_shape else None
         return first if isinstance(first, int) and first > 0 else None
 
     @property
@@ -147,30 +160,29 @@ class OrtRunner(Runner):
         """(min, max) batch: a static model takes exactly its batch; a profile bounds a dynamic one."""
         if self.static_batch is not None:
             return (self.static_batch, self.static_batch)
-        if self.batch_profile is not None:
-            return (self.batch_profile.min, self.batch_profile.max)
+        profile = self.signature.batch_profile
+        if profile is not None:
+            return (profile.min, profile.max)
         return None
 
-    input_dtype: Any = np.float32
-
     def infer_impl(self, images: np.ndarray) -> np.ndarray:
-        feed = images if self.input_dtype is np.float32 else images.astype(self.input_dtype)
-        return self.session.run([self.output_names[0]], {self.input_name: feed})[0]
+        signature = self.signature
+        feed = images if signature.input_dtype is np.float32 else images.astype(signature.input_dtype)
+        return self.session.run([signature.output_names[0]], {signature.input_name: feed})[0]
 
     def check_images(self, images: Any) -> np.ndarray:
         """The shared checks, then the model's static C/H/W."""
         images = super().check_images(images)
-        expected = self._input_shape[1:]
-        got = images.shape[1:]
-        if images.ndim != len(self._input_shape) or any(isinstance(e, int) and e > 0 and e != g
-                                                         for e, g in zip(expected, got)):
-            raise UserError(f"{self.path}: model takes images of shape {self._input_shape}, got {images.shape}; "
+        shape = self.input_shape
+        if images.ndim != len(shape) or any(isinstance(e, int) and e > 0 and e != g
+                                            for e, g in zip(shape[1:], images.shape[1:])):
+            raise UserError(f"{self.path}: model takes images of shape {shape}, got {images.shape}; "
                             "check --image-size")
         return images
 
     @property
     def input_shape(self) -> tuple[int | str, ...]:
-        return self._input_shape
+        return self.signature.input_shape
 
     @property
     def device(self) -> str:
@@ -180,7 +192,8 @@ class OrtRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update({"input": self.input_name, "input_shape": list(self._input_shape), "opset": self.opset})
+        info.update({"input": self.signature.input_name, "input_shape": list(self.input_shape),
+                     "opset": self.signature.opset})
         if self.session is not None:
             info["providers"] = self.session.get_providers()
         return info

@@ -46,9 +46,8 @@ class TorchRunner(Runner):
 
     def __init__(self, path: Path, manifest: dict[str, Any] | None, model: Any, preprocess: Preprocess | None,
                  spec: Any = None, device: str = "cpu") -> None:
-        super().__init__(path, manifest)
+        super().__init__(path, manifest, preprocess)
         self.model = model
-        self.preprocess = preprocess
         self.spec = spec
         self._device = device
 
@@ -63,9 +62,8 @@ class TorchRunner(Runner):
         from edgeresnet.models import load_checkpoint, model_from_checkpoint
 
         path = Path(path)
+        cls.check_threads(threads)
         if threads is not None:
-            if threads < 1:
-                raise UserError(f"--threads {threads}: must be at least 1")
             import torch
 
             torch.set_num_threads(threads)
@@ -73,8 +71,7 @@ class TorchRunner(Runner):
         model, spec = model_from_checkpoint(checkpoint, path)
         runner = cls(path, read_manifest(path), model, Preprocess.from_dict(checkpoint["preprocess"]), spec,
                      pick_device(device))
-        if cuda_backend != "auto":
-            runner.warnings.append(f"--cuda-backend {cuda_backend} applies to TensorRT engines only; ignored")
+        runner.ignore_cuda_backend(cuda_backend)
         return runner
 
     @classmethod

@@ -12,6 +12,7 @@ sets the input shape per call (dynamic batch), binds addresses with ``set_tensor
 from __future__ import annotations
 
 import shlex
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -171,27 +172,28 @@ def rebuild_command(manifest: EngineManifest | dict[str, Any] | None, engine_pat
     return shlex.join(args)
 
 
+@dataclass(eq=False)
 class EngineSession:
     """One deserialized engine, its execution context, a stream and device buffers that grow as needed."""
 
-    def __init__(self, trt: Any, data: bytes, backend: Any, *, logger: Any = None, dla_core: int | None = None,
-                 host_code_allowed: bool = False, source: str = "engine", rebuild: str | None = None) -> None:
-        self.trt = trt
-        self.data = data
-        self.backend = backend
-        self.logger = logger
-        self.dla_core = dla_core
-        self.host_code_allowed = host_code_allowed
-        self.source = source
-        self.rebuild = rebuild
-        self.engine: Any = None
-        self.context: Any = None
-        self.stream: int | None = None
-        self.inputs: list[str] = []
-        self.outputs: list[str] = []
-        self.dtypes: dict[str, Any] = {}
-        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
-        self.bound: Any = None  # the TimedStep whose shapes and addresses the context holds
+    trt: Any
+    data: bytes
+    backend: Any
+    _: KW_ONLY
+    logger: Any = None
+    dla_core: int | None = None
+    host_code_allowed: bool = False
+    source: str = "engine"
+    rebuild: str | None = None
+    # made by open()
+    engine: Any = field(default=None, init=False)
+    context: Any = field(default=None, init=False)
+    stream: int | None = field(default=None, init=False)
+    inputs: list[str] = field(default_factory=list, init=False)
+    outputs: list[str] = field(default_factory=list, init=False)
+    dtypes: dict[str, Any] = field(default_factory=dict, init=False)
+    buffers: dict[str, tuple[int, int]] = field(default_factory=dict, init=False)  # name -> (pointer, capacity)
+    bound: Any = field(default=None, init=False)  # the TimedStep whose shapes and addresses the context holds
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open(self) -> EngineSession:
