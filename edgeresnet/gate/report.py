@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,22 +67,6 @@ class GateReport:
     environment: EnvComparison
 
     @property
-    def regressions(self) -> list[KeyResult]:
-        return [r for r in self.rows if r.verdict is Verdict.REGRESSION]
-
-    @property
-    def missing(self) -> list[KeyResult]:
-        return [r for r in self.rows if r.status is Status.MISSING]
-
-    @property
-    def new(self) -> list[KeyResult]:
-        return [r for r in self.rows if r.status is Status.NEW]
-
-    @property
-    def improvements(self) -> list[KeyResult]:
-        return [r for r in self.rows if r.verdict is Verdict.IMPROVEMENT]
-
-    @property
     def failed(self) -> bool:
         return any(r.failed for r in self.rows)
 
@@ -94,14 +79,15 @@ class GateReport:
         return Outcome.FAIL if self.failed else Outcome.PASS
 
     def summary(self) -> str:
-        parts = [f"{len([r for r in self.rows if r.status is Status.COMPARED])} compared"]
-        for label, rows in (("regression", self.regressions), ("improvement", self.improvements)):
-            if rows:
-                parts.append(f"{len(rows)} {label}{'s' if len(rows) > 1 else ''}")
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing")
-        if self.new:
-            parts.append(f"{len(self.new)} new")
+        """'FAIL: 3 compared, 1 regression, 1 missing': the keys compared, then each other count that is not 0."""
+        verdicts = Counter(r.verdict for r in self.rows)
+        statuses = Counter(r.status for r in self.rows)
+        parts = [f"{statuses[Status.COMPARED]} compared"]
+        for label, count, plural in (("regression", verdicts[Verdict.REGRESSION], "s"),
+                                     ("improvement", verdicts[Verdict.IMPROVEMENT], "s"),
+                                     ("missing", statuses[Status.MISSING], ""), ("new", statuses[Status.NEW], "")):
+            if count:
+                parts.append(f"{count} {label}{plural if count > 1 else ''}")
         return f"{self.verdict.value.upper()}: " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
