@@ -149,66 +149,77 @@ class Method(Rendered):
 # -- notes: what the reader must know beside the verdict (the verdict stands) --------------------------
 
 
+class _Worded(Rendered):
+    """A note whose sentence is its class's entry in ``NOTE_WORDING``, formatted with the note itself."""
+
+    def text(self) -> str:
+        return NOTE_WORDING[type(self)].format(self=self)
+
+
 @dataclass(frozen=True)
-class RunsDisagree(Rendered):
+class RunsDisagree(_Worded):
     side: str
     spread: float
     medians: tuple[float, ...]
     tolerance: float
 
-    def text(self) -> str:
-        return (f"the {self.side} runs disagree among themselves by {self.spread:.0%} (run medians "
-                f"{', '.join(f'{m:.4g}' for m in self.medians)} ms), more than the {self.tolerance:.1%} tolerance: "
-                "the machine is too noisy for this gate; interleave baseline and current, lock the clocks "
-                "or use a quieter runner")
+    @property
+    def run_medians(self) -> str:
+        return ", ".join(f"{m:.4g}" for m in self.medians)
 
 
 @dataclass(frozen=True)
-class SpeedDrift(Rendered):
+class SpeedDrift(_Worded):
     side: str
     run: int | None  # 1-based, when the side has several runs
     drift: float
     tolerance: float
 
-    def text(self) -> str:
-        which = f" {self.run}" if self.run is not None else ""
-        return (f"the machine's speed changed during {self.side} run{which}: its second half is "
-                f"{self.drift:+.0%} against its first (median), more than the {self.tolerance:.1%} tolerance")
+    @property
+    def which(self) -> str:
+        return f"run {self.run}" if self.run is not None else "run"
 
 
 @dataclass(frozen=True)
-class Inconclusive(Rendered):
+class Inconclusive(_Worded):
     confidence: float
     half_width: float
     tolerance: float
 
-    def text(self) -> str:
-        return (f"inconclusive: the {self.confidence:.0%} interval is +-{self.half_width:.1%} wide, more than the "
-                f"{self.tolerance:.1%} tolerance, so a real slowdown of that size could pass unnoticed; benchmark "
-                "longer, in alternating rounds, or on a quieter machine")
-
 
 @dataclass(frozen=True)
-class FewSamples(Rendered):
+class FewSamples(_Worded):
     samples: int
     wanted: int = FEW_SAMPLES
 
-    def text(self) -> str:
-        return (f"only {self.samples} samples on one side (the gate asks for {self.wanted}): a real "
-                "slowdown may be missed; benchmark longer (--duration) or raise --min-iterations")
-
 
 @dataclass(frozen=True)
-class ThinTail(Rendered):
+class ThinTail(_Worded):
     metric: str
     samples: int
     wanted: int
 
-    def text(self) -> str:
-        above = max(1, self.samples * (100 - int(self.metric[1:])) // 100)  # samples above the percentile
-        return (f"{self.metric} of {self.samples} samples rests on {above} of them; "
-                f"use >= {self.wanted} samples for a {self.metric} gate")
+    @property
+    def above(self) -> int:
+        """How many samples lie above the percentile."""
+        return max(1, self.samples * (100 - int(self.metric[1:])) // 100)
 
+
+# What each note tells the reader, in one place.
+NOTE_WORDING: dict[type[Rendered], str] = {
+    RunsDisagree: ("the {self.side} runs disagree among themselves by {self.spread:.0%} (run medians "
+                   "{self.run_medians} ms), more than the {self.tolerance:.1%} tolerance: the machine is too noisy "
+                   "for this gate; interleave baseline and current, lock the clocks or use a quieter runner"),
+    SpeedDrift: ("the machine's speed changed during {self.side} {self.which}: its second half is "
+                 "{self.drift:+.0%} against its first (median), more than the {self.tolerance:.1%} tolerance"),
+    Inconclusive: ("inconclusive: the {self.confidence:.0%} interval is +-{self.half_width:.1%} wide, more than the "
+                   "{self.tolerance:.1%} tolerance, so a real slowdown of that size could pass unnoticed; benchmark "
+                   "longer, in alternating rounds, or on a quieter machine"),
+    FewSamples: ("only {self.samples} samples on one side (the gate asks for {self.wanted}): a real "
+                 "slowdown may be missed; benchmark longer (--duration) or raise --min-iterations"),
+    ThinTail: ("{self.metric} of {self.samples} samples rests on {self.above} of them; "
+               "use >= {self.wanted} samples for a {self.metric} gate"),
+}
 
 Note = RunsDisagree | SpeedDrift | Inconclusive | FewSamples | ThinTail
 
