@@ -137,7 +137,7 @@ def test_distill_into_pruned_student_with_feature_loss(world, capsys):
 
 
 def test_sweep_levels_and_pareto_front():
-    from edgeresnet.compress.pipeline import pareto_flags, parse_levels
+    from edgeresnet.compress.prune_sweep import pareto_flags, parse_levels
     from edgeresnet.errors import UserError
 
     assert parse_levels("0.6, 0.2,0.4,0.2") == [0.2, 0.4, 0.6]

@@ -7,13 +7,9 @@ import pytest
 import torch
 
 from edgeresnet.compress.flops import count_costs
-from edgeresnet.compress.prune import (
-    PruneSettings,
-    filter_scores,
-    keep_count,
-    merge_scores,
-    prune_model,
-)
+from edgeresnet.compress.importance import filter_scores, merge_scores
+from edgeresnet.compress.prune import PruneSettings, prune_model
+from edgeresnet.compress.prune_plan import keep_count
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model, load_checkpoint, make_checkpoint, model_from_checkpoint
 

@@ -12,8 +12,10 @@ import pytest
 
 import quant_fixtures as qf
 from edgeresnet.compress import calibration as cal
-from edgeresnet.compress import ptq, qdq
+from edgeresnet.compress import ort_cpu, ptq, qdq
+from edgeresnet.compress.int8_flavours import choose_flavour
 from edgeresnet.errors import UserError
+from edgeresnet.export.onnx_meta import load_onnx_model
 from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it
 
 
@@ -100,7 +102,7 @@ def test_trt_flavour_places_qdq_the_tensorrt_way(tiny, tmp_path):
     out = tmp_path / "int8.onnx"
     report = _run(tiny, out, "trt", method="entropy", images=48)
     assert report.written and out.exists()
-    model = qdq.load_onnx(out)
+    model = load_onnx_model(out, weights=True)
     info = qdq.describe_qdq(model)
     assert len(info["weighted"]) == 21  # 20 convs + fc of ResNet-18
     for layer in info["weighted"]:
@@ -133,7 +135,7 @@ def test_cache_is_reused_only_for_the_same_model_and_images(tiny, tmp_path):
     first = _run(tiny, tmp_path / "a.onnx", "trt")
     again = _run(tiny, tmp_path / "b.onnx", "trt")
     assert (first.cache["hit"], again.cache["hit"]) == (False, True)
-    a, b = (qdq.load_onnx(tmp_path / n) for n in ("a.onnx", "b.onnx"))
+    a, b = (load_onnx_model(tmp_path / n, weights=True) for n in ("a.onnx", "b.onnx"))
     assert [i.raw_data for i in a.graph.initializer] == [i.raw_data for i in b.graph.initializer]
     cache, key = Path(first.cache["path"]), dict(first.cache["key"])
     assert cal.load_cached_table(cache, key) is not None
@@ -159,7 +161,7 @@ def test_ort_flavour_uses_uint8_activations_and_int8_channel_weights(tiny, tmp_p
 
     out = tmp_path / f"{fmt}.onnx"
     report = _run(tiny, out, "ort", ort_format=fmt)
-    model = qdq.load_onnx(out)
+    model = load_onnx_model(out, weights=True)
     inits = qdq.initializers(model)
     ops = Counter(n.op_type for n in model.graph.node)
     if fmt == "qdq":
@@ -196,29 +198,29 @@ def test_batchnorm_folding_keeps_the_function(tmp_path):
     folded, count = qdq.fold_batchnorm(qdq.name_nodes(onnx.load(str(path))))
     assert count == 1 and not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    a = ptq.ort_session(model).run(None, {"input": x})[0]
-    b = ptq.ort_session(folded).run(None, {"input": x})[0]
+    a = ort_cpu.ort_session(model).run(None, {"input": x})[0]
+    b = ort_cpu.ort_session(folded).run(None, {"input": x})[0]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_dynamic_batch_copy_matches_the_static_export(tiny):
-    model = qdq.load_onnx(tiny.onnx)
-    assert ptq.input_info(model)[1] == 1
-    dynamic = ptq.with_dynamic_batch(model)
+    model = load_onnx_model(tiny.onnx, weights=True)
+    assert ort_cpu.input_info(model)[1] == 1
+    dynamic = ort_cpu.with_dynamic_batch(model)
     assert dynamic is not None
     x = tiny.data.arrays("val", limit=3)[0]
-    together = ptq.run_logits(ptq.ort_session(dynamic), x)
-    apart = ptq.run_logits(ptq.ort_session(model), x, batch=1)
+    together = ort_cpu.run_logits(ort_cpu.ort_session(dynamic), x)
+    apart = ort_cpu.run_logits(ort_cpu.ort_session(model), x, batch=1)
     np.testing.assert_allclose(together, apart, rtol=1e-4, atol=1e-5)
 
 
 def test_flavour_follows_the_target():
-    assert ptq.choose_flavour(None, "host-cpu")[0] == "ort"
-    flavour, why, version = ptq.choose_flavour(None, "agx-orin")
+    assert choose_flavour(None, "host-cpu")[0] == "ort"
+    flavour, why, version = choose_flavour(None, "agx-orin")
     assert flavour == "trt" and version == (10, 3, 0)
-    assert ptq.choose_flavour("ort", "agx-orin")[0] == "ort"
+    assert choose_flavour("ort", "agx-orin")[0] == "ort"
     with pytest.raises(UserError, match="--flavour"):
-        ptq.choose_flavour("tensorrt", None)
+        choose_flavour("tensorrt", None)
 
 
 # -- the TensorRT-family builder --------------------------------------------------------------------

@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 import quant_fixtures as qf
-from edgeresnet.compress import ptq, qat, qdq
+from edgeresnet.compress import fake_quant, qat, qdq
+from edgeresnet.compress.ort_cpu import ort_session, run_logits
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def tiny() -> qf.TinyModel:
 @pytest.fixture(scope="module")
 def calibrated(tiny):
     """The tiny ResNet-18 fake-quantized and calibrated (percentile) on 64 training images."""
-    q = qat.quantize_model(tiny.model)
+    q = fake_quant.quantize_model(tiny.model)
     images = tiny.data.arrays("train", limit=64)[0]
     amax = qat.calibrate_model(q, lambda: iter([images[:32], images[32:]]), "percentile")
     return q, amax
@@ -30,18 +31,18 @@ def calibrated(tiny):
 def test_surgery_quantizes_every_weighted_layer_and_residual_and_folds_bn_exactly(tiny):
     import copy
 
-    q = qat.quantize_model(tiny.model)
-    assert all(isinstance(m, (qat.QuantConv2d, qat.QuantLinear)) for m in q.modules()
+    q = fake_quant.quantize_model(tiny.model)
+    assert all(isinstance(m, (fake_quant.QuantConv2d, fake_quant.QuantLinear)) for m in q.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear)))
-    units = qat.units(q)
+    units = fake_quant.units(q)
     assert len(units) == 21 + 8 and "layer2.0.residual_quantizer" in units and "fc" in units
-    assert not isinstance(tiny.model.conv1, qat.QuantConv2d)  # the original is left untouched
+    assert not isinstance(tiny.model.conv1, fake_quant.QuantConv2d)  # the original is left untouched
     x = torch.from_numpy(tiny.data.arrays("val", limit=8)[0])
-    qat.set_float_units(q, units)  # every quantizer off: folding BN (as the export does) keeps the function
-    for quantizer in qat.quantizers(q).values():
+    fake_quant.set_float_units(q, units)  # every quantizer off: folding BN (as the export does) keeps the function
+    for quantizer in fake_quant.quantizers(q).values():
         quantizer.enabled = False
     folded = copy.deepcopy(q)
-    assert qat.fold_batchnorms(folded) == 20
+    assert fake_quant.fold_batchnorms(folded) == 20
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         torch.testing.assert_close(folded(x), tiny.model(x), rtol=1e-4, atol=1e-4)
@@ -51,8 +52,8 @@ def test_weight_quantization_commutes_with_bn_scale():
     """Q(w * s) == s * Q(w) per output channel: fake-quant before folding equals fake-quant after it."""
     w = torch.randn(8, 4, 3, 3)
     s = torch.rand(8) * 3 - 1.5  # includes negative BN gammas
-    before = qat.fake_quantize_weight(w, None) * s.reshape(-1, 1, 1, 1)
-    after = qat.fake_quantize_weight(w * s.reshape(-1, 1, 1, 1), None)
+    before = fake_quant.fake_quantize_weight(w, None) * s.reshape(-1, 1, 1, 1)
+    after = fake_quant.fake_quantize_weight(w * s.reshape(-1, 1, 1, 1), None)
     torch.testing.assert_close(before, after, rtol=1e-5, atol=1e-6)
 
 
@@ -79,21 +80,21 @@ def test_export_is_tensorrt_placed_qdq_that_onnx_runtime_runs(calibrated, tiny, 
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
     x, _ = tiny.data.arrays("val", limit=64)
     # ONNX Runtime executing the Q/DQ graph as written reproduces the fake-quant model (TensorRT's numerics)
-    onnx_logits = ptq.run_logits(ptq.ort_session(path, emulate=True), x)
+    onnx_logits = run_logits(ort_session(path, emulate=True), x)
     torch_logits = qat.torch_logits(q, x)
     assert np.mean(onnx_logits.argmax(1) == torch_logits.argmax(1)) >= 0.97
     assert np.abs(onnx_logits - torch_logits).max() < 0.1 * np.abs(torch_logits).max()
     # and its default (fused int8 kernel) path runs it too
-    assert ptq.run_logits(ptq.ort_session(path), x).shape == (64, 10)
+    assert run_logits(ort_session(path), x).shape == (64, 10)
 
 
 def test_kept_float_layers_export_without_qdq(calibrated, tiny, tmp_path):
     q, _ = calibrated
-    qat.set_float_units(q, ["conv1", "layer1.0.residual_quantizer"])
+    fake_quant.set_float_units(q, ["conv1", "layer1.0.residual_quantizer"])
     try:
         model = qat.export_qdq_onnx(q, tiny.data.preprocess, tmp_path / "mixed.onnx")
     finally:
-        qat.set_float_units(q, [])
+        fake_quant.set_float_units(q, [])
     info = qdq.describe_qdq(model)
     first = info["weighted"][0]
     assert not first["input_quantized"] and not first["weight_quantized"]
@@ -102,7 +103,7 @@ def test_kept_float_layers_export_without_qdq(calibrated, tiny, tmp_path):
 
 
 def test_fine_tune_runs_through_the_training_loop(tiny):
-    q = qat.quantize_model(tiny.model)
+    q = fake_quant.quantize_model(tiny.model)
     images = tiny.data.arrays("train", limit=32)[0]
     qat.calibrate_model(q, lambda: iter([images]), "max")
     scale_before = q.layer1[0].conv2.input_quantizer.scale.clone()
@@ -118,8 +119,8 @@ def test_fine_tune_runs_through_the_training_loop(tiny):
 
 
 def test_qat_state_is_recognised(tiny):
-    assert qat.is_qat_state(qat.quantize_model(tiny.model).state_dict())
-    assert not qat.is_qat_state(tiny.model.state_dict())
+    assert fake_quant.is_qat_state(fake_quant.quantize_model(tiny.model).state_dict())
+    assert not fake_quant.is_qat_state(tiny.model.state_dict())
 
 
 @pytest.mark.rtx

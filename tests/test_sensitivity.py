@@ -10,6 +10,7 @@ from edgeresnet.compress import calibration as cal
 from edgeresnet.compress import ptq, qdq
 from edgeresnet.compress.sensitivity import check_max_drop, run_gate, sensitivity_sweep
 from edgeresnet.errors import UserError
+from edgeresnet.export.onnx_meta import load_onnx_model
 
 LABELS = np.arange(100) % 10
 FP32 = np.eye(10, dtype=np.float32)[LABELS] * 5.0
@@ -75,12 +76,13 @@ def test_real_outlier_layer_is_found_and_kept_in_float(tmp_path):
     gate = report.gate
     assert gate.fp32_top1 >= 95.0  # a decisive model: the budget is not decided by a few borderline images
     assert gate.fp32_top1 - gate.all_int8_top1 > 5.0  # the outlier really hurts
-    conv3 = next(n.name for n in qdq.load_onnx(path).graph.node if n.op_type == "Conv" and "conv3" in n.name)
+    conv3 = next(n.name for n in load_onnx_model(path, weights=True).graph.node
+                 if n.op_type == "Conv" and "conv3" in n.name)
     assert gate.sensitivity[0]["unit"] == conv3
     assert gate.passed and gate.kept_float == [conv3]
     assert report.accuracy["val"]["drop"] <= 1.0
     assert report.accuracy["val"]["top1_agreement"] >= 99.0  # within budget by a margin, not by cancelling flips
-    info = qdq.describe_qdq(qdq.load_onnx(tmp_path / "int8.onnx"))
+    info = qdq.describe_qdq(load_onnx_model(tmp_path / "int8.onnx", weights=True))
     kept = [w for w in info["weighted"] if w["node"] == conv3][0]
     assert not kept["input_quantized"] and not kept["weight_quantized"]
     assert sum(w["input_quantized"] for w in info["weighted"]) == len(info["weighted"]) - 1

@@ -1,6 +1,6 @@
 """``edgeresnet prune`` and ``edgeresnet distill`` (and, from ``compress_quant``, ``qat`` and ``calibrate``).
 
-Parsing and printing only; the work is in ``edgeresnet.compress.pipeline``. Heavy imports stay inside
+Parsing and printing only; the work is in ``edgeresnet.compress.pipeline`` (and ``prune_sweep``). Heavy imports stay inside
 the commands so ``edgeresnet --help`` is fast.
 """
 
@@ -91,7 +91,7 @@ def prune_cmd(
 ) -> None:
     """Structured channel pruning to a smaller dense model, with its accuracy cost measured."""
     from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.compress import pipeline
+    from edgeresnet.compress import pipeline, prune_sweep
     from edgeresnet.compress.prune import PruneSettings
     from edgeresnet.errors import UserError
 
@@ -110,16 +110,10 @@ def prune_cmd(
         if allocation == "latency" or speedup is not None or latency_ms is not None:
             raise UserError("--sweep prunes at fixed ratios; drop --speedup/--latency-ms/--allocation latency "
                             "(use --allocation uniform or global)")
-        levels = pipeline.parse_levels(sweep)
-        PruneSettings(ratio=levels[0], **base)  # validate the shared knobs before any work
-        if latency_rounds < 1 or latency_duration <= 0:
-            raise UserError("--latency-rounds must be >= 1 and --latency-duration > 0")
-        if latency_threads is not None and latency_threads < 1:
-            raise UserError(f"--latency-threads {latency_threads}: must be at least 1")
-        report = pipeline.run_sweep(model, out, levels, base, options, teacher=teacher, data=data,
-                                    say=_say(console), latency_rounds=latency_rounds,
-                                    latency_duration_s=latency_duration, latency_threads=latency_threads,
-                                    exporter=exporter)
+        report = prune_sweep.run_sweep(model, out, prune_sweep.parse_levels(sweep), base, options, teacher=teacher,
+                                       data=data, say=_say(console), latency_rounds=latency_rounds,
+                                       latency_duration_s=latency_duration, latency_threads=latency_threads,
+                                       exporter=exporter)
         _print_sweep(console, report)
     else:
         from edgeresnet.compress.allocation import parse_grid

@@ -9,12 +9,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from edgeresnet.cli import common
 from edgeresnet.cli.common import JsonOut
+
+# what calibrate and qat both take, the same way
+MaxDrop = Annotated[float, typer.Option("--max-drop", help="Largest allowed top-1 drop in points vs FP32.")]
+Percentile = Annotated[float, typer.Option("--percentile", help="Percentile for --method percentile.")]
+EvalImages = Annotated[Optional[int], typer.Option("--eval-images", help="Limit the held-out images per split.")]
+BenchIters = Annotated[int, typer.Option("--bench-iters", help="Latency iterations per model (0 = skip timing).")]
 
 
 @contextlib.contextmanager
@@ -37,7 +43,20 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
         yield update
 
 
-def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: dict[str, Any], extra: list[tuple[str, str]]) -> None:
+def _finish(title: str, report: Any, extra: list[tuple[str, str]], json_out: str | None) -> None:
+    """The report's table, then its JSON; a failed gate exits 3 (nothing written), else the files are named."""
+    from edgeresnet.artifacts import emit_json
+    from edgeresnet.compress.int8_accuracy import gate_failure
+
+    _accuracy_table(title, report.accuracy, report.gate, report.latency, extra)
+    emit_json(report.to_dict(), json_out)
+    if not report.gate.passed:
+        raise gate_failure(report)
+    typer.echo(f"wrote {report.out} and {report.out}.json")
+
+
+def _accuracy_table(title: str, accuracy: dict[str, Any], gate: Any, latency: dict[str, Any],
+                    extra: list[tuple[str, str]]) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -82,23 +101,23 @@ def calibrate_cmd(
                                               "a folder of images."),
     data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder: held-out data for the "
                                        "accuracy gate (default: the data set recorded with the model)."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+    max_drop: MaxDrop = 1.0,
     max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float "
                                            "(default a quarter of them)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Calibration cache (TensorRT format) to reuse or "
                                          "write; default beside --out, keyed by model and image list."),
-    percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
+    percentile: Percentile = 99.99,
     ort_format: str = typer.Option("qdq", "--format", help="ort flavour only: qdq or qoperator."),
     reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="ort flavour only: "
                                                 "7-bit weights (default: on for x86 CPUs without VNNI, where "
                                                 "ONNX Runtime's u8s8 sums saturate)."),
-    eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
-    bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+    eval_images: EvalImages = None,
+    bench_iters: BenchIters = 30,
     json_out: JsonOut = None,
 ) -> None:
     """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
-    from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.compress import ptq
+    from edgeresnet.artifacts import check_json_dest
+    from edgeresnet.compress.int8_flavours import default_reduce_range
     from edgeresnet.compress.ptq_stage import CalibrateSettings, calibrate
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
@@ -114,12 +133,8 @@ def calibrate_cmd(
     if chosen == "ort":
         rr = report.structure.get("reduce_range")
         extra.append(("format", f"{ort_format}, {'7-bit weights (reduce-range)' if rr else '8-bit weights'}"
-                                f"{'' if reduce_range is not None else ' (auto: ' + ptq.default_reduce_range()[1] + ')'}"))
-    _accuracy_table(f"calibrate {source.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
-    emit_json(report.to_dict(), json_out)
-    if not report.gate.passed:
-        raise ptq.gate_failure(report)
-    typer.echo(f"wrote {out} and {out}.json")
+                                f"{'' if reduce_range is not None else ' (auto: ' + default_reduce_range()[1] + ')'}"))
+    _finish(f"calibrate {source.name} -> {out.name}", report, extra, json_out)
 
 
 def qat_cmd(
@@ -131,8 +146,8 @@ def qat_cmd(
     lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate (low: the model is already trained)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (recipe default)."),
     method: str = typer.Option("percentile", "--method", help="Activation range method: percentile, entropy or max."),
-    percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --method percentile."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed top-1 drop in points vs FP32."),
+    percentile: Percentile = 99.99,
+    max_drop: MaxDrop = 1.0,
     max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float."),
     data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: recorded in "
                                        "the checkpoint)."),
@@ -140,13 +155,12 @@ def qat_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop fine-tuning after this many "
                                             "optimizer steps (smoke runs, time budgets)."),
-    eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Limit the held-out images per split."),
-    bench_iters: int = typer.Option(30, "--bench-iters", help="Latency iterations per model (0 = skip timing)."),
+    eval_images: EvalImages = None,
+    bench_iters: BenchIters = 30,
     json_out: JsonOut = None,
 ) -> None:
     """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
-    from edgeresnet.artifacts import check_json_dest, emit_json
-    from edgeresnet.compress.ptq import gate_failure
+    from edgeresnet.artifacts import check_json_dest
     from edgeresnet.compress.ptq_stage import QatSettings, qat
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
@@ -162,11 +176,7 @@ def qat_cmd(
              ("Q/DQ", f"{report.structure['quantize_linear']} QuantizeLinear, {report.structure['dequantize_linear']} "
                       f"DequantizeLinear, {report.structure['residual_adds_quantized']} residual adds quantized, "
                       f"opset {opset}")]
-    _accuracy_table(f"qat {model.name} -> {out.name}", report.accuracy, report.gate, report.latency, extra)
-    emit_json(report.to_dict(), json_out)
-    if not report.gate.passed:
-        raise gate_failure(report)
-    typer.echo(f"wrote {out} and {out}.json")
+    _finish(f"qat {model.name} -> {out.name}", report, extra, json_out)
 
 
 def register(app: typer.Typer) -> None:

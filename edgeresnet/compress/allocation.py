@@ -1,6 +1,6 @@
 """How many channels each prunable group keeps: uniform (TAO), global, or latency-aware.
 
-* ``uniform``: the same ratio in every group (TAO's pruner; ``prune.plan_pruning``);
+* ``uniform``: the same ratio in every group (TAO's pruner; ``prune_plan.plan_pruning``);
 * ``global``: every group's merged scores are divided by that group's largest (TAO's ``max`` normaliser), then
   all channels of the network are ranked together and one cut-off is searched so that the network keeps
   ``1 - ratio`` of its prunable channels (``--ratio``) or at most ``flops`` of its MACs (``--flops``); groups
@@ -31,7 +31,7 @@ def normalized(scores: dict[int, Any]) -> dict[int, Any]:
 
 
 def _plan(group: Any, order: list[int], count: int) -> Any:
-    from edgeresnet.compress.prune import GroupPlan
+    from edgeresnet.compress.prune_plan import GroupPlan
 
     return GroupPlan(group.index, list(group.producers), group.channels, sorted(order[:count]))
 
@@ -39,7 +39,7 @@ def _plan(group: Any, order: list[int], count: int) -> Any:
 def global_plans(graph: Any, scores: dict[int, Any], settings: Any, fits: Callable[[list[Any]], bool]) -> list[Any]:
     """One network-wide cut-off ``t`` on normalised scores: each group keeps its channels above ``t`` (rounded
     to ``granularity``, at least ``min_filters``); the smallest ``t`` whose plans ``fits`` is taken."""
-    from edgeresnet.compress.prune import keep_count
+    from edgeresnet.compress.prune_plan import keep_count
 
     norm = normalized(scores)
     groups = graph.prunable_groups()
@@ -82,7 +82,7 @@ def global_plans(graph: Any, scores: dict[int, Any], settings: Any, fits: Callab
 # -- latency-aware ----------------------------------------------------------------------------------------
 def candidate_widths(channels: int, grid: tuple[float, ...], granularity: int, min_filters: int) -> list[int]:
     """The widths a group may take: each grid fraction of its width, rounded as ``keep_count`` does, plus full."""
-    from edgeresnet.compress.prune import keep_count
+    from edgeresnet.compress.prune_plan import keep_count
 
     widths = {channels} | {keep_count(channels, channels * f, granularity, min_filters) for f in grid}
     return sorted(widths, reverse=True)

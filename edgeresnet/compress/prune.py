@@ -20,21 +20,22 @@ Policy (TAO's "min weight" pruner, Molchanov et al. arXiv:1611.06440, as in TAO'
 
 The result is a new model with narrower ``Conv2d``/``BatchNorm2d``/``Linear`` layers holding the kept weights,
 under the original parameter names, so ``models.conform_to_state_dict`` rebuilds it from a state dict.
+The scores are ``importance``, the counts ``prune_plan``, the surgery ``pruners``; this module holds the
+settings and the whole step (``prune_model``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeresnet.compress.depgraph import ChannelGroup, DependencyGraph, analyze
+from edgeresnet.compress.depgraph import DependencyGraph, analyze
 from edgeresnet.compress.flops import CostReport, count_costs
+from edgeresnet.compress.importance import CRITERIA, EQUALIZATIONS
+from edgeresnet.compress.prune_plan import PrunePlan, plan_latency, plan_pruning
+from edgeresnet.compress.pruners import apply_plan
 from edgeresnet.errors import UserError
-
-EQUALIZATIONS = ("union", "intersection", "arithmetic_mean", "geometric_mean")
-CRITERIA = ("l2", "l1")
 
 
 @dataclass(frozen=True)
@@ -152,22 +153,6 @@ class PruneSettings:
         return out
 
 
-@dataclass
-class GroupPlan:
-    index: int
-    producers: list[str]
-    channels: int
-    keep: list[int]  # kept channel indices, ascending
-
-
-@dataclass
-class PrunePlan:
-    settings: PruneSettings
-    groups: list[GroupPlan]
-    ratio: float | None  # the per-group ratio used (searched when the target is FLOPs; None unless uniform)
-    estimated_macs: int
-    latency: dict[str, Any] | None = None  # latency allocation: table, predicted and measured speedup
-
 
 @dataclass
 class PruneResult:
@@ -192,238 +177,6 @@ class PruneResult:
             "layers": self.layers,
             **({"latency": self.plan.latency} if self.plan.latency is not None else {}),
         }
-
-
-# -- policy (pure arithmetic on scores) -----------------------------------------------------------------------
-def keep_count(channels: int, wanted: float, granularity: int, min_filters: int, round_up: bool = False) -> int:
-    """Channels to keep: ``wanted`` rounded to ``granularity`` (nearest, or up as TAO's threshold mode), never
-    below ``min_filters`` (capped at the layer's width) and never above the width."""
-    floor = min(min_filters, channels)
-    wanted = max(float(wanted), float(floor))
-    steps = math.ceil(wanted / granularity - 1e-9) if round_up else math.floor(wanted / granularity + 0.5)
-    count = max(steps, 1) * granularity
-    if count < floor:
-        count = math.ceil(floor / granularity) * granularity
-    return int(min(count, channels))
-
-
-def filter_scores(weight: Any, criterion: str) -> Any:
-    """Per-filter norm of a conv/linear weight (dim 0 = output channel)."""
-    flat = weight.detach().float().flatten(1)
-    return flat.abs().sum(1) if criterion == "l1" else flat.pow(2).sum(1).sqrt()
-
-
-def merge_scores(stats: Any, equalization: str) -> Any:
-    """TAO's equalization of coupled layers' scores (rows = layers, columns = channels)."""
-    if stats.shape[0] == 1:
-        return stats[0]
-    if equalization == "union":
-        return stats.max(0).values
-    if equalization == "intersection":
-        return stats.min(0).values
-    if equalization == "arithmetic_mean":
-        return stats.mean(0)
-    return stats.clamp_min(1e-12).log().mean(0).exp()  # geometric_mean
-
-
-def group_scores(model: Any, group: ChannelGroup, settings: PruneSettings) -> Any:
-    import torch
-
-    modules = dict(model.named_modules())
-    rows = []
-    for name in group.producers + group.depthwise:
-        score = filter_scores(modules[name].weight, settings.criterion)
-        if settings.normalized:
-            score = score / score.max().clamp_min(1e-12)
-        rows.append(score)
-    return merge_scores(torch.stack(rows), settings.equalization)
-
-
-def decide(graph: DependencyGraph, scores: dict[int, Any], settings: PruneSettings,
-           ratio: float | None) -> list[GroupPlan]:
-    """Kept channel indices per prunable group for one ratio (or the threshold)."""
-    plans = []
-    for group in graph.prunable_groups():
-        score = scores[group.index]
-        if settings.threshold is not None:
-            count = keep_count(group.channels, int((score > settings.threshold).sum()), settings.granularity,
-                               settings.min_filters, round_up=True)
-        else:
-            assert ratio is not None
-            count = keep_count(group.channels, group.channels * (1.0 - ratio), settings.granularity,
-                               settings.min_filters)
-        keep = sorted(int(i) for i in score.argsort(descending=True, stable=True)[:count])
-        plans.append(GroupPlan(group.index, list(group.producers), group.channels, keep))
-    return plans
-
-
-def layer_widths(graph: DependencyGraph, plans: list[GroupPlan]) -> dict[str, dict[str, int]]:
-    """New in/out widths of every layer a plan touches."""
-    kept = {p.index: len(p.keep) for p in plans}
-    widths: dict[str, dict[str, int]] = {}
-    for group in graph.groups:
-        if group.index not in kept:
-            continue
-        n = kept[group.index]
-        for name in group.producers:
-            widths.setdefault(name, {})["out"] = n
-        for name in group.depthwise:
-            widths.setdefault(name, {}).update({"in": n, "out": n})
-        for name, _kind in group.consumers:
-            widths.setdefault(name, {})["in"] = n
-    return widths
-
-
-def estimate_macs(base: CostReport, widths: dict[str, dict[str, int]], depthwise: set[str]) -> int:
-    """MACs after pruning, from the unpruned per-layer counts (MACs are bilinear in in/out width)."""
-    total = 0
-    for name, cost in base.layers.items():
-        w = widths.get(name, {})
-        out_scale = w.get("out", cost.out_channels) / cost.out_channels
-        in_scale = 1.0 if name in depthwise else w.get("in", cost.in_channels) / cost.in_channels
-        total += cost.macs * out_scale * in_scale
-    return int(round(total))
-
-
-def plan_pruning(model: Any, graph: DependencyGraph, base: CostReport, settings: PruneSettings) -> PrunePlan:
-    scores = {g.index: group_scores(model, g, settings) for g in graph.prunable_groups()}
-    if not scores:
-        raise UserError("nothing to prune: the dependency analysis found no prunable channel group in this model")
-    depthwise = {n for g in graph.groups for n in g.depthwise}
-
-    def macs_for(plans: list[GroupPlan]) -> int:
-        return estimate_macs(base, layer_widths(graph, plans), depthwise)
-
-    if settings.allocation == "global":
-        return _plan_global(graph, scores, base, settings, macs_for)
-    if settings.allocation == "latency":
-        raise ValueError("latency allocation needs the measured table; prune_model plans it")
-    if settings.flops is None:
-        plans = decide(graph, scores, settings, settings.ratio)
-        return PrunePlan(settings, plans, settings.ratio, macs_for(plans))
-
-    target = settings.flops * base.macs
-    lo, hi = 0.0, 0.999
-    smallest = decide(graph, scores, settings, hi)
-    if macs_for(smallest) > target:
-        reachable = macs_for(smallest) / base.macs
-        raise UserError(f"--flops {settings.flops}: unreachable; with --min-filters {settings.min_filters} and "
-                        f"--granularity {settings.granularity} this model keeps at least {reachable:.3f} of its FLOPs")
-    for _ in range(40):  # MACs never grow with the ratio: bisect for the smallest ratio that meets the target
-        mid = (lo + hi) / 2
-        if macs_for(decide(graph, scores, settings, mid)) <= target:
-            hi = mid
-        else:
-            lo = mid
-    plans = decide(graph, scores, settings, hi)
-    # One ratio for all groups moves in coarse steps (64/128/256/512-wide groups round together); give back
-    # one granularity step at a time to the most-pruned groups while the budget still holds.
-    orders = {i: [int(j) for j in s.argsort(descending=True, stable=True)] for i, s in scores.items()}
-    changed = True
-    while changed:
-        changed = False
-        for plan in sorted(plans, key=lambda p: (len(p.keep) / p.channels, p.index)):
-            if len(plan.keep) >= plan.channels:
-                continue
-            count = min(len(plan.keep) + settings.granularity, plan.channels)
-            trial = GroupPlan(plan.index, plan.producers, plan.channels, sorted(orders[plan.index][:count]))
-            candidate = [trial if p is plan else p for p in plans]
-            if macs_for(candidate) <= target:
-                plans, changed = candidate, True
-                break
-    return PrunePlan(settings, plans, round(hi, 4), macs_for(plans))
-
-
-def _plan_global(graph: DependencyGraph, scores: dict[int, Any], base: CostReport, settings: PruneSettings,
-                 macs_for: Any) -> PrunePlan:
-    """Network-wide ranking of normalised scores (``allocation.global_plans``) against the channel or MAC budget."""
-    from edgeresnet.compress.allocation import global_plans
-
-    if settings.flops is not None:
-        target = settings.flops * base.macs
-
-        def fits(plans: list[GroupPlan]) -> bool:
-            return macs_for(plans) <= target
-        what = f"--flops {settings.flops}"
-    else:
-        assert settings.ratio is not None
-        budget = (1.0 - settings.ratio) * sum(g.channels for g in graph.prunable_groups())
-
-        def fits(plans: list[GroupPlan]) -> bool:
-            return sum(len(p.keep) for p in plans) <= budget + 1e-9
-        what = f"--ratio {settings.ratio}"
-    plans = global_plans(graph, scores, settings, fits)
-    if not plans:
-        raise UserError(f"{what} with --allocation global: unreachable; with --min-filters {settings.min_filters} "
-                        f"and --granularity {settings.granularity} every group is already at its floor; ask for less")
-    return PrunePlan(settings, plans, None, macs_for(plans))
-
-
-# -- surgery -------------------------------------------------------------------------------------------------
-def apply_plan(model: Any, graph: DependencyGraph, plans: list[GroupPlan]) -> Any:
-    """A deep copy of ``model`` with every touched conv/bn/linear rebuilt narrower, holding the kept weights."""
-    import torch
-    import torch.nn as nn
-
-    out_idx: dict[str, list[int]] = {}
-    in_idx: dict[str, list[int]] = {}
-    by_index = {p.index: p.keep for p in plans}
-    for group in graph.groups:
-        keep = by_index.get(group.index)
-        if keep is None or len(keep) == group.channels:
-            continue
-        for name in group.producers + group.norms:
-            out_idx[name] = keep
-        for name in group.depthwise:
-            out_idx[name] = keep
-            in_idx[name] = keep
-        for name, _kind in group.consumers:
-            in_idx[name] = keep
-
-    pruned = copy.deepcopy(model)
-    modules = dict(pruned.named_modules())
-    for name in sorted(set(out_idx) | set(in_idx)):
-        old = modules[name]
-        rows = torch.tensor(out_idx[name]) if name in out_idx else None
-        cols = torch.tensor(in_idx[name]) if name in in_idx else None
-        with torch.no_grad():
-            if isinstance(old, nn.Conv2d):
-                depthwise = old.groups > 1 and old.groups == old.in_channels == old.out_channels
-                weight = old.weight if rows is None else old.weight[rows]
-                if cols is not None and not depthwise:
-                    weight = weight[:, cols]
-                out_ch = weight.shape[0]
-                groups = out_ch if depthwise else old.groups
-                new = nn.Conv2d(weight.shape[1] * groups, out_ch, old.kernel_size, old.stride, old.padding,
-                                old.dilation, groups, bias=old.bias is not None, padding_mode=old.padding_mode)
-                new.weight.copy_(weight)
-                if old.bias is not None:
-                    new.bias.copy_(old.bias if rows is None else old.bias[rows])
-            elif isinstance(old, nn.BatchNorm2d):
-                assert rows is not None
-                new = nn.BatchNorm2d(len(rows), old.eps, old.momentum, old.affine, old.track_running_stats)
-                if old.affine:
-                    new.weight.copy_(old.weight[rows])
-                    new.bias.copy_(old.bias[rows])
-                if old.track_running_stats:
-                    new.running_mean.copy_(old.running_mean[rows])
-                    new.running_var.copy_(old.running_var[rows])
-                    new.num_batches_tracked.copy_(old.num_batches_tracked)
-            elif isinstance(old, nn.Linear):
-                weight = old.weight if rows is None else old.weight[rows]
-                if cols is not None:
-                    weight = weight[:, cols]
-                new = nn.Linear(weight.shape[1], weight.shape[0], bias=old.bias is not None)
-                new.weight.copy_(weight)
-                if old.bias is not None:
-                    new.bias.copy_(old.bias if rows is None else old.bias[rows])
-            else:  # the analysis only lists conv/bn/linear
-                raise AssertionError(f"cannot prune {name} ({type(old).__name__})")
-        new.to(device=old.weight.device if hasattr(old, "weight") and old.weight is not None else None)
-        new.train(old.training)
-        parent = pruned.get_submodule(name.rsplit(".", 1)[0]) if "." in name else pruned
-        setattr(parent, name.rsplit(".", 1)[-1], new)
-    return pruned
 
 
 def recalibrate_batchnorm(model: Any, images: Any, batch_size: int = 64) -> int:
@@ -463,6 +216,7 @@ def recalibrate_batchnorm(model: Any, images: Any, batch_size: int = 64) -> int:
 
 
 def layer_table(before: CostReport, after: CostReport) -> list[dict[str, Any]]:
+    """Per conv/linear: in/out channels and MACs before and after."""
     rows = []
     for name, cost in before.layers.items():
         new = after.layers.get(name)
@@ -472,73 +226,6 @@ def layer_table(before: CostReport, after: CostReport) -> list[dict[str, Any]]:
                      "out": [cost.out_channels, new.out_channels],
                      "macs": [cost.macs, new.macs]})
     return rows
-
-
-def _plan_latency(model: Any, graph: DependencyGraph, base: CostReport, settings: PruneSettings, image_size: int,
-                  preprocess: Any, exporter: str | None, say: Any) -> tuple[PrunePlan, Any]:
-    """Latency allocation: per-group costs from the (cached) table, the unpruned model timed end to end, a greedy
-    plan against the target, then the pruned model timed end to end beside the unpruned one (interleaved)."""
-    import tempfile
-    from pathlib import Path
-
-    from edgeresnet.compress import allocation
-    from edgeresnet.compress.latency_table import LatencyTable, machine_key
-    from edgeresnet.compress.measure import export_onnx_file, ort_latencies
-
-    say = say or (lambda _msg: None)
-    if preprocess is None:
-        from edgeresnet.data.presets import Preprocess
-
-        preprocess = Preprocess(image_size, image_size)
-    groups = graph.prunable_groups()
-    if not groups:
-        raise UserError("nothing to prune: the dependency analysis found no prunable channel group in this model")
-    scores = {g.index: group_scores(model, g, settings) for g in groups}
-    geometry = allocation.conv_geometry(model, image_size)
-    key = machine_key(settings.latency_backend, settings.latency_threads)
-    table = LatencyTable.open(settings.latency_table, key)
-    widths = {g.index: allocation.candidate_widths(g.channels, settings.width_grid, settings.granularity,
-                                                   settings.min_filters) for g in groups}
-    table.ensure([shape for g in groups for w in widths[g.index] for shape in allocation.group_shapes(g, geometry, w)],
-                 threads=settings.latency_threads, duration_s=settings.table_duration_s, say=say)
-    what = f"--speedup {settings.speedup:g}" if settings.speedup is not None else f"--latency-ms {settings.latency_ms:g}"
-    timing = {"image_size": image_size, "rounds": settings.latency_rounds, "duration_s": settings.latency_duration_s,
-              "threads": settings.latency_threads}
-    with tempfile.TemporaryDirectory(prefix="edgeresnet-latency-") as tmp:
-        base_onnx = export_onnx_file(model, preprocess, Path(tmp) / "unpruned.onnx", exporter)
-        say(f"timing the unpruned model end to end ({settings.latency_backend})")
-        base_ms = ort_latencies([base_onnx], **timing)[0].median_ms
-        target_ms = base_ms / settings.speedup if settings.speedup is not None else float(settings.latency_ms or 0)
-        if target_ms >= base_ms:
-            raise UserError(f"{what}: the unpruned model already runs in {base_ms:.3f} ms on "
-                            f"{settings.latency_backend}; nothing to prune (ask for less than that)")
-        predict = allocation.conv_cost_model(graph, geometry, table.ms, base_ms)
-        chosen = allocation.latency_plans(graph, scores, settings, widths, predict, base_ms, target_ms, what)
-        pruned = apply_plan(model, graph, chosen.plans)
-        pruned_onnx = export_onnx_file(pruned, preprocess, Path(tmp) / "pruned.onnx", exporter)
-        say("timing the unpruned and the pruned model end to end, interleaved")
-        before_lat, after_lat = ort_latencies([base_onnx, pruned_onnx], **timing)
-    depthwise = {n for g in graph.groups for n in g.depthwise}
-    measured = before_lat.median_ms / after_lat.median_ms
-    latency = {
-        "backend": settings.latency_backend, "machine": key,
-        "table": {"path": str(table.path), "entries": len(table.entries), "timed_now": table.timed,
-                  "reused": table.reused},
-        "target_ms": round(target_ms, 4), "target_speedup": round(base_ms / target_ms, 4),
-        "planning_base_ms": round(base_ms, 4), "greedy_steps": chosen.steps,
-        "predicted_ms": round(chosen.predicted_ms, 4), "predicted_speedup": round(chosen.predicted_speedup, 4),
-        "measured": {"unpruned": before_lat.to_dict(), "pruned": after_lat.to_dict(),
-                     "speedup": round(measured, 4)},
-        # the target is judged on the interleaved measurement: a speedup on the ratio of the two medians
-        # taken together, a latency in ms on the pruned model's median
-        "target_met": bool(measured >= settings.speedup if settings.speedup is not None
-                           else after_lat.median_ms <= target_ms),
-    }
-    say(f"speedup: predicted x{chosen.predicted_speedup:.2f}, measured x{measured:.2f} "
-        f"({before_lat.median_ms:.3f} -> {after_lat.median_ms:.3f} ms median)")
-    plan = PrunePlan(settings, chosen.plans, None, estimate_macs(base, layer_widths(graph, chosen.plans), depthwise),
-                     latency)
-    return plan, pruned
 
 
 def prune_model(model: Any, settings: PruneSettings, image_size: int, *, preprocess: Any = None,
@@ -552,7 +239,7 @@ def prune_model(model: Any, settings: PruneSettings, image_size: int, *, preproc
     graph = analyze(model, image_size)
     before = count_costs(model, image_size)
     if settings.allocation == "latency":
-        plan, pruned = _plan_latency(model, graph, before, settings, image_size, preprocess, exporter, say)
+        plan, pruned = plan_latency(model, graph, before, settings, image_size, preprocess, exporter, say)
     else:
         plan = plan_pruning(model, graph, before, settings)
         pruned = apply_plan(model, graph, plan.groups)

@@ -3,8 +3,8 @@ fine-tuning of a checkpoint), each gated on the accuracy of the written artifact
 
 ``edgeresnet calibrate`` and ``edgeresnet qat`` are these functions behind options. Both check their input
 before any work, return the report, and leave the decision on a failed gate to the caller: the INT8 model
-is only written when the gate passed (``report.written``); ``ptq.gate_failure(report)`` is the error the CLI
-raises after printing.
+is only written when the gate passed (``report.written``); ``int8_accuracy.gate_failure(report)`` is the error
+the CLI raises after printing.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeresnet.errors import UserError
 
 ProgressFn = Callable[[str, int, int], None]
+SettingsT = TypeVar("SettingsT", "CalibrateSettings", "QatSettings")
 ProgressFactory = Callable[[], "contextlib.AbstractContextManager[ProgressFn]"]
 
 
@@ -27,10 +28,21 @@ def no_progress() -> Iterator[ProgressFn]:
     yield lambda stage, done, total: None
 
 
-def _quiet_console() -> Any:
+def _settings_and_console(stage: str, settings_type: type[SettingsT], settings: SettingsT | None,
+                          options: dict[str, Any], console: Any) -> tuple[SettingsT, Any]:
+    """The stage's settings (given whole or as keywords, not both), checked for what every INT8 stage shares
+    (range method, accuracy budget), and the console for its warnings (a silent one by default)."""
     from rich.console import Console
 
-    return Console(quiet=True)
+    from edgeresnet.compress.calibration import check_method
+    from edgeresnet.compress.sensitivity import check_max_drop
+
+    if settings is not None and options:
+        raise TypeError(f"{stage}() takes a {settings_type.__name__} or keyword options, not both")
+    s = settings if settings is not None else settings_type(**options)
+    check_method(s.method)
+    check_max_drop(s.max_drop)
+    return s, console if console is not None else Console(quiet=True)
 
 
 def _warn(console: Any, messages: list[str]) -> None:
@@ -91,17 +103,14 @@ def calibrate(settings: CalibrateSettings | None = None, *, console: Any = None,
     from edgeresnet.artifacts import check_output_dir
     from edgeresnet.compress import calibration as cal
     from edgeresnet.compress import ptq
-    from edgeresnet.compress.sensitivity import check_max_drop
+    from edgeresnet.compress.int8_flavours import ORT_FORMATS, choose_flavour
+    from edgeresnet.compress.qdq import check_float_source
     from edgeresnet.data import load_data
+    from edgeresnet.export.onnx_meta import data_spec_of, load_onnx_model, preprocess_of
 
-    if settings is not None and options:
-        raise TypeError("calibrate() takes a CalibrateSettings or keyword options, not both")
-    s = settings if settings is not None else CalibrateSettings(**options)
-    console = console if console is not None else _quiet_console()
-    cal.check_method(s.method)
-    check_max_drop(s.max_drop)
-    chosen, why, trt_version = ptq.choose_flavour(s.flavour, s.target)
-    if s.ort_format not in ptq.ORT_FORMATS:
+    s, console = _settings_and_console("calibrate", CalibrateSettings, settings, options, console)
+    chosen, why, trt_version = choose_flavour(s.flavour, s.target)
+    if s.ort_format not in ORT_FORMATS:
         raise UserError(f"--format {s.ort_format}: choose qdq or qoperator")
     if s.images is not None and s.calib_list is not None:
         raise UserError("--images and --calib-list both given; pass one source of calibration images")
@@ -113,10 +122,9 @@ def calibrate(settings: CalibrateSettings | None = None, *, console: Any = None,
     if s.cache is not None:
         check_output_dir(s.cache, "--cache")
     source = s.model
-    onnx_model = ptq.qdq.load_onnx(source)
-    ptq.qdq.check_float_source(onnx_model, source)
-    preprocess = ptq.preprocess_for_onnx(source, onnx_model)
-    data_spec = s.data or ptq.recorded_data_spec(source)
+    check_float_source(load_onnx_model(source, weights=True, option="MODEL"), source)
+    preprocess = preprocess_of(source, required=True)
+    data_spec = s.data or data_spec_of(source)
     if data_spec is None:
         raise UserError(f"MODEL {source}: no data set recorded with it; pass --data (held-out images for the "
                         "accuracy gate, and calibration images unless --calib-list is given)")
@@ -167,16 +175,9 @@ def qat(settings: QatSettings | None = None, *, console: Any = None, progress: P
     Takes a ``QatSettings`` or its fields as keywords; returns the ``QatReport`` (``console`` gets its warnings).
     """
     from edgeresnet.artifacts import check_output_dir, require_file
-    from edgeresnet.compress import calibration as cal
     from edgeresnet.compress import qat as qat_lib
-    from edgeresnet.compress.sensitivity import check_max_drop
 
-    if settings is not None and options:
-        raise TypeError("qat() takes a QatSettings or keyword options, not both")
-    s = settings if settings is not None else QatSettings(**options)
-    console = console if console is not None else _quiet_console()
-    cal.check_method(s.method)
-    check_max_drop(s.max_drop)
+    s, console = _settings_and_console("qat", QatSettings, settings, options, console)
     require_file(s.model, "checkpoint")
     if s.model.suffix.lower() == ".onnx":
         raise UserError(f"MODEL {s.model}: qat fine-tunes a checkpoint (.pt); for an ONNX use 'edgeresnet calibrate'")

@@ -9,10 +9,8 @@ parse) and only with the deprecated XNNPACKQuantizer, whose placement (outputs q
 quantized) is XNNPACK's, not TensorRT's; ModelOpt's CPU export leaves BN unfolded and its dynamo export fails.
 
 What this module does to a trained model:
-1. swaps in fake-quant layers: symmetric per-channel int8 weights (axis 0, scale recomputed from the current
-   weights every step), per-tensor symmetric int8 on the input of every conv/linear, and a quantizer on the
-   residual input of every BasicBlock/Bottleneck add (TensorRT fuses conv + add only when both are quantized);
-   BatchNorm stays a module while training (see ``quantize_model`` for why that is exact);
+1. swaps in the fake-quant layers of ``fake_quant`` (``quantize_model``); BatchNorm stays a module while
+   training (see ``quantize_model`` for why that is exact);
 2. calibrates the activation ranges (max / percentile / entropy) on training images, then fine-tunes a few
    epochs at a low learning rate with the training helper's ``fit`` (ranges stay fixed, as in NVIDIA's
    pytorch-quantization); the calibrated model counts as "epoch 0", so fine-tuning is kept only if it helps;
@@ -26,218 +24,51 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from edgeresnet.compress import calibration as cal
+from edgeresnet.compress.fake_quant import (
+    QuantConv2d,
+    QuantLinear,
+    fold_batchnorms,
+    is_qat_state,
+    quantize_model,
+    quantizers,
+    set_float_units,
+    units,
+    weight_scale,
+)
+from edgeresnet.compress.int8_accuracy import (
+    Int8Report,
+    eval_splits,
+    fused_kernels_top1,
+    int8_speedup,
+    measure_accuracy,
+)
+from edgeresnet.compress.onnx_calibration import BatchSource
+from edgeresnet.compress.ort_cpu import ort_session, run_logits
 from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
+from edgeresnet.evaluate import top1
 from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it (>= 2.4)
 
-QMIN, QMAX = -128, 127
 DEFAULT_OPSET = 13
 QAT_BATCH_PROFILE_TEXT = "1:8:32"  # dynamic batch, as `edgeresnet export --dynamic-batch 1:8:32`
-QAT_STATE_MARKERS = ("input_quantizer.", "residual_quantizer.", "weight_scale_frozen")
 
 
-def _scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
-    return torch.where(amax > 0, amax / 127.0, torch.full_like(amax, 1.0 / 127.0))
+def check_opset(opset: int) -> None:
+    """Q/DQ with a per-channel axis needs opset 13; the legacy exporter stops at 20."""
+    if not 13 <= opset <= 20:
+        raise UserError(f"--opset {opset}: Q/DQ export needs opset 13..20 (per-channel axis from 13); use 13 or 17")
 
 
-class TensorQuantizer(nn.Module):
-    """Per-tensor symmetric int8 fake quantizer for activations; its scale is set by calibration, then fixed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("scale", torch.tensor(1.0 / 127.0))
-        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
-        self.enabled = True
-        self.calibrated = False
-        self.observer: Callable[[torch.Tensor], None] | None = None
-
-    def set_amax(self, amax: float) -> None:
-        self.scale.fill_(float(_scale_from_amax(torch.tensor(float(amax)))))
-        self.calibrated = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observer is not None:
-            self.observer(x.detach())
-            return x
-        if not self.enabled:
-            return x
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, QMIN, QMAX)
-
-
-def fake_quantize_weight(weight: torch.Tensor, frozen_scale: torch.Tensor | None) -> torch.Tensor:
-    """Symmetric per-channel (axis 0) int8 fake quantization; scale from the current weight unless frozen."""
-    if frozen_scale is not None and frozen_scale.numel():
-        scale = frozen_scale
-    else:
-        scale = _scale_from_amax(weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1))
-    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, QMIN, QMAX)
-
-
-class _FakeQuantized:
-    """What every fake-quantized layer carries: its input quantizer, the frozen weight scale, an on/off switch."""
-
-    def _init_quant(self) -> None:
-        self.input_quantizer = TensorQuantizer()
-        self.register_buffer("weight_scale_frozen", torch.empty(0))
-        self.quant_enabled = True
-
-
-class QuantConv2d(_FakeQuantized, nn.Conv2d):
-    """Conv2d with a fake-quantized input (per tensor) and weight (per output channel)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.quant_enabled:
-            return self._conv_forward(x, self.weight, self.bias)
-        x = self.input_quantizer(x)
-        return self._conv_forward(x, fake_quantize_weight(self.weight, self.weight_scale_frozen), self.bias)
-
-
-class QuantLinear(_FakeQuantized, nn.Linear):
-    """Linear with a fake-quantized input (per tensor) and weight (per output feature)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.quant_enabled:
-            return F.linear(x, self.weight, self.bias)
-        return F.linear(self.input_quantizer(x), fake_quantize_weight(self.weight, self.weight_scale_frozen), self.bias)
-
-
-class QuantBasicBlock(BasicBlock):
-    """torchvision's BasicBlock with the residual input of the add quantized."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(out + self.residual_quantizer(identity))
-
-
-class QuantBottleneck(Bottleneck):
-    """torchvision's Bottleneck with the residual input of the add quantized."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(out + self.residual_quantizer(identity))
-
-
-# -- model surgery ---------------------------------------------------------------------------------
-def fold_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold ``bn`` (eval statistics) into ``conv`` in place: weight * gamma/sigma, bias folded (float)."""
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        folded_bias = (bias - bn.running_mean) * scale + bn.bias
-        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-        if conv.bias is None:
-            conv.bias = nn.Parameter(folded_bias.clone())
-        else:
-            conv.bias.copy_(folded_bias)
-
-
-def fold_batchnorms(model: nn.Module) -> int:
-    """Fold every conv -> BN pair of a torchvision ResNet in place (``convN``/``bnN`` attributes, Sequential
-    pairs); each BN becomes Identity. Used on the export copy, so the ONNX holds plain folded convs."""
-    model.eval()
-    folded = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn") and name[2:].isdigit():
-                conv = getattr(module, f"conv{name[2:]}", None)
-                if isinstance(conv, nn.Conv2d):
-                    fold_into_conv(conv, child)
-                    setattr(module, name, nn.Identity())
-                    folded += 1
-        if isinstance(module, nn.Sequential):
-            items = list(module.named_children())
-            for (_n1, c1), (n2, c2) in zip(items, items[1:]):
-                if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.BatchNorm2d):
-                    fold_into_conv(c1, c2)
-                    setattr(module, n2, nn.Identity())
-                    folded += 1
-    left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    if left:
-        raise UserError(f"qat: BatchNorm layer(s) {', '.join(left[:3])} do not follow a conv; cannot fold them")
-    return folded
-
-
-def _as_quant(module: nn.Module, cls: type) -> nn.Module:
-    module.__class__ = cls
-    module._init_quant()
-    return module
-
-
-def quantize_model(model: nn.Module) -> nn.Module:
-    """A fake-quant copy: every conv/linear quantized, every residual add's identity input quantized.
-
-    BatchNorm stays a module here (folded only in the export copy): per-channel symmetric weight quantization
-    commutes with BN's per-channel scale (Q(w*s) = s*Q(w)), so in eval mode this model computes exactly what the
-    folded INT8 graph computes, while fine-tuning keeps BN in train mode as the original training did.
-    Fine-tuning pre-folded weights instead was measured to hurt: 20 SGD steps at lr 1e-3 took a folded digits
-    ResNet-18 from 99.3 % to 97.0 % val top-1 even without quantization; with BN kept it stayed at 99.3 %.
-    """
-    q = copy.deepcopy(model).eval()
-    if any(isinstance(m, nn.BatchNorm2d) for m in q.modules()):
-        fold_batchnorms(copy.deepcopy(q))  # fail early, in one line, on BN that export could not fold
-    for module in q.modules():
-        if type(module) is nn.Conv2d:
-            _as_quant(module, QuantConv2d)
-        elif type(module) is nn.Linear:
-            _as_quant(module, QuantLinear)
-    for module in q.modules():
-        if type(module) is BasicBlock:
-            module.__class__ = QuantBasicBlock
-            module.residual_quantizer = TensorQuantizer()
-        elif type(module) is Bottleneck:
-            module.__class__ = QuantBottleneck
-            module.residual_quantizer = TensorQuantizer()
-    return q
-
-
-def quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, TensorQuantizer)}
-
-
-def units(model: nn.Module) -> list[str]:
-    """What the accuracy gate may keep in float: each quantized conv/linear, and each residual quantizer."""
-    out = [name for name, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))]
-    out += [f"{name}.residual_quantizer" for name, m in model.named_modules()
-            if isinstance(m, (QuantBasicBlock, QuantBottleneck))]
-    return out
-
-
-def set_float_units(model: nn.Module, keep_float: Iterable[str]) -> None:
-    keep = set(keep_float)
-    for name, m in model.named_modules():
-        if isinstance(m, (QuantConv2d, QuantLinear)):
-            m.quant_enabled = name not in keep
-        elif isinstance(m, TensorQuantizer) and name.endswith("residual_quantizer"):
-            m.enabled = name not in keep
-
-
-def is_qat_state(state_dict: dict[str, Any]) -> bool:
-    return any(marker in key for key in state_dict for marker in QAT_STATE_MARKERS)
-
-
-# -- calibration -----------------------------------------------------------------------------------
 def calibrate_model(model: nn.Module, batches: Callable[[], Iterator[np.ndarray]], method: str,
                     percentile: float = cal.DEFAULT_PERCENTILE,
                     progress: Callable[[str, int, int], None] | None = None, total_batches: int = 0) -> dict[str, float]:
@@ -284,7 +115,6 @@ def calibrate_model(model: nn.Module, batches: Callable[[], Iterator[np.ndarray]
     return amax
 
 
-# -- export ----------------------------------------------------------------------------------------
 def export_qdq_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int = DEFAULT_OPSET,
                     extra_metadata: dict[str, str] | None = None) -> Any:
     """Legacy-exporter Q/DQ ONNX (dynamic batch) with int8 weight initializers; returns the ONNX model."""
@@ -293,19 +123,15 @@ def export_qdq_onnx(model: nn.Module, preprocess: Any, path: Path, opset: int = 
     import onnx
 
     from edgeresnet.compress import qdq
-    from edgeresnet.export.onnx_meta import contract_props, load_onnx_model, set_metadata
+    from edgeresnet.export.onnx_meta import BatchProfile, contract_props, load_onnx_model, set_metadata
 
-    if not 13 <= opset <= 20:
-        raise UserError(f"--opset {opset}: Q/DQ export needs opset 13..20 (per-channel axis from 13); use 13 or 17")
-    from edgeresnet.export.onnx_meta import BatchProfile
-
+    check_opset(opset)
     profile = BatchProfile.parse(QAT_BATCH_PROFILE_TEXT)
     m = copy.deepcopy(model).eval()
     fold_batchnorms(m)
     for module in m.modules():
         if isinstance(module, (QuantConv2d, QuantLinear)) and module.quant_enabled:
-            w = module.weight.detach()
-            module.weight_scale_frozen = _scale_from_amax(w.abs().reshape(w.shape[0], -1).amax(dim=1))
+            module.weight_scale_frozen = weight_scale(module.weight)
     dummy = torch.zeros(1, 3, preprocess.image_size, preprocess.image_size)
     with tempfile.TemporaryDirectory(prefix="edgeresnet-qat-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -341,7 +167,6 @@ def torch_logits(model: nn.Module, images: np.ndarray, chunk: int = 128) -> np.n
         return torch.cat([model(torch.from_numpy(images[i:i + chunk])) for i in range(0, len(images), chunk)]).numpy()
 
 
-# -- fine-tuning -----------------------------------------------------------------------------------
 def fine_tune(model: nn.Module, splits: Any, data_spec: str, options: QatOptions, spec: Any = None
               ) -> tuple[nn.Module, dict[str, Any]]:
     """A few low-LR epochs with the shared training loop (``train.fit``): no warm-up, cosine decay, the data
@@ -380,24 +205,16 @@ class QatOptions:
 
 
 @dataclass
-class QatReport:
-    out: Path
-    accuracy: dict[str, Any]
-    gate: Any
+class QatReport(Int8Report):
+    JSON_KEYS: ClassVar[tuple[str, ...]] = ("out", "written", "accuracy", "gate", "fine_tune", "calibration",
+                                            "structure", "latency", "warnings")
     fine_tune: dict[str, Any]
-    calibration: dict[str, Any]
-    structure: dict[str, Any]
-    latency: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    written: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"out": str(self.out), "written": self.written, "accuracy": self.accuracy, "gate": self.gate.to_dict(),
-                "fine_tune": {**{k: v for k, v in self.fine_tune.items() if k != "history"},
-                              "val_acc_per_epoch": [round(h.get("val_acc", 0.0), 3) for h in
-                                                    (self.fine_tune.get("history") or [])]},
-                "calibration": self.calibration, "structure": self.structure, "latency": self.latency,
-                "warnings": self.warnings}
+    def json_value(self, key: str) -> Any:
+        if key == "fine_tune":  # the per-epoch val top-1, not the whole training history
+            return {**{k: v for k, v in self.fine_tune.items() if k != "history"},
+                    "val_acc_per_epoch": [round(h.get("val_acc", 0.0), 3) for h in (self.fine_tune.get("history") or [])]}
+        return super().json_value(key)
 
 
 def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOptions,
@@ -408,7 +225,7 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
     import onnx
 
     from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir, write_manifest
-    from edgeresnet.compress import ptq, qdq
+    from edgeresnet.compress import qdq
     from edgeresnet.compress.sensitivity import run_gate
     from edgeresnet.data import Preprocess, load_data
     from edgeresnet.models import load_checkpoint, model_from_checkpoint
@@ -419,9 +236,7 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
         raise UserError(f"--epochs {options.epochs}: must be 0 or more")
     if not 0 < options.lr < 1:
         raise UserError(f"--lr {options.lr}: must be in (0, 1); QAT fine-tunes at a low rate such as 1e-3")
-    if not 13 <= options.opset <= 20:
-        raise UserError(f"--opset {options.opset}: Q/DQ export needs opset 13..20 (per-channel axis from 13); "
-                        "use 13 or 17")
+    check_opset(options.opset)
     checkpoint = load_checkpoint(checkpoint_path)
     if is_qat_state(checkpoint["state_dict"]):
         raise UserError(f"MODEL {checkpoint_path}: already quantized (fake-quant state); pass the FP32 checkpoint")
@@ -434,18 +249,18 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
     data = dataclasses.replace(data, preprocess=preprocess)
     calib = cal.calibration_from_data(data_spec, data.splits["train"], options.calib_images)
     warnings = list(calib.warnings)
-    source = ptq.BatchSource(calib, preprocess, 32, digits_loader=(lambda: data) if data_spec in BUILTIN_SOURCES else None)
+    source = BatchSource(calib, preprocess, 32, digits_loader=(lambda: data) if data_spec in BUILTIN_SOURCES else None)
 
     qmodel = quantize_model(model)
     calibrate_model(qmodel, lambda: iter(source), options.method, options.percentile, progress, source.batches())
-    held_out = ptq.eval_splits(data, options.eval_images)
-    calibrated_val = ptq._top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
+    held_out = eval_splits(data, options.eval_images)
+    calibrated_val = top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
     tuning: dict[str, Any] = {"epochs": options.epochs, "lr": options.lr, "val_top1_before": round(calibrated_val, 3)}
     if options.epochs > 0:
         calibrated_state = {k: v.clone() for k, v in qmodel.state_dict().items()}
         qmodel, info = fine_tune(qmodel, data, data_spec, options, spec)
         tuning.update(info)
-        tuned_val = ptq._top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
+        tuned_val = top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
         tuning["val_top1_after"] = round(tuned_val, 3)
         # the calibrated model is "epoch 0" of the fine-tune: keep whichever is better on val, as fit keeps its best
         if tuned_val < calibrated_val:
@@ -458,14 +273,14 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
     with tempfile.TemporaryDirectory(prefix="edgeresnet-qat-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         export_float_onnx(model, preprocess, fp32_path)
-        fp32_session = ptq.ort_session(fp32_path)
-        fp32_logits = {s: ptq.run_logits(fp32_session, x) for s, (x, _) in held_out.items()}
+        fp32_session = ort_session(fp32_path)
+        fp32_logits = {s: run_logits(fp32_session, x) for s, (x, _) in held_out.items()}
 
         def confirm(keep: frozenset) -> np.ndarray:
             set_float_units(qmodel, keep)
             path = Path(tmp) / "candidate.onnx"
             export_qdq_onnx(qmodel, preprocess, path, options.opset)
-            return ptq.run_logits(ptq.ort_session(path, emulate=True), held_out["val"][0])
+            return run_logits(ort_session(path, emulate=True), held_out["val"][0])
 
         def sweep(keep: frozenset) -> np.ndarray:
             set_float_units(qmodel, keep)
@@ -478,22 +293,20 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
         onnx_model = export_qdq_onnx(qmodel, preprocess, final, options.opset, {
             "edgeresnet.quantization": json.dumps({"flavour": "trt", "method": options.method, "qat": True,
                                                    "kept_in_float": gate.kept_float})})
-        int8_session = ptq.ort_session(final)
-        accuracy = ptq.measure_accuracy(final, fp32_logits, held_out, None, emulate=True)
+        int8_session = ort_session(final)
+        accuracy = measure_accuracy(final, fp32_logits, held_out, None, emulate=True)
         accuracy["calibrated_val_top1_torch"] = round(calibrated_val, 3)
-        accuracy["test_ort_cpu_int8_kernels"] = round(ptq._top1(ptq.run_logits(int8_session, held_out["test"][0]),
-                                                                held_out["test"][1]), 3)
-        latency = ptq.measure_latency({"fp32": fp32_session, "int8": int8_session},
-                                      (1, 3, preprocess.image_size, preprocess.image_size), options.bench_iterations)
-        if latency:
-            latency["speedup"] = round(latency["fp32"]["median_ms"] / latency["int8"]["median_ms"], 3)
+        accuracy["test_ort_cpu_int8_kernels"] = fused_kernels_top1(int8_session, held_out, None)
+        latency = int8_speedup(fp32_session, int8_session, (1, 3, preprocess.image_size, preprocess.image_size),
+                               options.bench_iterations)
         structure = qdq.describe_qdq(onnx_model)
         summary = {"quantize_linear": structure["quantize_linear"], "dequantize_linear": structure["dequantize_linear"],
                    "weighted_layers": len(structure["weighted"]),
                    "weighted_inputs_quantized": sum(w["input_quantized"] for w in structure["weighted"]),
                    "residual_adds_quantized": sum(any(a["inputs_quantized"]) for a in structure["adds"]),
                    "symmetric": structure["symmetric"], "opset": options.opset}
-        report = QatReport(out, accuracy, gate, tuning, calib.describe(), summary, latency, warnings)
+        report = QatReport(out, gate, accuracy, latency, calib.describe(), summary, fine_tune=tuning,
+                           warnings=warnings)
         if not gate.passed:
             return report
         with atomic_output(out) as tmp_out:

@@ -25,13 +25,6 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 MIN_QDQ_OPSET = 13  # per-channel ``axis`` on QuantizeLinear/DequantizeLinear
 
 
-def load_onnx(path: str | Path, option: str = "MODEL") -> Any:
-    """A float or Q/DQ model with its weights, through the package's one ONNX loader."""
-    from edgeresnet.export.onnx_meta import load_onnx_model
-
-    return load_onnx_model(path, weights=True, option=option)
-
-
 def opset_of(model: Any) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
