@@ -242,11 +242,21 @@ def stability_notes(runs: Sequence[FloatArray], side: str, tolerance: float) -> 
     return notes
 
 
+class _Explained:
+    """A comparison whose ``why`` (a structured reason) is also given as a sentence, ``reason``."""
+
+    why: Rendered
+
+    @property
+    def reason(self) -> str:
+        return self.why.text()
+
+
 # -- latency --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class LatencyComparison:
+class LatencyComparison(_Explained):
     metric: str
     test: Method
     baseline: float  # metric of the pooled baseline samples, ms
@@ -267,10 +277,6 @@ class LatencyComparison:
     @property
     def method(self) -> str:
         return self.test.text()
-
-    @property
-    def reason(self) -> str:
-        return self.why.text()
 
     @property
     def notes(self) -> list[str]:
@@ -387,7 +393,7 @@ class AccuracyReason(Rendered):
 
 
 @dataclass
-class AccuracyComparison:
+class AccuracyComparison(_Explained):
     baseline_top1: float | None
     current_top1: float | None
     drop: float | None  # top-1 points lost (negative = gained)
@@ -396,10 +402,6 @@ class AccuracyComparison:
     why: AccuracyReason
     n_baseline: int | None = None
     n_current: int | None = None
-
-    @property
-    def reason(self) -> str:
-        return self.why.text()
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline_top1": self.baseline_top1, "current_top1": self.current_top1, "drop": self.drop,
