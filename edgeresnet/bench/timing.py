@@ -44,16 +44,17 @@ class TimingConfig:
     max_iterations: int = 1_000_000
 
     def validate(self) -> TimingConfig:
-        if self.warmup_ms < 0:
-            raise UserError(f"--warmup-ms {self.warmup_ms:g}: must be >= 0")
-        if self.warmup_iterations < 0:
-            raise UserError(f"--warmup-iterations {self.warmup_iterations}: must be >= 0")
-        if self.min_iterations < 1:
-            raise UserError(f"--min-iterations {self.min_iterations}: must be >= 1")
-        if self.duration_s < 0:
-            raise UserError(f"--duration {self.duration_s:g}: must be >= 0 seconds")
-        if self.max_iterations < self.min_iterations:
-            raise UserError(f"max iterations {self.max_iterations} is below --min-iterations {self.min_iterations}")
+        """Self, or a UserError naming the first option out of its range."""
+        for broken, message in (
+            (self.warmup_ms < 0, f"--warmup-ms {self.warmup_ms:g}: must be >= 0"),
+            (self.warmup_iterations < 0, f"--warmup-iterations {self.warmup_iterations}: must be >= 0"),
+            (self.min_iterations < 1, f"--min-iterations {self.min_iterations}: must be >= 1"),
+            (self.duration_s < 0, f"--duration {self.duration_s:g}: must be >= 0 seconds"),
+            (self.max_iterations < self.min_iterations,
+             f"max iterations {self.max_iterations} is below --min-iterations {self.min_iterations}"),
+        ):
+            if broken:
+                raise UserError(message)
         return self
 
     def to_dict(self) -> dict[str, Any]:
