@@ -76,6 +76,14 @@ def test_trt11_strongly_typed_with_portability_options():
     assert "--hardwareCompatibilityLevel=ampere+" in build_args(plan, FILES)
 
 
+def test_bundle_names_come_from_the_plan_and_the_name():
+    plan = plan_for("xavier-nx", precision="int8", calib_cache="/data/calib.cache", calib_cache_exists=True,
+                    onnx="/models/model.onnx", timing_cache="/caches/t.cache")
+    assert TrtexecFiles.for_plan(plan, "m") == TrtexecFiles(onnx="model.onnx", engine="m.engine",
+                                                             layer_info="m.layers.json", timing_cache="t.cache",
+                                                             calib_cache="calib.cache")
+
+
 def test_trtexec_cannot_calibrate_from_images():
     plan = plan_for("agx-orin", precision="int8", calib_data="digits")
     with pytest.raises(UserError, match="trtexec cannot calibrate"):
@@ -151,7 +159,7 @@ def test_generated_script_fails_cleanly(tmp_path):
     assert done.returncode == 2 and "model.onnx not found next to this script" in done.stderr
     # a failing build stops the script with the log's tail
     (tmp_path / "missing.onnx").write_bytes(b"x")
-    files = TrtexecFiles(onnx="missing.onnx", engine="model.engine")
+    files = TrtexecFiles(onnx="missing.onnx", engine="model.engine", layer_info="model.layers.json")
     script.write_text(build_script(plan, "model", files))
     done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "trtexec build failed" in done.stderr and "cannot open" in done.stderr

@@ -373,13 +373,10 @@ def build(settings: BuildSettings | None = None, *, console: Any = None, **optio
     if emit_trtexec:
         from edgeresnet.trt.trtexec import TrtexecFiles, build_args, build_script, command_line, script_name
 
-        onnx_name = _copy_into(Path(onnx), out_dir)
-        calib_name = _bundle_calib_cache(plan, out_dir, console) if plan.find("calibrator") and spec.calib_cache_exists else None
-        timing = plan.find("timing_cache")
-        files = TrtexecFiles(
-            onnx=onnx_name, engine=f"{base}.engine", layer_info=f"{base}.layers.json",
-            timing_cache=Path(timing.args["path"]).name if timing else None, calib_cache=calib_name,
-        )
+        _copy_into(Path(onnx), out_dir)
+        if plan.find("calibrator") and spec.calib_cache_exists:
+            _bundle_calib_cache(plan, out_dir, console)
+        files = TrtexecFiles.for_plan(plan, base)
         args = build_args(plan, files)
         line = command_line(args)
         script = build_script(plan, base, files, target=target, rebuild_hint=rebuild)

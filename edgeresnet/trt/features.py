@@ -191,14 +191,11 @@ class TrtFeatures:
     def for_rtx(cls, version: VersionLike) -> TrtFeatures:
         """TensorRT-RTX 1.x: the CPU-capable ahead-of-time builder, strongly typed like 11.x,
         no calibrators, no DLA, no weak precision flags (names of the 1.7 bindings:
-        edgeresnet/trt/api/trt-rtx-1.7.json)."""
-        v = parse_version(version, "TensorRT-RTX version")
+        edgeresnet/trt/api/trt-rtx-1.7.json). Fields not named here keep their defaults, which are the
+        current TensorRT's (explicit batch, v3 execution, memory pools, trtexec spellings)."""
         return cls(
-            version=v,
+            version=parse_version(version, "TensorRT-RTX version"),
             flavor="rtx",
-            platform="desktop",
-            explicit_batch_default=True,
-            explicit_batch_flag=False,
             weak_typing=False,
             calibrators=False,
             strongly_typed_flag=True,
@@ -206,20 +203,10 @@ class TrtFeatures:
             strongly_typed_mandatory=True,
             precision_constraints=False,
             direct_io=False,
-            v3_execution=True,
-            memory_pools=True,
-            max_workspace_size=False,
-            dla=False,
             dla_reason="TensorRT-RTX has no DLA support",
-            hardware_compat_levels=(),
-            version_compatible=False,
             builder_optimization_level=True,
             max_onnx_opset=_RTX_MAX_OPSET,
             min_compute_capability=(7, 5),
-            trtexec_mem_pool_size=True,
-            trtexec_mem_pool_suffix=True,
-            trtexec_build_only_flag="--skipInference",
-            trtexec_explicit_batch=False,
             notes=("TensorRT-RTX engines need an RTX-class GPU (SM 7.5+) to run; building works on CPU",),
         )
 

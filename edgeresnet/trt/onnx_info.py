@@ -30,12 +30,7 @@ class OnnxInfo:
     opset: int
     has_qdq: bool
     has_fp16: bool
-    num_nodes: int
     metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def dynamic_batch(self) -> bool:
-        return bool(self.input_shape) and self.input_shape[0] is None
 
     def preprocess_dict(self) -> dict[str, Any] | None:
         """The preprocessing contract if the exporter stored it in ``metadata_props`` as JSON."""
@@ -88,7 +83,6 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
         opset=opset,
         has_qdq=has_qdq,
         has_fp16=has_fp16,
-        num_nodes=len(graph.node),
         metadata={prop.key: prop.value for prop in model.metadata_props},
     )
 

@@ -18,8 +18,9 @@ TensorRT 8.x to 10.x" page:
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeresnet.errors import UserError
@@ -35,13 +36,46 @@ class TrtexecFiles:
 
     onnx: str
     engine: str
-    layer_info: str | None = None
+    layer_info: str
     timing_cache: str | None = None
     calib_cache: str | None = None
+
+    @classmethod
+    def for_plan(cls, plan: Any, name: str) -> TrtexecFiles:
+        """The bundle's names: the plan's ONNX and caches by base name (copied beside the script), the engine and
+        its layer report named after ``name``."""
+        timing, calib = plan.find("timing_cache"), plan.find("calibrator")
+        return cls(
+            onnx=Path(plan.spec.onnx).name, engine=f"{name}.engine",
+            layer_info=f"{name}.layers.json",
+            timing_cache=Path(timing.args["path"]).name if timing else None,
+            calib_cache=Path(calib.args["cache"]).name if calib and calib.args.get("cache_exists") else None,
+        )
 
 
 def _dims(values: list[int]) -> str:
     return "x".join(str(int(v)) for v in values)
+
+
+def _spelled(plan: Any, op: str, spell: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    """The trtexec arguments ``spell`` makes of the plan's ``op`` step, none when the plan has no such step."""
+    step = plan.find(op)
+    return spell(step.args) if step is not None else []
+
+
+def _dla_core(args: dict[str, Any]) -> list[str]:
+    return [f"--useDLACore={int(args['core'])}"]
+
+
+def _workspace(features: Any) -> Callable[[dict[str, Any]], list[str]]:
+    """``--workspace=N`` (MiB) before 8.4, ``--memPoolSize=workspace:N``, with the ``M`` suffix 10.x documents."""
+    def spell(args: dict[str, Any]) -> list[str]:
+        mib = max(1, int(args["bytes"]) >> 20)
+        if not features.trtexec_mem_pool_size:
+            return [f"--workspace={mib}"]
+        return [f"--memPoolSize=workspace:{mib}M" if features.trtexec_mem_pool_suffix else f"--memPoolSize=workspace:{mib}"]
+
+    return spell
 
 
 def build_args(plan: Any, files: TrtexecFiles, trtexec: str = "trtexec") -> list[str]:
@@ -49,60 +83,28 @@ def build_args(plan: Any, files: TrtexecFiles, trtexec: str = "trtexec") -> list
     f = plan.features
     if f.flavor != "tensorrt":
         raise UserError("--emit-trtexec: TensorRT-RTX has no trtexec build path here; plan for a TensorRT target")
-    args = [trtexec, f"--onnx={files.onnx}", f"--saveEngine={files.engine}"]
-    if f.trtexec_explicit_batch:
-        args.append("--explicitBatch")
-    if plan.strongly_typed:
-        args.append("--stronglyTyped")
     flags = plan.flags
-    if "FP16" in flags:
-        args.append("--fp16")
-    if "INT8" in flags:
-        args.append("--int8")
     calib = plan.find("calibrator")
-    if calib is not None:
-        cache = files.calib_cache or calib.args.get("cache")
-        if not cache or not calib.args.get("cache_exists"):
-            raise UserError(
-                "--emit-trtexec: trtexec cannot calibrate (it reads a cache only); make the cache first with "
-                "edgeresnet calibrate and pass --calib-cache PATH"
-            )
-        args.append(f"--calib={cache}")
-    dla = plan.find("dla")
-    if dla is not None:
-        args.append(f"--useDLACore={int(dla.args['core'])}")
-        if "GPU_FALLBACK" in flags:
-            args.append("--allowGPUFallback")
-    profile = plan.find("profile")
-    if profile is not None:
-        name = profile.args["input"]
-        args += [
-            f"--minShapes={name}:{_dims(profile.args['min'])}",
-            f"--optShapes={name}:{_dims(profile.args['opt'])}",
-            f"--maxShapes={name}:{_dims(profile.args['max'])}",
-        ]
-    pool = plan.find("memory_pool") or plan.find("max_workspace")
-    if pool is not None:
-        mib = max(1, int(pool.args["bytes"]) >> 20)
-        if f.trtexec_mem_pool_size:
-            args.append(f"--memPoolSize=workspace:{mib}M" if f.trtexec_mem_pool_suffix else f"--memPoolSize=workspace:{mib}")
-        else:
-            args.append(f"--workspace={mib}")
-    cache = plan.find("timing_cache")
-    if cache is not None:
-        args.append(f"--timingCacheFile={files.timing_cache or cache.args['path']}")
-    level = plan.find("builder_optimization_level")
-    if level is not None:
-        args.append(f"--builderOptimizationLevel={int(level.args['level'])}")
-    hw = plan.find("hardware_compatibility")
-    if hw is not None:
-        args.append(f"--hardwareCompatibilityLevel={_HW_COMPAT[hw.args['level']]}")
-    if "VERSION_COMPATIBLE" in flags:
-        args.append("--versionCompatible")
-    args.append("--profilingVerbosity=detailed")
-    if files.layer_info:
-        args.append(f"--exportLayerInfo={files.layer_info}")
-    args.append(f.trtexec_build_only_flag)
+    if calib is not None and not (calib.args.get("cache_exists") and (files.calib_cache or calib.args.get("cache"))):
+        raise UserError(
+            "--emit-trtexec: trtexec cannot calibrate (it reads a cache only); make the cache first with "
+            "edgeresnet calibrate and pass --calib-cache PATH"
+        )
+    args = [trtexec, f"--onnx={files.onnx}", f"--saveEngine={files.engine}"]
+    args += ["--explicitBatch"] if f.trtexec_explicit_batch else []
+    args += ["--stronglyTyped"] if plan.strongly_typed else []
+    args += [option for flag, option in (("FP16", "--fp16"), ("INT8", "--int8")) if flag in flags]
+    args += _spelled(plan, "calibrator", lambda a: [f"--calib={files.calib_cache or a['cache']}"])
+    args += _spelled(plan, "dla", _dla_core)
+    args += ["--allowGPUFallback"] if "GPU_FALLBACK" in flags else []
+    args += _spelled(plan, "profile", lambda a: [f"--{kind}Shapes={a['input']}:{_dims(a[kind])}"
+                                                 for kind in ("min", "opt", "max")])
+    args += _spelled(plan, "memory_pool", _workspace(f)) + _spelled(plan, "max_workspace", _workspace(f))
+    args += _spelled(plan, "timing_cache", lambda a: [f"--timingCacheFile={files.timing_cache or a['path']}"])
+    args += _spelled(plan, "builder_optimization_level", lambda a: [f"--builderOptimizationLevel={int(a['level'])}"])
+    args += _spelled(plan, "hardware_compatibility", lambda a: [f"--hardwareCompatibilityLevel={_HW_COMPAT[a['level']]}"])
+    args += ["--versionCompatible"] if "VERSION_COMPATIBLE" in flags else []
+    args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={files.layer_info}", f.trtexec_build_only_flag]
     return args
 
 
@@ -111,13 +113,8 @@ def benchmark_args(
     warmup_ms: int = 500, duration_s: int = 10, iterations: int = 100,
 ) -> list[str]:
     """trtexec argv that loads the engine and times it, writing per-query times as JSON for import."""
-    args = [trtexec, f"--loadEngine={engine}"]
-    dla = plan.find("dla")
-    if dla is not None:
-        args.append(f"--useDLACore={int(dla.args['core'])}")
-    profile = plan.find("profile")
-    if profile is not None:
-        args.append(f"--shapes={profile.args['input']}:{_dims(profile.args['opt'])}")
+    args = [trtexec, f"--loadEngine={engine}", *_spelled(plan, "dla", _dla_core)]
+    args += _spelled(plan, "profile", lambda a: [f"--shapes={a['input']}:{_dims(a['opt'])}"])
     args += [f"--warmUp={warmup_ms}", f"--duration={duration_s}", f"--iterations={iterations}", f"--exportTimes={times}"]
     if profile_json:
         args += ["--separateProfileRun", f"--exportProfile={profile_json}"]
