@@ -1,5 +1,5 @@
 """TensorRT layer: pure planning (features, plan, trtexec, errors, plan headers, deployment configs)
-plus one adapter module that is the only code touching ``tensorrt``.
+plus the ``adapter`` package, the only code touching ``tensorrt``.
 
 Nothing here imports ``tensorrt`` at import time; ``import edgeresnet.trt`` is cheap on any machine.
 """
