@@ -36,7 +36,7 @@ def digits8():
 
 
 def test_space_parses_and_grids_in_file_order():
-    from edgeresnet.experiments.tune import grid_points, parse_space
+    from edgeresnet.experiments.tune_space import grid_points, parse_space
 
     space = parse_space({"lr": {"type": "loguniform", "low": 0.001, "high": 0.1, "num": 3},
                          "batch-size": {"type": "int", "low": 16, "high": 32, "step": 16},
@@ -63,7 +63,7 @@ def test_space_parses_and_grids_in_file_order():
     ([1, 2], "expected a mapping of recipe fields to distributions"),
 ])
 def test_bad_spaces_are_one_line_errors(space, message):
-    from edgeresnet.experiments.tune import parse_space
+    from edgeresnet.experiments.tune_space import parse_space
 
     with pytest.raises(UserError) as err:
         parse_space(space, "--space s.yaml")
@@ -71,7 +71,7 @@ def test_bad_spaces_are_one_line_errors(space, message):
 
 
 def test_space_values_must_make_valid_recipes_and_grids_need_points():
-    from edgeresnet.experiments.tune import check_space_against, grid_points, parse_space
+    from edgeresnet.experiments.tune_space import check_space_against, grid_points, parse_space
     from edgeresnet.train.recipe import TrainRecipe
 
     space = parse_space({"optimizer": {"type": "categorical", "choices": ["sgd", "lion"]}})
@@ -85,7 +85,8 @@ def test_space_values_must_make_valid_recipes_and_grids_need_points():
 
 
 def test_grid_search_prunes_a_hopeless_trial_and_writes_a_trainable_recipe(digits8, tmp_path):
-    from edgeresnet.experiments.tune import parse_space, tune, write_outputs
+    from edgeresnet.experiments.tune import tune, write_outputs
+    from edgeresnet.experiments.tune_space import parse_space
     from edgeresnet.train.recipe import TrainRecipe, merge_recipe, read_recipe_file
 
     base = TrainRecipe(**BASE)
@@ -108,7 +109,8 @@ def test_grid_search_prunes_a_hopeless_trial_and_writes_a_trainable_recipe(digit
 
 
 def test_bayes_search_samples_inside_the_space(digits8):
-    from edgeresnet.experiments.tune import parse_space, tune
+    from edgeresnet.experiments.tune import tune
+    from edgeresnet.experiments.tune_space import parse_space
     from edgeresnet.train.recipe import TrainRecipe
 
     space = parse_space({"lr": {"type": "loguniform", "low": 0.01, "high": 0.1},

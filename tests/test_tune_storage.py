@@ -93,7 +93,8 @@ def test_two_workers_share_one_sqlite_study_and_a_third_run_resumes_it(tmp_path)
 WORKER = textwrap.dedent("""
     import json, os, signal, sys
     from edgeresnet.train.recipe import TrainRecipe
-    from edgeresnet.experiments.tune import parse_space, tune
+    from edgeresnet.experiments.tune import tune
+    from edgeresnet.experiments.tune_space import parse_space
 
     url, kill, out = sys.argv[1], sys.argv[2] == "kill", sys.argv[3]
 
@@ -172,7 +173,8 @@ def test_storage_and_study_go_together_and_grid_stays_on_one_process(tmp_path, c
 def test_a_study_of_another_search_is_refused(tmp_path, capsys):
     import optuna
 
-    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune_space import parse_space
+    from edgeresnet.experiments.tune_storage import check_storage, open_study, search_identity
     from edgeresnet.train.recipe import TrainRecipe
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as tune() sets it; INFO lines would land on stderr
@@ -197,7 +199,8 @@ def test_a_study_of_another_search_is_refused(tmp_path, capsys):
 
 
 def test_a_study_whose_base_recipe_differs_is_refused_but_machine_fields_may_differ(tmp_path):
-    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune_space import parse_space
+    from edgeresnet.experiments.tune_storage import check_storage, open_study, search_identity
     from edgeresnet.train.recipe import TrainRecipe
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -220,7 +223,8 @@ def test_a_worker_that_loses_the_table_creation_race_tries_again(tmp_path, monke
     import optuna
     from sqlalchemy.exc import OperationalError
 
-    from edgeresnet.experiments.tune import check_storage, open_study, parse_space, search_identity
+    from edgeresnet.experiments.tune_space import parse_space
+    from edgeresnet.experiments.tune_storage import check_storage, open_study, search_identity
     from edgeresnet.train.recipe import TrainRecipe
 
     calls: list[int] = []
@@ -249,7 +253,8 @@ def test_a_database_failure_during_the_search_is_one_line(tmp_path, monkeypatch)
     SQLAlchemyError: it must still end in one line, not a traceback."""
     import optuna
 
-    from edgeresnet.experiments.tune import parse_space, tune
+    from edgeresnet.experiments.tune import tune
+    from edgeresnet.experiments.tune_space import parse_space
     from edgeresnet.train.recipe import TrainRecipe
 
     def locked(self, *args, **kwargs):

@@ -1,52 +1,56 @@
 """``edgeresnet cv``, ``ensemble`` and ``tune``: parsing and printing only.
 
-The work is in ``edgeresnet.experiments.cv``, ``edgeresnet.experiments.ensemble`` and ``edgeresnet.experiments.tune``. ``cv`` and ``tune``
-take the training recipe like ``train`` does (``--config recipe.yaml`` plus the common flags, flags win).
+Each command calls one stage: ``experiments.cv.run_cross_validation``, ``experiments.ensemble.evaluate_ensemble``
+and ``experiments.tune.run_tune``. ``cv`` and ``tune`` take the training recipe like ``train`` does
+(``--config recipe.yaml`` plus the common flags, flags win).
 Exit codes: 0 done, 1 an export's parity failed, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
 from edgeresnet.cli import common
-from edgeresnet.errors import UserError
 
 _RECIPE = "Training recipe (default: the train defaults; --config file; these flags win)"
 _OUTPUT = "Outputs"
 
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace results already in --out.",
+                                         rich_help_panel=_OUTPUT)]
+JsonReport = Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH ('-' = stdout).",
+                                                   rich_help_panel=_OUTPUT)]
+ProgressBars = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.",
+                                            rich_help_panel=_OUTPUT)]
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} %"
+
+def _recipe_flags(names: str, helps: dict[str, str]) -> list[tuple[str, str | None, str]]:
+    """cv/tune recipe flags (``names``, space-separated): not given (None) leaves the --config file's value."""
+    return [(name, helps.get(name), _RECIPE) for name in names.split()]
 
 
-def _recipe(config: Path | None, overrides: dict[str, Any]) -> Any:
-    """defaults < --config file < flags given on the command line (``None`` = not given)."""
+def _recipe(config: Path | None, flags: dict[str, Any]) -> Any:
+    """defaults < --config file < the recipe flags given on the command line (``None`` = not given)."""
     from edgeresnet.train.recipe import merge_recipe, read_recipe_file
 
     file_values = read_recipe_file(config) if config is not None else {}
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    return merge_recipe(file_values, flags, config_path=config)
+    return merge_recipe(file_values, {k: v for k, v in flags.items() if v is not None}, config_path=config)
 
 
-def _prepare_out(out: Path, marker: str, overwrite: bool) -> Path:
-    """Refuse an --out that cannot hold the results before any work; it is created (with parents) later."""
-    from edgeresnet.artifacts import check_output_folder
-
-    check_output_folder(out)
-    if (out / marker).exists() and not overwrite:
-        raise UserError(f"--out {out}: already holds results ({marker}); pass --overwrite or choose another --out")
-    return out
+def _print_notes(console: Any, notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 
 
-def _progress(console: Any, enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _print_outputs(console: Any, outputs: dict[str, str]) -> None:
+    for name, path in outputs.items():
+        console.print(f"{name}: {path}", highlight=False)
 
-    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[stats]}"), console=console, disable=not enabled, transient=False)
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} %"
 
 
 # -- tables -----------------------------------------------------------------------------------------------
@@ -107,6 +111,8 @@ def ensemble_table(report: dict[str, Any]) -> Any:
 def tune_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
+    from edgeresnet.experiments.tune import format_param
+
     names = list(report["space"])
     best = (report.get("best") or {}).get("trial")
     table = Table(title=f"tune ({report['method']}): {len(report['trials'])} trial(s), objective: best val top-1")
@@ -116,7 +122,7 @@ def tune_table(report: dict[str, Any]) -> Any:
         state = {"complete": "done", "pruned": f"pruned@{t['pruned_at_epoch']}", "failed": "[red]failed[/red]"}[t["state"]]
         mark = "[green]★[/green]" if t["trial"] == best else ""
         acc = "-" if t["best_val_acc"] is None else f"{t['best_val_acc']:.2f}"
-        table.add_row(f"{t['trial']}{mark}", state, *[_fmt_param(t["params"].get(n)) for n in names], acc,
+        table.add_row(f"{t['trial']}{mark}", state, *[format_param(t["params"].get(n)) for n in names], acc,
                       f"{t['seconds']:.0f}")
     c = report["counts"]
     table.caption = (f"{c['complete']} complete, {c['pruned']} pruned (stopped at epoch @, below the median of earlier "
@@ -128,12 +134,6 @@ def _display_names(paths: list[str]) -> list[str]:
     """File names, or parent/name where two members share a file name (run-a/best.pt, run-b/best.pt)."""
     names = [Path(p).name for p in paths]
     return [f"{Path(p).parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
-
-
-def _fmt_param(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -149,77 +149,32 @@ def cv_cmd(
     checkpoints: bool = typer.Option(False, "--checkpoints/--no-checkpoints", help="Keep every fold's training "
                                      "outputs (best.pt, last.pt, metrics.csv, ...) in OUT/fold-N.",
                                      rich_help_panel=_OUTPUT),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
-                                   rich_help_panel=_OUTPUT),
-    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                        rich_help_panel=_OUTPUT),
+    overwrite: Overwrite = False,
+    json_out: JsonReport = None,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.",
                                   rich_help_panel=_OUTPUT),
     config: Path | None = typer.Option(None, "--config", help="YAML training recipe (as for train).",
                                        rich_help_panel=_RECIPE),
-    data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder directory.", rich_help_panel=_RECIPE),
-    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
-    arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
-    small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
-    epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=_RECIPE),
-    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
-    optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=_RECIPE),
-    lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
-    augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
-    early_stop: int | None = typer.Option(None, "--early-stop", rich_help_panel=_RECIPE),
-    max_steps: int | None = typer.Option(None, "--max-steps", rich_help_panel=_RECIPE),
-    seed: int | None = typer.Option(None, "--seed", help="Initialisation/shuffling seed (the same for every fold).",
-                                    rich_help_panel=_RECIPE),
-    device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
-    workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+    **recipe_flags: Any,
 ) -> None:
     """Stratified k-fold cross-validation of a training recipe: per-fold results, mean and std.
 
     Folds are cut from train+val; the test split is not used. Every fold trains from the same
     initial weights with the same recipe and is scored on its held-out fold.
     """
-    from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-    from edgeresnet.experiments.cv import check_folds, cross_validate, pool_of, write_report
-    from edgeresnet.train.job import load_splits
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.experiments.cv import check_fold_count, run_cross_validation
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-    if folds < 2:
-        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
-    recipe = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
-                              "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-                              "augment": augment, "early_stop": early_stop, "max_steps": max_steps, "seed": seed,
-                              "device": device, "workers": workers})
-    _prepare_out(out, "cv.json", overwrite)
-    splits, notes = load_splits(recipe)
-    check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)  # before any training
-    make_output_dir(out)
+    check_fold_count(folds)
+    recipe = _recipe(config, recipe_flags)
     console = common.console(json_out)
-    with _progress(console, progress) as bar:
-        task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
-
-        def on_epoch(fold: int, record: dict[str, Any]) -> None:
-            bar.update(task, completed=(fold - 1) * recipe.epochs + record["epoch"],
-                       description=f"fold {fold}/{folds} epoch {record['epoch']}/{recipe.epochs}",
-                       stats=f"select val {record['val_acc']:.1f} %")
-
-        def on_fold(result: Any) -> None:
-            bar.update(task, completed=result.fold * recipe.epochs,
-                       description=f"fold {min(result.fold + 1, folds)}/{folds}",
-                       stats=f"fold {result.fold} held-out top-1 {result.metrics['top1']:.2f} %")
-
-        result = cross_validate(splits, recipe, folds, out_dir=out if checkpoints else None, inner_val=inner_val,
-                                fold_seed=fold_seed, on_epoch=on_epoch, on_fold=on_fold)
-    result.notes = notes + result.notes
-    outputs = write_report(result, out)
-    report = result.to_dict()
-    report["outputs"] = outputs
+    report = run_cross_validation(recipe, out, folds=folds, inner_val=inner_val, fold_seed=fold_seed,
+                                  checkpoints=checkpoints, overwrite=overwrite, console=console, progress=progress)
     for table in cv_tables(report):
         console.print(table)
-    for note in report["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    for name, path in outputs.items():
-        console.print(f"{name}: {path}", highlight=False)
+    _print_notes(console, report["notes"])
+    _print_outputs(console, report["outputs"])
     emit_json(report, json_out)
 
 
@@ -250,10 +205,8 @@ def ensemble_cmd(
                                       rich_help_panel=_OUTPUT),
     parity_images: int = typer.Option(32, "--parity-images", help="Real images for the export's parity check.",
                                       rich_help_panel=_OUTPUT),
-    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                        rich_help_panel=_OUTPUT),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
-                                  rich_help_panel=_OUTPUT),
+    json_out: JsonReport = None,
+    progress: ProgressBars = True,
 ) -> None:
     """Evaluate an ensemble of checkpoints (and each member), optionally export it as one ONNX model."""
     from edgeresnet.artifacts import check_json_dest, emit_json
@@ -267,8 +220,7 @@ def ensemble_cmd(
     console = common.console(json_out)
     report = evaluate_ensemble(settings, console=console, progress=progress).to_dict()
     console.print(ensemble_table(report))
-    for note in report["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    _print_notes(console, report["notes"])
     if report.get("export"):
         console.print(f"wrote {report['export']['path']} and {report['export']['path']}.json "
                       f"(parity max-abs {report['export']['parity']['max_abs']:.2g})", highlight=False)
@@ -296,85 +248,47 @@ def tune_cmd(
                                      "worker, joined by the others (same --space and recipe required)."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Directory for best-recipe.yaml, trials.csv, "
                              "tune.json (+ manifests).", rich_help_panel=_OUTPUT),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out.",
-                                   rich_help_panel=_OUTPUT),
-    json_out: str | None = typer.Option(None, "--json", help="Write the report as JSON to PATH ('-' = stdout).",
-                                        rich_help_panel=_OUTPUT),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.",
-                                  rich_help_panel=_OUTPUT),
+    overwrite: Overwrite = False,
+    json_out: JsonReport = None,
+    progress: ProgressBars = True,
     config: Path | None = typer.Option(None, "--config", help="YAML base recipe (as for train); the space "
                                        "overrides its fields per trial.", rich_help_panel=_RECIPE),
-    data: str | None = typer.Option(None, "--data", rich_help_panel=_RECIPE),
-    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=_RECIPE),
-    arch: str | None = typer.Option(None, "--arch", rich_help_panel=_RECIPE),
-    small_stem: bool | None = typer.Option(None, "--small-stem/--no-small-stem", rich_help_panel=_RECIPE),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per trial.", rich_help_panel=_RECIPE),
-    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=_RECIPE),
-    lr: float | None = typer.Option(None, "--lr", rich_help_panel=_RECIPE),
-    augment: bool | None = typer.Option(None, "--augment/--no-augment", rich_help_panel=_RECIPE),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps per trial (a budget).",
-                                         rich_help_panel=_RECIPE),
-    seed: int | None = typer.Option(None, "--seed", help="Initialisation seed (the same for every trial).",
-                                    rich_help_panel=_RECIPE),
-    device: str | None = typer.Option(None, "--device", rich_help_panel=_RECIPE),
-    workers: int | None = typer.Option(None, "--workers", rich_help_panel=_RECIPE),
+    **recipe_flags: Any,
 ) -> None:
     """Search the training recipe (grid or Bayesian) with early pruning; writes the best recipe as YAML.
 
     Train the winner with 'edgeresnet train --config OUT/best-recipe.yaml'.
     """
-    from edgeresnet.artifacts import check_json_dest, emit_json, make_output_dir
-    from edgeresnet.experiments.tune import METHODS, load_space, tune, write_outputs
+    from edgeresnet.artifacts import check_json_dest, emit_json
+    from edgeresnet.experiments.tune import check_search_options, run_tune
+    from edgeresnet.experiments.tune_space import load_space
 
     check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-
-    if trials is not None and trials < 1:
-        raise UserError(f"--trials {trials}: must be at least 1")
-    if method not in METHODS:
-        raise UserError(f"--method {method}: choose grid or bayes")
-    if prune_startup < 0 or prune_warmup < 0:
-        raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+    check_search_options(method, trials, prune_startup, prune_warmup)
     param_space = load_space(space)
-    base = _recipe(config, {"data": data, "image_size": image_size, "arch": arch, "small_stem": small_stem,
-                            "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
-                            "max_steps": max_steps, "seed": seed, "device": device, "workers": workers})
-    _prepare_out(out, "tune.json", overwrite)
+    base = _recipe(config, recipe_flags)
     console = common.console(json_out)
-    with _progress(console, progress) as bar:
-        trial_task = bar.add_task("trials", total=trials or None, stats="")
-        epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
-        best: list[float] = []
-
-        def on_trial(number: int, planned: int, params: dict[str, Any]) -> None:
-            bar.update(trial_task, total=planned, description=f"trial {number + 1}/{planned}",
-                       stats=", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items()))
-            bar.reset(epoch_task, total=params.get("epochs", base.epochs), stats="")
-
-        def on_epoch(number: int, record: dict[str, Any]) -> None:
-            bar.update(epoch_task, completed=record["epoch"], stats=f"val {record['val_acc']:.1f} %")
-
-        def on_done(record: Any) -> None:
-            if record.state == "complete" and record.value is not None:
-                best.append(record.value)
-            bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
-
-        result = tune(base, param_space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
-                      prune_warmup=prune_warmup, sampler_seed=sampler_seed, storage=storage, study_name=study,
-                      on_trial=on_trial, on_epoch=on_epoch,
-                      on_done=on_done, where=f"--space {space}")
-    make_output_dir(out)
-    outputs = write_outputs(result, out, space)
-    report = {**result.to_dict(), "outputs": outputs}
+    report = run_tune(base, param_space, out, space_path=space, method=method, trials=trials, prune=prune,
+                      prune_startup=prune_startup, prune_warmup=prune_warmup, sampler_seed=sampler_seed,
+                      storage=storage, study_name=study, overwrite=overwrite, console=console, progress=progress)
     console.print(tune_table(report))
-    for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    if result.best is None:
+    _print_notes(console, report["notes"])
+    if report["best"] is None:
         console.print("[red]no trial completed[/red]: no best recipe written", highlight=False)
-    for name, path in outputs.items():
-        console.print(f"{name}: {path}", highlight=False)
+    _print_outputs(console, report["outputs"])
     emit_json(report, json_out)
-    if result.best is None:
+    if report["best"] is None:
         raise typer.Exit(1)
+
+
+common.add_recipe_options(cv_cmd, _recipe_flags(
+    "data image_size arch small_stem epochs batch_size optimizer lr augment early_stop max_steps seed device workers",
+    {"data": "'digits' or an ImageFolder directory.",
+     "seed": "Initialisation/shuffling seed (the same for every fold)."}), recipe_defaults=False)
+common.add_recipe_options(tune_cmd, _recipe_flags(
+    "data image_size arch small_stem epochs batch_size lr augment max_steps seed device workers",
+    {"epochs": "Epochs per trial.", "max_steps": "Optimizer steps per trial (a budget).",
+     "seed": "Initialisation seed (the same for every trial)."}), recipe_defaults=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,10 +30,15 @@ EpochHook = Callable[[int, dict[str, Any]], None]  # (fold number from 1, fit's 
 # -- pure fold arithmetic -----------------------------------------------------------------------------
 
 
-def check_folds(labels: Sequence[int], folds: int, class_names: Sequence[str] | None = None) -> None:
-    """One-line errors for a fold count the data cannot support."""
+def check_fold_count(folds: int) -> None:
+    """At least 2 folds, checked before the recipe and the data are read."""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+
+
+def check_folds(labels: Sequence[int], folds: int, class_names: Sequence[str] | None = None) -> None:
+    """One-line errors for a fold count the data cannot support."""
+    check_fold_count(folds)
     counts = Counter(int(y) for y in labels)
     if not counts:
         raise UserError("--data: train+val is empty; nothing to cross-validate")
@@ -230,3 +235,43 @@ def write_report(result: CVResult, out_dir: Path, command: str = "cv") -> dict[s
 
 def _csv(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else ("" if value is None else value)
+
+
+# -- the stage ----------------------------------------------------------------------------------------------
+
+
+def run_cross_validation(recipe: Any, out: Path, *, folds: int = 5, inner_val: float = 0.15, fold_seed: int = 0,
+                         checkpoints: bool = False, overwrite: bool = False, console: Any = None,
+                         progress: bool = False) -> dict[str, Any]:
+    """``edgeresnet cv``: the folds of ``recipe``'s data, trained with a progress bar on ``console``.
+
+    Writes ``cv.json`` and ``folds.csv`` (with ``checkpoints``, every fold's training outputs too) to ``out``;
+    returns the report with its ``outputs``. Bad folds or data fail before any training.
+    """
+    from edgeresnet.artifacts import make_output_dir
+    from edgeresnet.experiments.common import check_results_dir, progress_bar, quiet_console
+    from edgeresnet.train.job import load_splits
+
+    check_fold_count(folds)
+    check_results_dir(out, "cv.json", overwrite)
+    splits, notes = load_splits(recipe)
+    check_folds([s.label for s in pool_of(splits)], folds, splits.class_names)
+    make_output_dir(out)
+    with progress_bar(quiet_console(console), progress) as bar:
+        task = bar.add_task(f"fold 1/{folds}", total=folds * recipe.epochs, stats="")
+
+        def on_epoch(fold: int, record: dict[str, Any]) -> None:
+            bar.update(task, completed=(fold - 1) * recipe.epochs + record["epoch"],
+                       description=f"fold {fold}/{folds} epoch {record['epoch']}/{recipe.epochs}",
+                       stats=f"select val {record['val_acc']:.1f} %")
+
+        def on_fold(result: FoldResult) -> None:
+            bar.update(task, completed=result.fold * recipe.epochs,
+                       description=f"fold {min(result.fold + 1, folds)}/{folds}",
+                       stats=f"fold {result.fold} held-out top-1 {result.metrics['top1']:.2f} %")
+
+        result = cross_validate(splits, recipe, folds, out_dir=out if checkpoints else None, inner_val=inner_val,
+                                fold_seed=fold_seed, on_epoch=on_epoch, on_fold=on_fold)
+    result.notes = notes + result.notes
+    outputs = write_report(result, out)
+    return {**result.to_dict(), "outputs": outputs}

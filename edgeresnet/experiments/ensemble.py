@@ -297,23 +297,14 @@ def evaluate_ensemble(settings: EnsembleSettings | None = None, *, console: Any 
     """
     if settings is not None and options:
         raise TypeError("evaluate_ensemble() takes an EnsembleSettings or keyword options, not both")
-    s = (settings if settings is not None else EnsembleSettings(**options)).check()
-    if console is None:
-        from rich.console import Console
+    from edgeresnet.experiments.common import quiet_console
 
-        console = Console(quiet=True)
+    s = (settings if settings is not None else EnsembleSettings(**options)).check()
     profile = s.dynamic_batch if s.dynamic_batch is not None else (s.batch or 1)
     return EnsembleReport(run_ensemble(
         s.models, s.method, s.weights, out=s.out, data=s.data, split=s.split, split_seed=s.split_seed, limit=s.limit,
         batch_size=s.batch_size, device=s.device, opset=s.opset, exporter=s.exporter, profile=profile,
-        target=s.target, parity_images=s.parity_images, console=console, progress=progress))
-
-
-def _progress(console: Any, enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[stats]}"), console=console, disable=not enabled, transient=False)
+        target=s.target, parity_images=s.parity_images, console=quiet_console(console), progress=progress))
 
 
 def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, out: Path | None, data: str | None,
@@ -323,6 +314,7 @@ def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, o
     """Members and ensemble evaluated through runners on one split; ``out`` exports and evaluates the ONNX."""
     from edgeresnet.data import load_data
     from edgeresnet.evaluate import evaluate_runner
+    from edgeresnet.experiments.common import progress_bar
     from edgeresnet.runners import load_runner
     from edgeresnet.runners.torch_runner import TorchRunner
 
@@ -352,7 +344,7 @@ def run_ensemble(models: list[Path], method: str, weights_text: str | None, *, o
         return {"top1": metrics["top1"], "top5": metrics["top5"], "macro_f1": metrics["macro"]["f1"],
                 "loss": metrics["loss"], "n": metrics["n"]}
 
-    with _progress(console, progress) as bar:
+    with progress_bar(console, progress) as bar:
         weights_from = "--weights" if weights is not None else None
         if method == "weighted" and weights is None:  # weigh by validation accuracy: never by the split we report
             val_images, val_labels = splits.arrays("val")

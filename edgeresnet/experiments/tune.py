@@ -1,212 +1,27 @@
 """Hyper-parameter search over the training recipe: grid, or Bayesian (Optuna's TPE), with median pruning.
 
-The search space is a YAML mapping of ``TrainRecipe`` fields to distributions::
-
-    lr:            {type: loguniform, low: 0.001, high: 0.3}
-    weight_decay:  {type: float, low: 0.0, high: 0.001}
-    batch_size:    {type: int, low: 16, high: 64, step: 16}
-    optimizer:     {type: categorical, choices: [sgd, adamw]}
-
-``grid`` runs every combination in file order (a float range needs ``step`` or ``num`` points, a
-loguniform range ``num`` points); ``bayes`` samples ``--trials`` recipes with TPE. Every trial is a full
+The space is checked in ``tune_space``; a shared study lives in ``tune_storage``. Every trial is a full
 ``fit`` on the same data with the same seed, so only the recipe differs; its per-epoch validation top-1 is
 reported to Optuna's ``MedianPruner``, which stops trials that are below the median of earlier trials at
 the same epoch. The objective is the best validation top-1 (percent) of the trial; the test split is
 never looked at. The best recipe is written as YAML that ``edgeresnet train --config`` accepts.
-
-A Bayesian search can be shared: ``storage`` (``sqlite:///study.db`` on one machine, ``postgresql://...`` for
-many) and ``study_name`` put the study in Optuna's relational storage, so several processes work one study,
-a crashed worker's trial is retried (heartbeats), and a later run resumes it. The study keeps the search's
-fingerprint (space, method, base recipe) and refuses workers of another search.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import socket
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeresnet.errors import UserError
+from edgeresnet.experiments.tune_space import ParamSpec, check_space_against, grid_points
+from edgeresnet.experiments.tune_storage import check_storage, hide_password, open_study, search_identity
 
-PARAM_TYPES = ("float", "int", "categorical", "loguniform")
 METHODS = ("grid", "bayes")
-_SPEC_KEYS = {"type", "low", "high", "choices", "step", "num", "log"}
-
-
-# -- the search space (pure) ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    type: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] = ()
-    step: float | None = None
-    num: int | None = None
-    log: bool = False
-
-    @property
-    def is_log(self) -> bool:
-        return self.type == "loguniform" or self.log
-
-    def grid(self) -> list[Any]:
-        """The values a grid search tries, in order."""
-        if self.type == "categorical":
-            return list(self.choices)
-        assert self.low is not None and self.high is not None
-        if self.type == "int":
-            step = int(self.step or 1)
-            if self.is_log and self.num:
-                return sorted({int(round(v)) for v in np.geomspace(self.low, self.high, self.num)})
-            return list(range(int(self.low), int(self.high) + 1, step))
-        if self.num:
-            points = np.geomspace(self.low, self.high, self.num) if self.is_log else np.linspace(self.low, self.high, self.num)
-            return [float(f"{v:.6g}") for v in points]
-        count = int(math.floor((self.high - self.low) / float(self.step) + 1e-9)) + 1  # type: ignore[arg-type]
-        return [float(f"{self.low + i * float(self.step):.6g}") for i in range(count)]  # type: ignore[arg-type]
-
-    def suggest(self, trial: Any) -> Any:
-        """Ask an Optuna trial for this parameter (TPE models the distribution; grid trials are enqueued)."""
-        if self.type == "categorical":
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.type == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high),  # type: ignore[arg-type]
-                                     step=1 if self.is_log else int(self.step or 1), log=self.is_log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high),  # type: ignore[arg-type]
-                                   step=None if self.is_log else self.step, log=self.is_log)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
-        if self.type == "categorical":
-            out["choices"] = list(self.choices)
-        else:
-            out.update({"low": self.low, "high": self.high})
-            for key in ("step", "num"):
-                if getattr(self, key) is not None:
-                    out[key] = getattr(self, key)
-            if self.log:
-                out["log"] = True
-        return out
-
-
-def _base_type(hint: Any) -> Any:
-    args = typing.get_args(hint)
-    return next((a for a in args if a is not type(None)), hint) if args else hint
-
-
-def _num(value: Any, where: str, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{where}: {key} must be a number, got {value!r}")
-    return float(value)
-
-
-def parse_space(data: Any, where: str = "--space") -> dict[str, ParamSpec]:
-    """Validate a search-space mapping; every problem is one line naming the parameter."""
-    from edgeresnet.train.recipe import TrainRecipe, did_you_mean, field_names
-
-    if not isinstance(data, dict) or not data:
-        raise UserError(f"{where}: expected a mapping of recipe fields to distributions, e.g. "
-                        "'lr: {type: loguniform, low: 0.001, high: 0.3}'")
-    known = field_names()
-    hints = typing.get_type_hints(TrainRecipe)
-    space: dict[str, ParamSpec] = {}
-    for raw_name, raw in data.items():
-        name = str(raw_name).replace("-", "_")
-        if name not in known:
-            raise UserError(f"{where}: unknown parameter {raw_name!r}{did_you_mean(name, known)}; parameters are TrainRecipe fields, "
-                            "see 'edgeresnet train --help'")
-        at = f"{where}: {raw_name}"
-        if not isinstance(raw, dict):
-            raise UserError(f"{at}: expected a mapping such as {{type: float, low: 0.0, high: 0.1}}, got {raw!r}")
-        extra = set(map(str, raw)) - _SPEC_KEYS
-        if extra:
-            raise UserError(f"{at}: unknown key(s) {', '.join(sorted(extra))}; use type, low, high, choices, step, num, log")
-        kind = raw.get("type")
-        if kind not in PARAM_TYPES:
-            raise UserError(f"{at}: type {kind!r} is not known; use one of {', '.join(PARAM_TYPES)}")
-        base = _base_type(hints[name])
-        if kind == "categorical":
-            choices = raw.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise UserError(f"{at}: categorical needs a non-empty list of choices, e.g. choices: [sgd, adamw]")
-            if any(c is not None and not isinstance(c, (bool, int, float, str)) for c in choices):
-                raise UserError(f"{at}: choices must be plain values (numbers, strings, true/false, null)")
-            if len(set(map(repr, choices))) != len(choices):
-                raise UserError(f"{at}: choices repeat a value; list each once")
-            spec = ParamSpec(name, kind, choices=tuple(choices))
-        else:
-            if "choices" in raw:
-                raise UserError(f"{at}: 'choices' belongs to type categorical; a {kind} range takes low and high")
-            if base not in (int, float):
-                raise UserError(f"{at}: {name} is a {base.__name__} field; use type categorical with choices")
-            if kind in ("float", "loguniform") and base is int:
-                raise UserError(f"{at}: {name} takes whole numbers; use type int")
-            if "low" not in raw or "high" not in raw:
-                raise UserError(f"{at}: a {kind} range needs low and high")
-            low, high = _num(raw["low"], at, "low"), _num(raw["high"], at, "high")
-            if not low < high:
-                raise UserError(f"{at}: low ({low:g}) must be below high ({high:g})")
-            log = bool(raw.get("log", False))
-            if (kind == "loguniform" or log) and low <= 0:
-                raise UserError(f"{at}: a log range needs low > 0 (got {low:g})")
-            step = raw.get("step")
-            if step is not None:
-                step = _num(step, at, "step")
-                if step <= 0 or step > high - low:
-                    raise UserError(f"{at}: step {step:g} must be positive and at most high - low")
-                if kind == "loguniform" or log:
-                    raise UserError(f"{at}: step does not combine with a log range; use num for grid points")
-            num = raw.get("num")
-            if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 2):
-                raise UserError(f"{at}: num must be a whole number >= 2 (grid points)")
-            if kind == "int":
-                if not (low.is_integer() and high.is_integer()) or (step is not None and not float(step).is_integer()):
-                    raise UserError(f"{at}: an int range needs whole-number low, high and step")
-                spec = ParamSpec(name, kind, int(low), int(high), step=int(step) if step else None, num=num, log=log)
-            else:
-                spec = ParamSpec(name, kind, low, high, step=step, num=num, log=log)
-        space[name] = spec
-    return space
-
-
-def load_space(path: str | Path) -> dict[str, ParamSpec]:
-    from edgeresnet.train.recipe import read_yaml_file
-
-    return parse_space(read_yaml_file(path, "--space", "search-space"), f"--space {Path(path)}")
-
-
-def grid_points(space: dict[str, ParamSpec], where: str = "--space") -> list[dict[str, Any]]:
-    """Every combination, first parameter slowest; float ranges without step/num cannot be gridded."""
-    for spec in space.values():
-        if spec.type in ("float", "loguniform") and spec.step is None and spec.num is None:
-            raise UserError(f"{where}: {spec.name}: --method grid needs grid points for a {spec.type} range; "
-                            "add 'num: N' (or 'step' for a linear range), or use --method bayes")
-    names = list(space)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n].grid() for n in names))]
-
-
-def check_space_against(space: dict[str, ParamSpec], base: Any, where: str = "--space") -> None:
-    """Every end point of every range must make a valid recipe on its own (a typo like lr high: 50 fails here)."""
-    from edgeresnet.train.recipe import merge_recipe
-
-    for spec in space.values():
-        values = list(spec.choices) if spec.type == "categorical" else [spec.low, spec.high]
-        for value in values:
-            try:
-                merge_recipe(flags={spec.name: value}, base=base)
-            except UserError as exc:
-                raise UserError(f"{where}: {spec.name} = {value!r} is not a valid recipe value ({exc})") from None
 
 
 # -- trials -------------------------------------------------------------------------------------------------
@@ -266,6 +81,16 @@ class TuneResult:
                 "study": self.study, "duration_s": round(self.duration_s, 2)}
 
 
+def check_search_options(method: str, trials: int | None, prune_startup: int, prune_warmup: int) -> None:
+    """The search's own options, checked before the space file and the recipe are read."""
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise UserError(f"--trials {trials}: must be at least 1")
+    if method not in METHODS:
+        raise UserError(f"--method {method}: choose grid or bayes")
+    if prune_startup < 0 or prune_warmup < 0:
+        raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+
+
 TrialHook = Callable[[int, int, dict[str, Any]], None]  # (trial number, planned trials, params) at the start
 EpochHook = Callable[[int, dict[str, Any]], None]  # (trial number, fit's per-epoch record)
 DoneHook = Callable[[TrialRecord], None]
@@ -290,12 +115,7 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     from edgeresnet.train.recipe import merge_recipe
 
     started = time.perf_counter()
-    if method not in METHODS:
-        raise UserError(f"--method {method}: choose grid or bayes")
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
-        raise UserError(f"--trials {trials}: must be at least 1")
-    if prune_startup < 0 or prune_warmup < 0:
-        raise UserError("--prune-startup/--prune-warmup: must be >= 0")
+    check_search_options(method, trials, prune_startup, prune_warmup)
     if (storage is None) != (study_name is None):
         raise UserError("--storage and --study go together: the storage URL holds studies, --study names the "
                         "one the workers share")
@@ -414,7 +234,7 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     except optuna.exceptions.StorageInternalError as exc:  # a shared study's database failed mid-search
         detail = " ".join(str(exc).split())[:200]
         raise UserError(f"--storage {store.shown if store is not None else 'memory'}: the study database failed "
-                        f"({_hide_password(detail)}); the trials finished so far are kept there, rerun to continue"
+                        f"({hide_password(detail)}); the trials finished so far are kept there, rerun to continue"
                         ) from None
     study_info: dict[str, Any] | None = None
     best_number: int | None = None
@@ -441,179 +261,6 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     return TuneResult(method=method, space=space, trials=records, base_recipe=base.to_dict(), best_recipe=best_recipe,
                       prune=prune, sampler_seed=sampler_seed, notes=notes, duration_s=time.perf_counter() - started,
                       study=study_info, best_number=best_number)
-
-
-# -- shared studies (Optuna's relational storage) ----------------------------------------------------------
-
-STUDY_ATTR = "edgeresnet.experiments.tune"  # study user attribute: the fingerprint of the search this study holds
-# Recipe fields that may differ between the machines of one study without changing what a trial measures:
-# where the data and initial weights lie, and which device / loader workers run it.
-_MACHINE_FIELDS = ("data", "init", "device", "workers")
-# DB-API modules SQLAlchemy imports per dialect+driver, and the PyPI package that provides each.
-_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000",
-                    "asyncpg": "asyncpg", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL",
-                    "mysql": "mysql-connector-python", "oracledb": "oracledb", "pyodbc": "pyodbc"}
-
-
-@dataclass(frozen=True)
-class StudyStore:
-    """A checked ``--storage`` URL: what SQLAlchemy connects to, and how it is shown (password hidden)."""
-
-    url: str
-    shown: str
-    engine_kwargs: dict[str, Any]
-
-
-def _hide_password(text: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text)
-
-
-def check_storage(url: str, option: str = "--storage") -> StudyStore:
-    """Refuse a storage URL that cannot work, before any training: one line naming the fix."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    example = "use sqlite:///study.db (one machine) or postgresql://USER:PASSWORD@HOST/DB (several machines)"
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise UserError(f"{option} {_hide_password(url)!r}: not a database URL; {example}") from None
-    shown = parsed.render_as_string(hide_password=True)
-    try:
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError:
-        raise UserError(f"{option} {shown}: SQLAlchemy knows no database {parsed.drivername!r}; {example}") from None
-    # SQLAlchemy 2.0 dialects load their DB-API module in import_dbapi() (1.4: the dbapi() classmethod).
-    load: Any = getattr(dialect, "import_dbapi", None) or dialect.dbapi
-    try:
-        load()
-    except ImportError as exc:
-        module = (exc.name or "").split(".")[0]
-        package = _DRIVER_PACKAGES.get(module, module or "its driver")
-        raise UserError(f"{option} {shown}: the {parsed.get_backend_name()} driver {module or parsed.drivername} is "
-                        f"not installed; pip install {package}") from None
-    engine_kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
-            raise UserError(f"{option} {shown}: an in-memory SQLite database dies with this process; give a file, "
-                            "e.g. sqlite:///study.db")
-        if not database.startswith("file:"):
-            path = Path(database)
-            if path.is_dir():
-                raise UserError(f"{option} {shown}: {path} is a directory; name the database file, e.g. "
-                                f"sqlite:///{path / 'study.db'}")
-            if not path.parent.is_dir():
-                raise UserError(f"{option} {shown}: directory {path.parent} does not exist; create it "
-                                f"(mkdir -p {path.parent}) or put the database in an existing one")
-        # Python sqlite3.connect(timeout=5.0): seconds a connection waits for another's write lock before
-        # 'database is locked'; several workers of one study write the same file.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    return StudyStore(url, shown, engine_kwargs)
-
-
-def search_identity(space: dict[str, ParamSpec], base: Any, method: str) -> dict[str, Any]:
-    """What every worker of one study must agree on, with its sha256 fingerprint (kept in the study)."""
-    import hashlib
-    import json
-
-    recipe = {k: v for k, v in base.to_dict().items() if k not in _MACHINE_FIELDS}
-    body = {"objective": "maximize best validation top-1 (%)", "method": method,
-            "space": {n: s.to_dict() for n, s in space.items()}, "base_recipe": recipe}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    return {**body, "fingerprint": digest}
-
-
-def _identity_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str:
-    if have.get("method") != want["method"]:
-        return f"its method is {have.get('method')}, this run's {want['method']}"
-    hs, ws = have.get("space") or {}, want["space"]
-    if hs != ws:
-        names = sorted(n for n in set(hs) | set(ws) if hs.get(n) != ws.get(n))
-        return f"its search space differs in {', '.join(names)} (study: {hs}; this run: {ws})"
-    hr, wr = have.get("base_recipe") or {}, want["base_recipe"]
-    names = sorted(n for n in set(hr) | set(wr) if hr.get(n) != wr.get(n))
-    return "its base recipe differs in " + ", ".join(f"{n} (study {hr.get(n)!r}, this run {wr.get(n)!r})" for n in names)
-
-
-def _retry_callback(max_retry: int | None) -> tuple[str, Any]:
-    """Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback (RDBStorage heartbeat_stale_trial_callback); 4.0-4.8
-    RetryFailedTrialCallback (failed_trial_callback): Optuna 5.1 RDBStorage docstring, 'Deprecated in v4.9.0'."""
-    import optuna.storages as storages
-
-    cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
-    if cls is not None:
-        return "heartbeat_stale_trial_callback", cls(max_retry=max_retry)
-    return "failed_trial_callback", storages.RetryFailedTrialCallback(max_retry=max_retry)
-
-
-def open_study(store: StudyStore, name: str, identity: dict[str, Any], *, sampler: Any, pruner: Any,
-               heartbeat_interval: int = 60, grace_period: int | None = None, max_retry: int | None = 3,
-               join_wait_s: float = 10.0) -> tuple[Any, bool]:
-    """Create the study, or join it when it exists and holds the same search; returns (study, created)."""
-    import warnings
-
-    import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-
-    where = f"--study {name} in {store.shown}"
-    if not name or not name.strip():
-        raise UserError("--study: give the study a name (the workers of one search share it)")
-    with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback_kw, retry = _retry_callback(max_retry)
-        try:
-            # RDBStorage: a worker records a heartbeat every heartbeat_interval s while its trial runs; before
-            # asking for a trial, optimize() fails RUNNING trials silent for grace_period s (default 2x the interval)
-            # and the callback re-queues each as a WAITING trial with the same parameters.
-            for attempt in range(5):
-                try:
-                    storage = optuna.storages.RDBStorage(store.url, engine_kwargs=store.engine_kwargs,
-                                                         heartbeat_interval=heartbeat_interval,
-                                                         grace_period=grace_period, **{callback_kw: retry})
-                    break
-                except (OperationalError, IntegrityError) as exc:
-                    # RDBStorage runs SQLAlchemy metadata.create_all (check, then CREATE TABLE): two workers
-                    # starting on a new database race, and the loser gets 'table ... already exists' (measured
-                    # with two 'tune' processes on one new SQLite file); a second try finds the tables.
-                    if attempt == 4 or not isinstance(exc, IntegrityError) and "already exists" not in str(exc):
-                        raise
-                    time.sleep(0.5 + attempt)
-            try:
-                # load_if_exists=False so exactly one worker (the one whose INSERT of the unique study name
-                # succeeds) creates the study and writes its fingerprint; the others get DuplicatedStudyError.
-                study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                            pruner=pruner, load_if_exists=False)
-                created = True
-            except optuna.exceptions.DuplicatedStudyError:
-                study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-                created = False
-            if created:
-                study.set_user_attr(STUDY_ATTR, identity)
-                return study, True
-            if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MAXIMIZE:
-                got = ", ".join(d.name.lower() for d in study.directions)
-                raise UserError(f"{where}: the study's direction is {got}; 'edgeresnet tune' maximizes validation "
-                                "top-1; choose another --study")
-            deadline = time.monotonic() + join_wait_s
-            have = study.user_attrs.get(STUDY_ATTR)
-            while have is None and time.monotonic() < deadline:  # its creator writes the fingerprint next
-                time.sleep(0.2)
-                have = optuna.load_study(study_name=name, storage=storage).user_attrs.get(STUDY_ATTR)
-        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            # Optuna's RDBStorage re-raises a failed commit (e.g. SQLite "database is locked") as its own
-            # StorageInternalError, not a SQLAlchemyError (optuna/storages/_rdb/storage.py, _create_scoped_session).
-            detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
-            raise UserError(f"{where}: cannot use the study database ({_hide_password(detail)})") from None
-    if not isinstance(have, dict) or "fingerprint" not in have:
-        raise UserError(f"{where}: the study was not made by 'edgeresnet tune' (no search fingerprint); "
-                        "choose another --study")
-    if have["fingerprint"] != identity["fingerprint"]:
-        raise UserError(f"{where}: the study holds another search: {_identity_mismatch(have, identity)}; run with "
-                        "the study's --space and recipe, or choose another --study")
-    return study, False
 
 
 def _records_from_study(study: Any) -> tuple[list[TrialRecord], int]:
@@ -702,3 +349,52 @@ def write_outputs(result: TuneResult, out_dir: Path, space_path: Path | None = N
                                           extra={"counts": result.counts()}))
     outputs["tune_json"] = str(report)
     return outputs
+
+
+# -- the stage ----------------------------------------------------------------------------------------------
+
+
+def run_tune(base: Any, space: dict[str, ParamSpec], out: Path, *, space_path: Path | None = None,
+             method: str = "bayes", trials: int | None = None, prune: bool = True, prune_startup: int = 3,
+             prune_warmup: int = 1, sampler_seed: int = 0, storage: str | None = None, study_name: str | None = None,
+             overwrite: bool = False, console: Any = None, progress: bool = False) -> dict[str, Any]:
+    """``edgeresnet tune``: search with progress bars on ``console``, write the outputs to ``out``.
+
+    Returns the ``tune.json`` document with its ``outputs``; its ``best`` is None when no trial completed.
+    """
+    from edgeresnet.artifacts import make_output_dir
+    from edgeresnet.experiments.common import check_results_dir, progress_bar, quiet_console
+
+    check_results_dir(out, "tune.json", overwrite)
+    with progress_bar(quiet_console(console), progress) as bar:
+        trial_task = bar.add_task("trials", total=trials or None, stats="")
+        epoch_task = bar.add_task("  epochs", total=base.epochs, stats="")
+        best: list[float] = []
+
+        def on_trial(number: int, planned: int, params: dict[str, Any]) -> None:
+            bar.update(trial_task, total=planned, description=f"trial {number + 1}/{planned}",
+                       stats=", ".join(f"{k}={format_param(v)}" for k, v in params.items()))
+            bar.reset(epoch_task, total=params.get("epochs", base.epochs), stats="")
+
+        def on_epoch(number: int, record: dict[str, Any]) -> None:
+            bar.update(epoch_task, completed=record["epoch"], stats=f"val {record['val_acc']:.1f} %")
+
+        def on_done(record: TrialRecord) -> None:
+            if record.state == "complete" and record.value is not None:
+                best.append(record.value)
+            bar.update(trial_task, advance=1, stats=f"best so far {max(best):.2f} %" if best else "")
+
+        result = tune(base, space, method=method, trials=trials, prune=prune, prune_startup=prune_startup,
+                      prune_warmup=prune_warmup, sampler_seed=sampler_seed, storage=storage, study_name=study_name,
+                      on_trial=on_trial, on_epoch=on_epoch, on_done=on_done,
+                      where=f"--space {space_path}" if space_path is not None else "--space")
+    make_output_dir(out)
+    outputs = write_outputs(result, out, space_path)
+    return {**result.to_dict(), "outputs": outputs}
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as the progress line and the trials table show it (floats to 3 digits)."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
