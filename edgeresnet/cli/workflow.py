@@ -13,9 +13,7 @@ import typer
 
 from edgeresnet.cli import common
 from edgeresnet.errors import UserError
-from edgeresnet.train.recipe import TrainRecipe, field_names
 
-_D = TrainRecipe()  # defaults shown in --help
 _DATA, _OPT, _AUG, _RUN, _OUT = "Data and model", "Optimisation", "Augmentation", "Run control", "Outputs"
 _DIST = "Multi-process (torchrun)"
 _AUG_PRESET = "Default: the data set's preset (digits: on)."
@@ -97,6 +95,66 @@ def eval_tables(metrics: dict[str, Any]) -> list[Any]:
     return tables
 
 
+# --help panel -> (recipe field, help) of each of train's recipe options, in --help order; the flag, type and
+# default of each option come from its TrainRecipe field (common.add_recipe_options).
+_TRAIN_RECIPE_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    _DATA: (
+        ("data", "'digits' (embedded, no download), 'fashion-mnist' (Debian dataset-fashion-mnist), a directory of "
+                 "the four MNIST-style IDX files, or an ImageFolder directory (class per sub-folder; train/ and "
+                 "val/ used when present)."),
+        ("image_size", "Square input size in pixels."),
+        ("split_seed", "Seed of the train/val/test split (keep 0 so every command sees the same test set)."),
+        ("arch", "resnet18 or resnet50."),
+        ("small_stem", "3x3 stride-1 stem without max-pool, for tiny inputs (about 7x the compute at 32 px)."),
+        ("dropout", "Dropout before the classifier, in [0, 1)."),
+        ("init", "Start from these weights (our checkpoint, a torchvision or timm state dict); a head of another "
+                 "class count is re-initialised."),
+        ("freeze_backbone", "Train only the classifier head (fc); backbone BN statistics stay fixed."),
+        ("backbone_lr_mult", "LR of the backbone = --lr x this (e.g. 0.1 when fine-tuning from --init)."),
+    ),
+    _OPT: (
+        ("epochs", "Number of epochs."),
+        ("batch_size", "Images per micro-batch."),
+        ("optimizer", "sgd | adam | adamw | rmsprop."),
+        ("lr", "Peak learning rate (after warm-up)."),
+        ("momentum", "SGD/RMSprop momentum; Adam/AdamW beta1."),
+        ("nesterov", "Nesterov momentum (SGD)."),
+        ("weight_decay", "L2 weight decay (decoupled for AdamW)."),
+        ("decay_norm_and_bias", "Also decay BN weights and biases (off by default)."),
+        ("l1", "L1 penalty on conv/linear weights added to the loss (0 = off)."),
+        ("label_smoothing", "Label smoothing in [0, 1)."),
+        ("schedule", "cosine | step | exponential | constant."),
+        ("warmup_epochs", "Linear warm-up length in epochs (per step; 0 = none)."),
+        ("step_size", "'step' schedule: epochs between LR drops."),
+        ("gamma", "'step': factor per drop; 'exponential': factor per epoch."),
+        ("min_lr", "'cosine': the LR reached at the end."),
+        ("accumulate", "Gradient accumulation: micro-batches per optimizer step (effective batch = batch size x "
+                       "this)."),
+        ("precision", "fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, with a gradient scaler)."),
+    ),
+    _AUG: (
+        ("augment", "All training augmentation on/off."),
+        ("random_resized_crop", f"Random resized crop. {_AUG_PRESET}"),
+        ("crop_scale_min", "Smallest crop area fraction, in (0, 1]. Default: the preset's (digits 0.7)."),
+        ("hflip", "Random horizontal flip. Default: the preset's (digits: off, folders: on)."),
+        ("rotation", "Random rotation up to this many degrees. Default: the preset's (digits 10)."),
+        ("color_jitter", "Brightness/contrast/saturation jitter strength in [0, 1]. Default: off."),
+        ("random_erasing", "Probability of random erasing. Default: off."),
+    ),
+    _RUN: (
+        ("monitor", "val_acc | val_loss: what 'best' means for best.pt and what early stopping watches."),
+        ("early_stop", "Stop after this many epochs without improvement (0 = off)."),
+        ("min_delta", "Smallest change of the monitored value that counts as improvement."),
+        ("max_steps", "Stop after this many optimizer steps in total (smoke runs; resumable)."),
+        ("seed", "Seed of initialisation, shuffling and augmentation."),
+        ("shuffle", "Reshuffle the training set every epoch (off: a fixed order, for exact comparisons)."),
+        ("device", "auto | cpu | cuda."),
+        ("workers", "DataLoader worker processes (0 = in-process)."),
+    ),
+}
+_SYNC_BN_HELP = "SyncBatchNorm across the processes of a multi-GPU run (CUDA only; refused on the CPU)."
+
+
 def train_cmd(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", help="YAML recipe: any option below as 'key: value' "
@@ -114,105 +172,11 @@ def train_cmd(
                                         rich_help_panel=_OUT),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch.",
                                   rich_help_panel=_OUT),
-    # data and model
-    data: str = typer.Option(_D.data, "--data", help="'digits' (embedded, no download), 'fashion-mnist' (Debian "
-                             "dataset-fashion-mnist), a directory of the four MNIST-style IDX files, or an "
-                             "ImageFolder directory "
-                             "(class per sub-folder; train/ and val/ used when present).", rich_help_panel=_DATA),
-    image_size: int = typer.Option(_D.image_size, "--image-size", help="Square input size in pixels.",
-                                   rich_help_panel=_DATA),
-    split_seed: int = typer.Option(_D.split_seed, "--split-seed", help="Seed of the train/val/test split "
-                                   "(keep 0 so every command sees the same test set).", rich_help_panel=_DATA),
-    arch: str = typer.Option(_D.arch, "--arch", help="resnet18 or resnet50.", rich_help_panel=_DATA),
-    small_stem: bool = typer.Option(_D.small_stem, "--small-stem/--no-small-stem", help="3x3 stride-1 stem without "
-                                    "max-pool, for tiny inputs (about 7x the compute at 32 px).",
-                                    rich_help_panel=_DATA),
-    dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout before the classifier, in [0, 1).",
-                                  rich_help_panel=_DATA),
-    init: str | None = typer.Option(None, "--init", help="Start from these weights (our checkpoint, a torchvision "
-                                    "or timm state dict); a head of another class count is re-initialised.",
-                                    rich_help_panel=_DATA),
-    freeze_backbone: bool = typer.Option(_D.freeze_backbone, "--freeze-backbone/--no-freeze-backbone",
-                                         help="Train only the classifier head (fc); backbone BN statistics stay "
-                                         "fixed.", rich_help_panel=_DATA),
-    backbone_lr_mult: float = typer.Option(_D.backbone_lr_mult, "--backbone-lr-mult", help="LR of the backbone = "
-                                           "--lr x this (e.g. 0.1 when fine-tuning from --init).",
-                                           rich_help_panel=_DATA),
-    # optimisation
-    epochs: int = typer.Option(_D.epochs, "--epochs", help="Number of epochs.", rich_help_panel=_OPT),
-    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per micro-batch.",
-                                   rich_help_panel=_OPT),
-    optimizer: str = typer.Option(_D.optimizer, "--optimizer", help="sgd | adam | adamw | rmsprop.",
-                                  rich_help_panel=_OPT),
-    lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (after warm-up).", rich_help_panel=_OPT),
-    momentum: float = typer.Option(_D.momentum, "--momentum", help="SGD/RMSprop momentum; Adam/AdamW beta1.",
-                                   rich_help_panel=_OPT),
-    nesterov: bool = typer.Option(_D.nesterov, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD).",
-                                  rich_help_panel=_OPT),
-    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="L2 weight decay (decoupled for "
-                                       "AdamW).", rich_help_panel=_OPT),
-    decay_norm_and_bias: bool = typer.Option(_D.decay_norm_and_bias,
-                                             "--decay-norm-and-bias/--no-decay-norm-and-bias",
-                                             help="Also decay BN weights and biases (off by default).",
-                                             rich_help_panel=_OPT),
-    l1: float = typer.Option(_D.l1, "--l1", help="L1 penalty on conv/linear weights added to the loss (0 = off).",
-                             rich_help_panel=_OPT),
-    label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing",
-                                          help="Label smoothing in [0, 1).",
-                                          rich_help_panel=_OPT),
-    schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine | step | exponential | constant.",
-                                 rich_help_panel=_OPT),
-    warmup_epochs: float = typer.Option(_D.warmup_epochs, "--warmup-epochs", help="Linear warm-up length in epochs "
-                                        "(per step; 0 = none).", rich_help_panel=_OPT),
-    step_size: float = typer.Option(_D.step_size, "--step-size", help="'step' schedule: epochs between LR drops.",
-                                    rich_help_panel=_OPT),
-    gamma: float = typer.Option(_D.gamma, "--gamma", help="'step': factor per drop; 'exponential': factor per "
-                                "epoch.", rich_help_panel=_OPT),
-    min_lr: float = typer.Option(_D.min_lr, "--min-lr", help="'cosine': the LR reached at the end.",
-                                 rich_help_panel=_OPT),
-    accumulate: int = typer.Option(_D.accumulate, "--accumulate", help="Gradient accumulation: micro-batches per "
-                                   "optimizer step (effective batch = batch size x this).", rich_help_panel=_OPT),
-    precision: str = typer.Option(_D.precision, "--precision", help="fp32 | bf16 (autocast, CPU or CUDA) | fp16 "
-                                  "(CUDA, with a gradient scaler).", rich_help_panel=_OPT),
-    # augmentation
-    augment: bool = typer.Option(_D.augment, "--augment/--no-augment", help="All training augmentation on/off.",
-                                 rich_help_panel=_AUG),
-    random_resized_crop: bool | None = typer.Option(None, "--random-resized-crop/--no-random-resized-crop",
-                                                    help=f"Random resized crop. {_AUG_PRESET}",
-                                                    rich_help_panel=_AUG),
-    crop_scale_min: float | None = typer.Option(None, "--crop-scale-min", help="Smallest crop area fraction, in "
-                                                "(0, 1]. Default: the preset's (digits 0.7).",
-                                                rich_help_panel=_AUG),
-    hflip: bool | None = typer.Option(None, "--hflip/--no-hflip", help="Random horizontal flip. Default: the "
-                                      "preset's (digits: off, folders: on).", rich_help_panel=_AUG),
-    rotation: float | None = typer.Option(None, "--rotation", help="Random rotation up to this many degrees. "
-                                          "Default: the preset's (digits 10).", rich_help_panel=_AUG),
-    color_jitter: float | None = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter "
-                                              "strength in [0, 1]. Default: off.", rich_help_panel=_AUG),
-    random_erasing: float | None = typer.Option(None, "--random-erasing", help="Probability of random erasing. "
-                                                "Default: off.", rich_help_panel=_AUG),
-    # run control
-    monitor: str = typer.Option(_D.monitor, "--monitor", help="val_acc | val_loss: what 'best' means for best.pt "
-                                "and what early stopping watches.", rich_help_panel=_RUN),
-    early_stop: int = typer.Option(_D.early_stop, "--early-stop", help="Stop after this many epochs without "
-                                   "improvement (0 = off).", rich_help_panel=_RUN),
-    min_delta: float = typer.Option(_D.min_delta, "--min-delta", help="Smallest change of the monitored value that "
-                                    "counts as improvement.", rich_help_panel=_RUN),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps in total "
-                                         "(smoke runs; resumable).", rich_help_panel=_RUN),
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation, shuffling and augmentation.",
-                             rich_help_panel=_RUN),
-    shuffle: bool = typer.Option(_D.shuffle, "--shuffle/--no-shuffle", help="Reshuffle the training set every "
-                                 "epoch (off: a fixed order, for exact comparisons).", rich_help_panel=_RUN),
-    device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda.", rich_help_panel=_RUN),
-    workers: int = typer.Option(_D.workers, "--workers", help="DataLoader worker processes (0 = in-process).",
-                                rich_help_panel=_RUN),
     nproc: int | None = typer.Option(None, "--nproc", help="Data-parallel training in N local processes: runs "
                                      "'torchrun --standalone --nproc-per-node N -m edgeresnet train ...' (one "
                                      "process per GPU; gloo on the CPU). --batch-size is per process.",
                                      rich_help_panel=_DIST),
-    sync_bn: bool = typer.Option(_D.sync_bn, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across the processes "
-                                 "of a multi-GPU run (CUDA only; refused on the CPU).", rich_help_panel=_DIST),
+    **recipe_flags: Any,
 ) -> None:
     """Train ResNet-18/50 on digits or an image folder with a modern recipe; keeps the best checkpoint.
 
@@ -226,7 +190,7 @@ def train_cmd(
 
     check_json_dest(json_out)
     file_values = read_recipe_file(config) if config is not None else {}
-    flags = _given(ctx, field_names())
+    flags = _given(ctx, tuple(recipe_flags))
     base = None
     if resume:  # the run's own recipe; a --max-steps budget applies to one invocation, not to the resumed one
         base = recipe_from_dict({**saved_recipe(out), "max_steps": None})
@@ -245,6 +209,11 @@ def train_cmd(
     summary = run.summary()
     console.print(train_table(summary))
     emit_json(summary, json_out)
+
+
+common.add_recipe_options(train_cmd, [(name, help, panel) for panel, rows in _TRAIN_RECIPE_OPTIONS.items()
+                                      for name, help in rows], recipe_defaults=True, before="nproc")
+common.add_recipe_options(train_cmd, [("sync_bn", _SYNC_BN_HELP, _DIST)], recipe_defaults=True)
 
 
 def import_cmd(
