@@ -238,8 +238,9 @@ def _convert_file(src: Any, dst: Any, preprocess: Any, spec: Any, features: Any)
     """FP32 ONNX file -> checked FP16 ONNX file + manifest, only if parity passes (else nothing is written)."""
     import onnx
 
-    from edgeresnet.artifacts import atomic_output, build_manifest, write_manifest
+    from edgeresnet.artifacts import atomic_output, build_manifest
     from edgeresnet.export.checkpoint import DEFAULT_PARITY_IMAGES, resolve_data_spec
+    from edgeresnet.export.onnx_export import write_manifest_or_remove
     from edgeresnet.export.onnx_meta import load_onnx_model, set_metadata
     from edgeresnet.export.parity import compare_runners, load_parity_images
     from edgeresnet.runners.ort_runner import OrtRunner
@@ -279,10 +280,6 @@ def _convert_file(src: Any, dst: Any, preprocess: Any, spec: Any, features: Any)
                    "output": {"name": half.graph.output[0].name, "dtype": "float32"}},
         )
         manifest["file"] = dst.name
-    try:
-        write_manifest(dst, manifest)
-    except BaseException:
-        dst.unlink(missing_ok=True)  # no ONNX without its manifest
-        raise
+    write_manifest_or_remove(dst, manifest)
     return {"source": str(src), "onnx": str(dst), "written": True, "data": data, "images": int(images.shape[0]),
             "parity": report.to_dict(), "fp16": stats.to_dict(), "sha256": manifest["sha256"]}

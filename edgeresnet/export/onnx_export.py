@@ -203,14 +203,19 @@ def export_onnx(
                    "exporter_versions": _exporter_versions(), "warnings": notes, "timings_s": timings},
         )
         manifest["file"] = out.name
-    try:
-        write_manifest(out, manifest)
-    except BaseException:
-        out.unlink(missing_ok=True)  # no ONNX without its manifest
-        raise
+    write_manifest_or_remove(out, manifest)
     return ExportResult(path=out, opset=produced, exporter=choice.exporter, dynamic=profile.dynamic, profile=profile,
                         manifest=manifest, parity=report, timings=timings, simplified=simplified, warnings=notes,
                         precision=precision, io_dtype=io_dtype)
+
+
+def write_manifest_or_remove(onnx_path: Path, manifest: dict[str, Any]) -> None:
+    """Write the sidecar manifest of a just-published ONNX, or remove the ONNX: no ONNX without its manifest."""
+    try:
+        write_manifest(onnx_path, manifest)
+    except BaseException:
+        onnx_path.unlink(missing_ok=True)
+        raise
 
 
 # -- steps -------------------------------------------------------------------------------------------
