@@ -18,16 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import write_digits_folder
-from edgeresnet.evaluate import evaluate_logits, format_accuracy
+from edgeresnet.evaluate import evaluate_logits, format_accuracy, paired
 from edgeresnet.evaluate.intervals import accuracy_interval, wilson_interval, z_value
-from edgeresnet.evaluate.paired import (
-    compare_logits,
-    compare_outcomes,
-    correct_mask,
-    mcnemar_exact_p,
-    mcnemar_mid_p,
-    newcombe_interval,
-)
 
 
 def _brute_exact_p(b: int, c: int) -> float:
@@ -86,32 +78,32 @@ def test_format_accuracy():
 
 @pytest.mark.parametrize("b, c", [(0, 0), (0, 1), (1, 0), (5, 5), (6, 16), (16, 6), (0, 12), (40, 25), (3, 200)])
 def test_mcnemar_exact_and_mid_p_match_brute_force(b, c):
-    assert mcnemar_exact_p(b, c) == pytest.approx(_brute_exact_p(b, c), rel=1e-12, abs=1e-15)
-    assert mcnemar_mid_p(b, c) == pytest.approx(_brute_mid_p(b, c), rel=1e-12, abs=1e-15)
-    assert mcnemar_mid_p(b, c) <= mcnemar_exact_p(b, c) <= 1.0
+    assert paired.mcnemar_exact_p(b, c) == pytest.approx(_brute_exact_p(b, c), rel=1e-12, abs=1e-15)
+    assert paired.mcnemar_mid_p(b, c) == pytest.approx(_brute_mid_p(b, c), rel=1e-12, abs=1e-15)
+    assert paired.mcnemar_mid_p(b, c) <= paired.mcnemar_exact_p(b, c) <= 1.0
 
 
 def test_mcnemar_edge_cases_and_textbook_value():
-    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_mid_p(0, 0) == 1.0  # no discordant images: no evidence
-    assert mcnemar_exact_p(5, 5) == 1.0
+    assert paired.mcnemar_exact_p(0, 0) == 1.0 and paired.mcnemar_mid_p(0, 0) == 1.0  # no discordant images: no evidence
+    assert paired.mcnemar_exact_p(5, 5) == 1.0
     # Cavo et al. (2012), b = 6, c = 16: exact conditional p 0.052, mid-p 0.035 (Fagerland et al. 2017, ch. 8)
-    assert round(mcnemar_exact_p(6, 16), 3) == 0.052 and round(mcnemar_mid_p(6, 16), 3) == 0.035
-    assert mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)  # the smallest all-one-way count below 5 %
+    assert round(paired.mcnemar_exact_p(6, 16), 3) == 0.052 and round(paired.mcnemar_mid_p(6, 16), 3) == 0.035
+    assert paired.mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)  # the smallest all-one-way count below 5 %
     with pytest.raises(ValueError):
-        mcnemar_exact_p(-1, 3)
+        paired.mcnemar_exact_p(-1, 3)
 
 
 def test_newcombe_interval_textbook_and_edges():
-    lo, hi = newcombe_interval(59, 6, 16, 80)
+    lo, hi = paired.newcombe_interval(59, 6, 16, 80)
     assert (round(lo, 4), round(hi, 4)) == (-0.1186, -0.0046)
-    lo, hi = newcombe_interval(10, 0, 0, 0)  # b + c = 0, every image right for both: wide, centred on 0
+    lo, hi = paired.newcombe_interval(10, 0, 0, 0)  # b + c = 0, every image right for both: wide, centred on 0
     assert lo < 0 < hi and lo == pytest.approx(-hi)
-    lo, hi = newcombe_interval(0, 0, 0, 10)  # both models wrong everywhere
+    lo, hi = paired.newcombe_interval(0, 0, 0, 10)  # both models wrong everywhere
     assert lo < 0 < hi
-    lo, hi = newcombe_interval(0, 10, 0, 0)  # the reference right everywhere, the candidate nowhere
+    lo, hi = paired.newcombe_interval(0, 10, 0, 0)  # the reference right everywhere, the candidate nowhere
     assert hi == pytest.approx(1.0) and 0.6 < lo < 1.0
     with pytest.raises(ValueError):
-        newcombe_interval(0, 0, 0, 0)
+        paired.newcombe_interval(0, 0, 0, 0)
 
 
 def test_compare_outcomes_counts_the_discordant_images():
@@ -119,7 +111,7 @@ def test_compare_outcomes_counts_the_discordant_images():
     candidate = reference.copy()
     candidate[:12] = False  # 12 images the candidate loses
     candidate[95:] = True  # 5 it gains
-    result = compare_outcomes(reference, candidate)
+    result = paired.compare_outcomes(reference, candidate)
     assert (result.both_correct, result.only_reference, result.only_candidate, result.both_wrong) == (78, 12, 5, 5)
     assert result.reference_top1 == 90.0 and result.candidate_top1 == 83.0 and result.drop == pytest.approx(7.0)
     assert result.p_value == pytest.approx(_brute_exact_p(12, 5)) and not result.significant
@@ -127,22 +119,22 @@ def test_compare_outcomes_counts_the_discordant_images():
     data = result.to_dict()
     assert data["test"] == "mcnemar-exact" and data["significant"] is False and data["interval_method"] == "newcombe-10"
     assert "significant at 5 %: no" in data["summary"] and "b=12, c=5" in data["summary"]
-    same = compare_outcomes(reference, reference)
+    same = paired.compare_outcomes(reference, reference)
     assert same.p_value == 1.0 and not same.significant and same.drop == 0.0
-    worse = compare_outcomes(reference, np.zeros(100, bool))
+    worse = paired.compare_outcomes(reference, np.zeros(100, bool))
     assert worse.significant and "significant at 5 %: yes" in worse.summary()
     with pytest.raises(ValueError, match="same images"):
-        compare_outcomes(reference, reference[:50])
+        paired.compare_outcomes(reference, reference[:50])
     with pytest.raises(TypeError):
-        compare_outcomes(reference.astype(int), reference)
+        paired.compare_outcomes(reference.astype(int), reference)
 
 
 def test_compare_logits_uses_top1_outcomes():
     labels = np.array([0, 1, 2, 0])
     a = np.eye(3)[[0, 1, 2, 1]]  # 3 right
     b = np.eye(3)[[0, 2, 2, 0]]  # 3 right, different images
-    assert correct_mask(a, labels).tolist() == [True, True, True, False]
-    result = compare_logits(a, b, labels)
+    assert paired.correct_mask(a, labels).tolist() == [True, True, True, False]
+    result = paired.compare_logits(a, b, labels)
     assert (result.only_reference, result.only_candidate) == (1, 1) and result.p_value == 1.0
 
 
@@ -219,14 +211,14 @@ def test_prune_report_carries_the_paired_test(tiny_world, capsys, torch_single_t
     stdout, err = capsys.readouterr()
     assert int(info.value.code or 0) == 0, err
     acc = json.loads(stdout)["accuracy"]
-    paired = acc["paired"]
-    n = paired["n"]
+    counts = acc["paired"]
+    n = counts["n"]
     assert n == json.loads(stdout)["test_images"]
-    assert paired["both_correct"] + paired["only_reference_correct"] == round(acc["before"] * n / 100)
-    assert paired["both_correct"] + paired["only_candidate_correct"] == round(acc["after"] * n / 100)
-    assert paired["drop"] == pytest.approx(acc["drop"], abs=1e-3)
-    assert acc["p_value"] == pytest.approx(_brute_exact_p(paired["only_reference_correct"],
-                                                          paired["only_candidate_correct"]))
+    assert counts["both_correct"] + counts["only_reference_correct"] == round(acc["before"] * n / 100)
+    assert counts["both_correct"] + counts["only_candidate_correct"] == round(acc["after"] * n / 100)
+    assert counts["drop"] == pytest.approx(acc["drop"], abs=1e-3)
+    assert acc["p_value"] == pytest.approx(_brute_exact_p(counts["only_reference_correct"],
+                                                          counts["only_candidate_correct"]))
     assert acc["significant"] is (acc["p_value"] < 0.05) and len(acc["before_ci95"]) == 2
     assert acc["before_ci95"][0] <= acc["before"] <= acc["before_ci95"][1]
     assert Path(out).exists()

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import trim_splits
 from edgeresnet.errors import UserError
+from helpers_common import write_three_digit_classes
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -31,18 +32,7 @@ def digits8():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """A real ImageFolder (3 classes x 8 PNGs of real digits) for the command line."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("digits_folder")
-    bunch = load_digits()
-    for label in (0, 1, 2):
-        (root / f"d{label}").mkdir()
-        picks = np.flatnonzero(bunch.target == label)[:8]
-        for i, index in enumerate(picks):
-            pixels = np.clip(bunch.images[index] * 16, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(root / f"d{label}" / f"{i}.png")
-    return root
+    return write_three_digit_classes(tmp_path_factory.mktemp("digits_folder"))
 
 
 # -- pure --------------------------------------------------------------------------------------------------

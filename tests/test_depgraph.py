@@ -49,14 +49,22 @@ def test_resnet50_bottlenecks_and_standard_stem():
     assert not stem.coupled and ("layer1.0.downsample.0", "conv") in stem.consumers  # maxpool passes through
 
 
-class _Concat(nn.Module):
-    def __init__(self) -> None:
+def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+
+
+class _Layers(nn.Module):
+    """A test net: its layers given as keywords (registered in that order), its own ``forward``."""
+
+    def __init__(self, **layers: nn.Module) -> None:
         super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, padding=1)
-        self.b = nn.Conv2d(3, 8, 3, padding=1)
-        self.c = nn.Conv2d(16, 8, 3, padding=1)
-        self.d = nn.Conv2d(8, 8, 1)
-        self.fc = nn.Linear(8 * 4 * 4, 3)
+        for name, layer in layers.items():
+            self.add_module(name, layer)
+
+
+class _Concat(_Layers):
+    def __init__(self) -> None:
+        super().__init__(a=_conv(3, 8), b=_conv(3, 8), c=_conv(16, 8), d=_conv(8, 8, 1), fc=nn.Linear(8 * 4 * 4, 3))
 
     def forward(self, x):
         y = torch.cat([self.a(x), self.b(x)], dim=1)
@@ -73,15 +81,11 @@ def test_unknown_ops_freeze_their_groups():
     assert not by["d"].prunable and any("flatten" in r for r in by["d"].frozen)
 
 
-class _Shared(nn.Module):
+class _Shared(_Layers):
     """One conv applied twice: both call sites' inputs must be one group."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.p = nn.Conv2d(3, 16, 3, padding=1)
-        self.q = nn.Conv2d(3, 16, 3, padding=1)
-        self.shared = nn.Conv2d(16, 16, 3, padding=1)
-        self.fc = nn.Linear(16, 2)
+        super().__init__(p=_conv(3, 16), q=_conv(3, 16), shared=_conv(16, 16), fc=nn.Linear(16, 2))
 
     def forward(self, x):
         y = self.shared(self.p(x)) + self.shared(self.q(x))

@@ -12,32 +12,15 @@ from conftest import assert_one_line_error, run_cli
 from edgeresnet.artifacts import sha256_file
 from edgeresnet.cli.main import main
 from edgeresnet.export.onnx_meta import KEY_BATCH_PROFILE, KEY_CLASS_NAMES, KEY_PREPROCESS
-
-
-def _checkpoint(path, arch="resnet18", size=32, seed=0, small_stem=False):
-    import torch
-
-    from edgeresnet.data.presets import preset_for
-    from edgeresnet.models import ModelSpec, build_model, make_checkpoint
-
-    torch.manual_seed(seed)
-    spec = ModelSpec(arch, 10, small_stem=small_stem)
-    preprocess = preset_for("digits", size, tuple(str(i) for i in range(10)))
-    torch.save(make_checkpoint(build_model(spec).eval(), spec, preprocess.to_dict()), path)
-    return path
+from helpers_common import write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # OpenMP spinning on a busy 2-core box makes eager PyTorch 10x slower
+def ckpts(tmp_path_factory, torch_single_thread):
     root = tmp_path_factory.mktemp("export")
-    yield {"root": root, "r18": _checkpoint(root / "r18.pt"),
-           "r18_small": _checkpoint(root / "r18_small.pt", small_stem=True, size=24),
-           "r50": _checkpoint(root / "r50.pt", arch="resnet50")}
-    torch.set_num_threads(threads)
+    return {"root": root, "r18": write_untrained_checkpoint(root / "r18.pt"),
+            "r18_small": write_untrained_checkpoint(root / "r18_small.pt", small_stem=True, size=24),
+            "r50": write_untrained_checkpoint(root / "r50.pt", arch="resnet50")}
 
 
 def _leftovers(directory):
@@ -182,7 +165,7 @@ def test_full_matrix(ckpts, tmp_path, arch, batch, opset):
 def test_resnet50_at_224(tmp_path):
     from edgeresnet.export import export_checkpoint
 
-    source = _checkpoint(tmp_path / "r50_224.pt", arch="resnet50", size=224)
+    source = write_untrained_checkpoint(tmp_path / "r50_224.pt", arch="resnet50", size=224)
     result = export_checkpoint(source, tmp_path / "r50_224.onnx", opset=17, batch=(1, 2, 4), simplify=True,
                                parity_images=4)
     assert result.parity.passed and result.parity.max_abs < 1e-3

@@ -9,39 +9,24 @@ import os
 import pytest
 
 from edgeresnet.cli.main import main
-
-
-def _checkpoint(path, arch="resnet18", size=32, seed=0):
-    import torch
-
-    from edgeresnet.data.presets import preset_for
-    from edgeresnet.models import ModelSpec, build_model, make_checkpoint
-
-    torch.manual_seed(seed)
-    spec = ModelSpec(arch, 10)
-    preprocess = preset_for("digits", size, tuple(str(i) for i in range(10)))
-    torch.save(make_checkpoint(build_model(spec).eval(), spec, preprocess.to_dict()), path)
-    return path
+from helpers_common import write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def art(tmp_path_factory):
+def art(tmp_path_factory, torch_single_thread):
     """Two checkpoints with different weights, one with another input size, and a dynamic ONNX of the first."""
     import torch
 
     from edgeresnet.export import export_checkpoint
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cli")
-    a = _checkpoint(root / "a.pt", seed=0)
-    b = _checkpoint(root / "b.pt", seed=1)
-    big = _checkpoint(root / "big.pt", size=40)
+    a = write_untrained_checkpoint(root / "a.pt", seed=0)
+    b = write_untrained_checkpoint(root / "b.pt", seed=1)
+    big = write_untrained_checkpoint(root / "big.pt", size=40)
     export_checkpoint(a, root / "a.onnx", opset=13, batch=(1, 2, 4), parity_images=4)
     plain = root / "plain.pt"
     torch.save(torch.load(a, weights_only=True)["state_dict"], plain)
-    yield {"root": root, "a": a, "b": b, "big": big, "onnx": root / "a.onnx", "plain": plain}
-    torch.set_num_threads(threads)
+    return {"root": root, "a": a, "b": b, "big": big, "onnx": root / "a.onnx", "plain": plain}
 
 
 def _run(capsys, *args):

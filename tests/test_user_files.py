@@ -14,7 +14,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,6 +21,7 @@ from conftest import assert_one_line_error, run_cli
 from edgeresnet.artifacts import atomic_output, safe_torch_load
 from edgeresnet.errors import UserError
 from edgeresnet.models import ModelSpec, build_model, import_weights
+from helpers_common import write_three_digit_classes
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread", "wide_terminal")
 
@@ -191,17 +191,7 @@ def test_make_output_dir_removes_what_it_made_when_mkdir_fails(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("digits3")
-    bunch = load_digits()
-    for label in (0, 1, 2):
-        (root / f"d{label}").mkdir()
-        for i, index in enumerate(np.flatnonzero(bunch.target == label)[:8]):
-            pixels = np.clip(bunch.images[index] * 16, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(root / f"d{label}" / f"{i}.png")
-    return root
+    return write_three_digit_classes(tmp_path_factory.mktemp("digits3"))
 
 
 def test_cv_default_out_is_created_on_a_fresh_checkout(capsys, tmp_path, monkeypatch, digit_folder):
