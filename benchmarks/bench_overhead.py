@@ -64,7 +64,7 @@ def compare(path: Path, rounds: int, iterations: int, threads: int | None) -> di
     with runner:
         shape = [d if isinstance(d, int) else 1 for d in runner.input_shape]
         x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-        session, feed_name, out_names = runner.session, runner.input_name, [runner.output_names[0]]
+        session, feed_name, out_names = runner.session, runner.signature.input_name, [runner.signature.output_names[0]]
         config = TimingConfig(warmup_ms=0.0, warmup_iterations=3, min_iterations=iterations, duration_s=0.0)
 
         def ours() -> tuple[list[float], float]:

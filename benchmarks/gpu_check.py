@@ -5,7 +5,7 @@ Checks (each in its own child process, so a native crash, a hang or a failed imp
 running; the parent itself imports neither torch nor CUDA):
 
 * ``probe``: torch, CUDA as torch and as cuda-python see it, and which of our modules import.
-* ``cuda-python-memory``: ``CudaPythonBackend`` (edgeresnet/trt/cuda_mem.py) for real: device buffers, pageable and
+* ``cuda-python-memory``: ``CudaPythonBackend`` (edgeresnet/trt/cuda_python_backend.py) for real: device buffers, pageable and
   pinned host buffers, a non-blocking stream, events around copies, the one-line error of a failed cudaMalloc.
 * ``trt-timed-step``: ``EngineSession``/``TimedStep`` (edgeresnet/trt/runtime.py) with a stand-in engine whose
   ``execute_async_v3`` enqueues real device-to-device copies on the given stream; buffers, stream, events and
@@ -99,9 +99,9 @@ def _median(values: list[float]) -> float:
 
 
 def _cudart() -> Any:
-    from edgeresnet.trt.cuda_mem import _import_cudart
+    from edgeresnet.trt.cuda_python_backend import import_cudart
 
-    return _import_cudart()
+    return import_cudart()
 
 
 def _check(cond: bool, message: str) -> None:
@@ -159,7 +159,7 @@ def probe(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, A
     except Exception as exc:
         facts["torch_reason"] = f"torch does not import ({type(exc).__name__}: {_one_line(exc, 120)})"
     try:
-        from edgeresnet.trt.cuda_mem import probe_gpu
+        from edgeresnet.trt.cuda_python_backend import probe_gpu
 
         count, reason = probe_gpu()
         facts["cudart"], facts["cudart_reason"] = count > 0, reason
@@ -274,19 +274,16 @@ def _memory_checks(backend: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _backend(name: str) -> Any:
-    """The backend as the runners get it: ``select_backend`` (probe through itself, device made current) where
-    cuda_mem has it, else ``get_backend``."""
+    """The backend as the runners get it: ``select_backend`` (probed through itself, device made current)."""
     from edgeresnet.trt import cuda_mem
 
-    if callable(getattr(cuda_mem, "select_backend", None)):
-        backend, reason = cuda_mem.select_backend(name, 0)
-        _check(backend is not None, f"select_backend({name!r}) found no device: {reason}")
-        return backend
-    return cuda_mem.get_backend(name)
+    backend, reason = cuda_mem.select_backend(name, 0)
+    _check(backend is not None, f"select_backend({name!r}) found no device: {reason}")
+    return backend
 
 
 def check_cuda_python(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import CudaPythonBackend
+    from edgeresnet.trt.cuda_python_backend import CudaPythonBackend
 
     backend = _backend("cuda-python")
     _check(isinstance(backend, CudaPythonBackend), f"the cuda-python backend is a {type(backend).__name__}")
@@ -294,7 +291,7 @@ def check_cuda_python(_: dict[str, Any], args: argparse.Namespace) -> tuple[str,
 
 
 def check_pycuda(_: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from edgeresnet.trt.cuda_mem import PycudaBackend
+    from edgeresnet.trt.pycuda_backend import PycudaBackend
 
     backend = _backend("pycuda")
     _check(isinstance(backend, PycudaBackend), f"the pycuda backend is a {type(backend).__name__}")
