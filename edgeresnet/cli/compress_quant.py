@@ -7,6 +7,7 @@ the commands so ``edgeresnet --help`` is fast.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,6 +16,7 @@ import typer
 
 from edgeresnet.cli import common
 from edgeresnet.cli.common import JsonOut
+from edgeresnet.compress import ptq_stage  # the stages' settings and entry points; no heavy imports
 
 # what calibrate and qat both take, the same way
 MaxDrop = Annotated[float, typer.Option("--max-drop", help="Largest allowed top-1 drop in points vs FP32.")]
@@ -41,6 +43,16 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def _run_stage(stage: Callable[..., Any], settings_type: type, arguments: dict[str, Any]) -> Any:
+    """The stage on settings made from the command's arguments (one settings field per option, same name),
+    progress bars and warnings on stderr; a --json PATH that cannot be written fails before the work."""
+    from edgeresnet.artifacts import check_json_dest
+
+    check_json_dest(arguments["json_out"])
+    settings = settings_type(**{f.name: arguments[f.name] for f in dataclasses.fields(settings_type)})
+    return stage(settings, console=common.console(stderr=True), progress=_progress)
 
 
 def _finish(title: str, report: Any, extra: list[tuple[str, str]], json_out: str | None) -> None:
@@ -116,25 +128,18 @@ def calibrate_cmd(
     json_out: JsonOut = None,
 ) -> None:
     """Post-training INT8: calibrate an FP32 ONNX and write a Q/DQ ONNX for TensorRT or ONNX Runtime."""
-    from edgeresnet.artifacts import check_json_dest
-    from edgeresnet.compress.int8_flavours import default_reduce_range
-    from edgeresnet.compress.ptq_stage import CalibrateSettings, calibrate
-
-    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-    settings = CalibrateSettings(model=model, out=out, method=method, flavour=flavour, target=target,
-                                 images=images, calib_list=calib_list, data=data, max_drop=max_drop,
-                                 max_keep=max_keep, cache=cache, percentile=percentile, ort_format=ort_format,
-                                 reduce_range=reduce_range, eval_images=eval_images, bench_iters=bench_iters)
-    done = calibrate(settings, console=common.console(stderr=True), progress=_progress)
-    report, calib, chosen, why, source = done.report, done.calibration, done.flavour, done.flavour_reason, settings.model
+    done = _run_stage(ptq_stage.calibrate, ptq_stage.CalibrateSettings, locals())
+    report, calib, chosen, why = done.report, done.calibration, done.flavour, done.flavour_reason
     extra = [("flavour", f"{chosen} ({why})"), ("method", method),
              ("calibration", f"{len(calib)} images from {calib.source} (sha256 {calib.sha256[:12]})"),
              ("cache", f"{report.cache['path']} ({'reused' if report.cache['hit'] else 'written'})")]
     if chosen == "ort":
+        from edgeresnet.compress.int8_flavours import default_reduce_range
+
         rr = report.structure.get("reduce_range")
         extra.append(("format", f"{ort_format}, {'7-bit weights (reduce-range)' if rr else '8-bit weights'}"
                                 f"{'' if reduce_range is not None else ' (auto: ' + default_reduce_range()[1] + ')'}"))
-    _finish(f"calibrate {source.name} -> {out.name}", report, extra, json_out)
+    _finish(f"calibrate {model.name} -> {out.name}", report, extra, json_out)
 
 
 def qat_cmd(
@@ -160,15 +165,7 @@ def qat_cmd(
     json_out: JsonOut = None,
 ) -> None:
     """Quantization-aware training: fake-quantize as TensorRT runs INT8, fine-tune, export Q/DQ ONNX."""
-    from edgeresnet.artifacts import check_json_dest
-    from edgeresnet.compress.ptq_stage import QatSettings, qat
-
-    check_json_dest(json_out)  # a --json PATH that cannot be written fails before the work
-    settings = QatSettings(model=model, out=out, calib_images=calib_images, epochs=epochs, lr=lr,
-                           batch_size=batch_size, method=method, percentile=percentile, max_drop=max_drop,
-                           max_keep=max_keep, data=data, opset=opset, seed=seed, max_steps=max_steps,
-                           eval_images=eval_images, bench_iters=bench_iters)
-    report = qat(settings, console=common.console(stderr=True), progress=_progress)
+    report = _run_stage(ptq_stage.qat, ptq_stage.QatSettings, locals())
     extra = [("calibration", f"{report.calibration['count']} train images, method {method}"),
              ("fine-tune", f"{epochs} epoch(s) at lr {lr:g}; val top-1 (torch) before "
                            f"{report.fine_tune.get('val_top1_before')}, after {report.fine_tune.get('val_top1_after', '-')}"

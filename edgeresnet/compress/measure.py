@@ -45,25 +45,12 @@ def accuracy_outcomes(model: Any, images: np.ndarray, labels: np.ndarray) -> tup
 
 
 def export_onnx_file(model: Any, preprocess: Any, out: Path, exporter: str | None = None) -> Path:
-    """Export via the shared exporter (its default exporter/opset unless ``exporter`` is given); torch's
-    TorchScript exporter (opset 17) only when the export package is missing."""
+    """Export a copy via the shared exporter (its default exporter/opset unless ``exporter`` is given)."""
     import copy
 
-    model = copy.deepcopy(model).eval().cpu()
-    try:
-        from edgeresnet.export import export_onnx  # the export helper's module
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        return Path(export_onnx(model, preprocess, Path(out), exporter=exporter).path)
-    import torch
+    from edgeresnet.export import export_onnx
 
-    from edgeresnet.export.torch_compat import torchscript_kwargs  # dynamo=False only where torch names it (>= 2.4)
-
-    size = int(preprocess.image_size)
-    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(out), input_names=["input"], output_names=["logits"],
-                      opset_version=17, **torchscript_kwargs())
-    return Path(out)
+    return Path(export_onnx(copy.deepcopy(model).eval().cpu(), preprocess, Path(out), exporter=exporter).path)
 
 
 def onnx_size_bytes(model: Any, preprocess: Any, exporter: str | None = None) -> int:

@@ -8,7 +8,7 @@ ONNX sha256, the image-list sha256 and the method, in TensorRT's calibration-cac
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,11 @@ import numpy as np
 from edgeresnet.compress import calibration as cal
 from edgeresnet.compress import qdq
 from edgeresnet.compress.ort_cpu import ort_session
+from edgeresnet.compress.sensitivity import Progress
 from edgeresnet.errors import UserError
 
 CACHE_SUFFIX = ".calib"
 MAX_CACHED_BATCH_BYTES = 256 << 20
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 def prepare_float_model(model: Any) -> tuple[Any, int]:
@@ -64,7 +63,7 @@ def calibration_batch(image_size: int) -> int:
 
 
 def collect_statistics(model: Any, tensors: list[str], source: BatchSource, method: str,
-                       progress: ProgressFn | None = None) -> cal.StatsCollector:
+                       progress: Progress | None = None) -> cal.StatsCollector:
     """Run the float model in ONNX Runtime with every tensor of interest as an output, streaming statistics."""
     from onnx import TensorProto, helper
 
@@ -95,7 +94,7 @@ def collect_statistics(model: Any, tensors: list[str], source: BatchSource, meth
 
 
 def calibrate(model: Any, source_sha256: str, calib: cal.CalibrationSet, source: BatchSource, method: str,
-              percentile: float, progress: ProgressFn | None = None) -> cal.CalibrationTable:
+              percentile: float, progress: Progress | None = None) -> cal.CalibrationTable:
     """The range table of every float activation; the graph input keeps its full range (never clip pixels)."""
     tensors = qdq.float_activations(model)
     collector = collect_statistics(model, tensors, source, method, progress)

@@ -42,14 +42,11 @@ def load_source(path: str | Path, option: str = "MODEL") -> tuple[dict[str, Any]
 def resolve_data(data: str | None, source: str | Path, preprocess: Any) -> str:
     """``--data``, else the data set recorded in the source's manifests, else digits when the classes are 0-9
     (fashion-mnist when they are its ten names)."""
+    from edgeresnet.export.onnx_meta import data_spec_of
+
     if data:
         return data
-    try:
-        from edgeresnet.export.onnx_meta import data_spec_of
-
-        recorded = data_spec_of(source)
-    except ImportError:
-        recorded = None
+    recorded = data_spec_of(source)
     if recorded:
         return recorded
     if tuple(preprocess.class_names) == tuple(str(i) for i in range(10)):
@@ -104,14 +101,13 @@ class FinetuneOptions:
     bn_images: int = 512  # training images to re-estimate BatchNorm statistics after pruning (0 = off)
 
     def validate(self) -> FinetuneOptions:
-        if self.epochs < 0:
-            raise UserError(f"--finetune-epochs {self.epochs}: must be 0 or more")
-        if self.bn_images < 0:
-            raise UserError(f"--bn-images {self.bn_images}: must be 0 (off) or more")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr {self.lr}: must be positive")
+        """Refuse the first out-of-range option (KD's temperature and alpha as ``DistillSettings`` does)."""
+        for bad, message in ((self.epochs < 0, f"--finetune-epochs {self.epochs}: must be 0 or more"),
+                             (self.bn_images < 0, f"--bn-images {self.bn_images}: must be 0 (off) or more"),
+                             (self.batch_size < 1, f"--batch-size {self.batch_size}: must be at least 1"),
+                             (self.lr is not None and not self.lr > 0, f"--lr {self.lr}: must be positive")):
+            if bad:
+                raise UserError(message)
         from edgeresnet.compress.distill import DistillSettings
 
         DistillSettings(self.temperature, self.alpha)  # validates

@@ -28,7 +28,6 @@ from edgeresnet.compress.int8_accuracy import (
 from edgeresnet.compress.int8_flavours import DEFAULT_ORT_FORMAT, build_ort, build_trt, default_reduce_range, gate_units
 from edgeresnet.compress.onnx_calibration import (
     BatchSource,
-    ProgressFn,
     calibrate,
     calibration_batch,
     default_cache_path,
@@ -36,7 +35,7 @@ from edgeresnet.compress.onnx_calibration import (
     write_cache,
 )
 from edgeresnet.compress.ort_cpu import input_info, ort_session, output_classes, run_logits, with_dynamic_batch
-from edgeresnet.compress.sensitivity import run_gate
+from edgeresnet.compress.sensitivity import Progress, run_gate
 from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
 
@@ -69,7 +68,7 @@ class PtqReport(Int8Report):
 
 
 def quantize_onnx(source: Path, out: Path, calib: cal.CalibrationSet, data: Any, options: PtqOptions,
-                  progress: ProgressFn | None = None, command: str = "calibrate") -> PtqReport:
+                  progress: Progress | None = None, command: str = "calibrate") -> PtqReport:
     """Calibrate (or reuse the cache), quantize, gate on ``data``'s val split, report test too, write + manifest."""
     from edgeresnet.artifacts import sha256_file
     from edgeresnet.export.onnx_meta import load_onnx_model, preprocess_of
@@ -174,7 +173,7 @@ def _check_model_fits(source: Path, model: Any, preprocess: Any, data: Any) -> i
 
 
 def _range_table(work: Any, source: Path, source_sha: str, calib: cal.CalibrationSet, batches: BatchSource,
-                 cache_path: Path, options: PtqOptions, progress: ProgressFn | None
+                 cache_path: Path, options: PtqOptions, progress: Progress | None
                  ) -> tuple[cal.CalibrationTable, dict[str, Any]]:
     """The cached range table when its key matches (same source, images, method), else a fresh calibration."""
     key = cal.cache_key(source_sha, calib.sha256, options.method, options.percentile)

@@ -54,6 +54,7 @@ from edgeresnet.compress.int8_accuracy import (
 )
 from edgeresnet.compress.onnx_calibration import BatchSource
 from edgeresnet.compress.ort_cpu import ort_session, run_logits
+from edgeresnet.compress.sensitivity import Progress, run_gate
 from edgeresnet.data.sources import BUILTIN_SOURCES
 from edgeresnet.errors import UserError
 from edgeresnet.evaluate import top1
@@ -71,7 +72,7 @@ def check_opset(opset: int) -> None:
 
 def calibrate_model(model: nn.Module, batches: Callable[[], Iterator[np.ndarray]], method: str,
                     percentile: float = cal.DEFAULT_PERCENTILE,
-                    progress: Callable[[str, int, int], None] | None = None, total_batches: int = 0) -> dict[str, float]:
+                    progress: Progress | None = None, total_batches: int = 0) -> dict[str, float]:
     """Set every activation quantizer's range from the calibration images (1 pass for max, 2 otherwise)."""
     cal.check_method(method)
     qs = quantizers(model)
@@ -186,6 +187,26 @@ def fine_tune(model: nn.Module, splits: Any, data_spec: str, options: QatOptions
                                                                "weight_decay", "max_steps")}}
 
 
+def _fine_tune_keeping_the_better(qmodel: nn.Module, data: Any, data_spec: str, options: QatOptions, spec: Any,
+                                  val: tuple[np.ndarray, np.ndarray], calibrated_val: float
+                                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Fine-tune (with epochs); the calibrated model is "epoch 0" of it, so whichever is better on val is kept,
+    as ``fit`` keeps its best epoch."""
+    tuning: dict[str, Any] = {"epochs": options.epochs, "lr": options.lr, "val_top1_before": round(calibrated_val, 3)}
+    if options.epochs > 0:
+        calibrated_state = {k: v.clone() for k, v in qmodel.state_dict().items()}
+        qmodel, info = fine_tune(qmodel, data, data_spec, options, spec)
+        tuning.update(info)
+        tuned_val = top1(torch_logits(qmodel, val[0]), val[1])
+        tuning["val_top1_after"] = round(tuned_val, 3)
+        if tuned_val < calibrated_val:
+            qmodel.load_state_dict(calibrated_state)
+            tuning["kept"] = "calibrated weights (fine-tuning lowered val top-1)"
+        else:
+            tuning["kept"] = "fine-tuned weights"
+    return qmodel.eval(), tuning
+
+
 @dataclass
 class QatOptions:
     epochs: int = 2
@@ -218,7 +239,7 @@ class QatReport(Int8Report):
 
 
 def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOptions,
-            progress: Callable[[str, int, int], None] | None = None, command: str = "qat") -> QatReport:
+            progress: Progress | None = None, command: str = "qat") -> QatReport:
     """Calibrate, fine-tune, export Q/DQ ONNX, gate on val with ONNX Runtime, report test too, write + manifest."""
     import dataclasses
 
@@ -226,7 +247,6 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
 
     from edgeresnet.artifacts import atomic_output, build_manifest, check_output_dir, write_manifest
     from edgeresnet.compress import qdq
-    from edgeresnet.compress.sensitivity import run_gate
     from edgeresnet.data import Preprocess, load_data
     from edgeresnet.models import load_checkpoint, model_from_checkpoint
 
@@ -255,20 +275,8 @@ def run_qat(checkpoint_path: Path, out: Path, data_spec: str, options: QatOption
     calibrate_model(qmodel, lambda: iter(source), options.method, options.percentile, progress, source.batches())
     held_out = eval_splits(data, options.eval_images)
     calibrated_val = top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
-    tuning: dict[str, Any] = {"epochs": options.epochs, "lr": options.lr, "val_top1_before": round(calibrated_val, 3)}
-    if options.epochs > 0:
-        calibrated_state = {k: v.clone() for k, v in qmodel.state_dict().items()}
-        qmodel, info = fine_tune(qmodel, data, data_spec, options, spec)
-        tuning.update(info)
-        tuned_val = top1(torch_logits(qmodel, held_out["val"][0]), held_out["val"][1])
-        tuning["val_top1_after"] = round(tuned_val, 3)
-        # the calibrated model is "epoch 0" of the fine-tune: keep whichever is better on val, as fit keeps its best
-        if tuned_val < calibrated_val:
-            qmodel.load_state_dict(calibrated_state)
-            tuning["kept"] = "calibrated weights (fine-tuning lowered val top-1)"
-        else:
-            tuning["kept"] = "fine-tuned weights"
-    qmodel.eval()
+    qmodel, tuning = _fine_tune_keeping_the_better(qmodel, data, data_spec, options, spec, held_out["val"],
+                                                   calibrated_val)
 
     with tempfile.TemporaryDirectory(prefix="edgeresnet-qat-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"

@@ -23,7 +23,7 @@ from edgeresnet.evaluate import top1
 from edgeresnet.evaluate.paired import PairedComparison, compare_logits
 
 Evaluate = Callable[[frozenset], np.ndarray]
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[str, int, int], None]  # (stage, done, total): every compress stage's progress callback
 
 DEFAULT_MAX_DROP = 1.0
 GATE_FAILED_EXIT = 3  # distinct from 2 (bad input): the inputs were fine, the accuracy budget was not met
