@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from edgeresnet.compress.ptq import cpu_has_vnni
+    from edgeresnet.compress.int8_flavours import cpu_has_vnni
 
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]

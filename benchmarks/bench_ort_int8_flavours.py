@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgeresnet.compress.int8_flavours import cpu_has_vnni
     from edgeresnet.compress.measure import ort_latencies
-    from edgeresnet.compress.ptq import cpu_has_vnni
 
     logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer talks on the root logger
     started = time.perf_counter()

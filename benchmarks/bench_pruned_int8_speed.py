@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     from edgeresnet.compress.flops import count_costs
+    from edgeresnet.compress.int8_flavours import cpu_has_vnni
     from edgeresnet.compress.measure import ort_latencies
-    from edgeresnet.compress.ptq import cpu_has_vnni
     from edgeresnet.compress.qat import export_float_onnx
     from edgeresnet.data import Preprocess
     from edgeresnet.models import load_checkpoint, model_from_checkpoint

@@ -224,7 +224,7 @@ def int8_headline(reports: dict[str, dict[str, Any]]) -> str:
 def _quantize(ctx: DemoContext) -> StageResult:
     """INT8 by post-training calibration (TensorRT and ONNX Runtime flavours) and by QAT, each accuracy-gated."""
     from edgeresnet.artifacts import write_json_atomic
-    from edgeresnet.compress.ptq import gate_failure
+    from edgeresnet.compress.int8_accuracy import gate_failure
     from edgeresnet.compress.ptq_stage import calibrate, qat
 
     out = ctx.stage_dir("compress")
