@@ -2,8 +2,8 @@
 
 The stages are a Python API (``edgeresnet.api``), lazily: ``import edgeresnet`` imports none of torch,
 onnx, onnxruntime or TensorRT. ``from edgeresnet import build, calibrate, regress, BuildSettings`` works for
-every API name that is not also a sub-package (``train``, ``evaluate``, ``export``, ``report`` and ``tune``
-are sub-packages: take those from ``edgeresnet.api``).
+every API name that is not also a sub-package (``train``, ``evaluate``, ``export`` and ``report`` are
+sub-packages: take those from ``edgeresnet.api``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGE_NAMES = frozenset({"train", "evaluate", "export", "report", "tune"})
+_SUBPACKAGE_NAMES = frozenset({"train", "evaluate", "export", "report"})
 
 
 def __getattr__(name: str) -> Any:

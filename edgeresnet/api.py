@@ -6,7 +6,7 @@ https://peps.python.org/pep-0562/).
 
     from edgeresnet.api import TrainRecipe, train, export, calibrate, build, benchmark, regress
 
-``train``, ``evaluate``, ``export``, ``report`` and ``tune`` are reached here, not as ``edgeresnet.<name>``:
+``train``, ``evaluate``, ``export`` and ``report`` are reached here, not as ``edgeresnet.<name>``:
 those names are sub-packages of ``edgeresnet``, and the import system binds an imported submodule as an
 attribute of its parent package ("the submodule's name is bound in the parent module's namespace",
 https://docs.python.org/3/reference/import.html#submodules), which would replace a function of that name.
@@ -31,14 +31,15 @@ STAGES: dict[str, tuple[str, str]] = {
     "calibrate": ("edgeresnet.compress.ptq_stage", "calibrate"),  # CalibrateSettings -> CalibrateResult
     "qat": ("edgeresnet.compress.ptq_stage", "qat"),  # QatSettings -> QatReport
     "build": ("edgeresnet.trt.build", "build"),  # BuildSettings -> BuildResult
-    "benchmark": ("edgeresnet.bench.core", "run_benchmark"),  # (models, BenchSettings) -> results document
+    "benchmark": ("edgeresnet.bench.stage", "benchmark"),  # (models, BenchSettings) -> BenchmarkOutput
+    "import_trtexec": ("edgeresnet.bench.stage", "import_trtexec_run"),  # trtexec log/times -> BenchmarkOutput
     "benchmark_run_dir": ("edgeresnet.bench.rundir", "benchmark_run_dir"),
     "report": ("edgeresnet.report.html", "write_report"),  # (run_dir, out.html) -> Path
     "regress": ("edgeresnet.gate.stage", "regress"),  # (baseline files, current files, GateSettings) -> GateReport
     "promote_baseline": ("edgeresnet.gate.baseline", "promote_baseline"),  # (result, into) -> Promotion
     "evaluate_ensemble": ("edgeresnet.experiments.ensemble", "evaluate_ensemble"),  # EnsembleSettings -> EnsembleReport
-    "cross_validate": ("edgeresnet.experiments.cv", "cross_validate"),
-    "tune": ("edgeresnet.experiments.tune", "tune"),
+    "cross_validate": ("edgeresnet.experiments.cv", "run_cross_validation"),  # (TrainRecipe, out) -> cv.json dict
+    "tune": ("edgeresnet.experiments.tune", "run_tune"),  # (TrainRecipe, space, out) -> tune.json dict
     "run_demo": ("edgeresnet.demo", "run_demo"),
 }
 

@@ -33,7 +33,7 @@ def test_every_api_name_resolves_and_the_package_forwards_them():
     for name in api.NAMES:
         value = getattr(api, name)
         assert callable(value), name
-        if name not in ("train", "evaluate", "export", "report", "tune"):
+        if name not in ("train", "evaluate", "export", "report"):
             assert getattr(edgeresnet, name) is value, name
     from edgeresnet.trt.build import build as build_stage
 

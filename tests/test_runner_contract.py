@@ -141,7 +141,7 @@ def test_compression_latency_is_timed_through_the_runner_and_the_benchmark_loop(
     pytest.importorskip("onnxruntime")
     from edgeresnet.bench import timing
     from edgeresnet.compress import measure as compress_measure
-    from edgeresnet.compress import ptq
+    from edgeresnet.compress import ort_cpu
     from edgeresnet.runners.ort_runner import OrtRunner
 
     path = tiny_onnx(tmp_path / "tiny.onnx")
@@ -165,16 +165,16 @@ def test_compression_latency_is_timed_through_the_runner_and_the_benchmark_loop(
     (latency,) = compress_measure.ort_latencies([path], image_size=2, rounds=2, duration_s=0.0)
     assert steps == ["tiny.onnx"] and len(calls) == 2 and latency.n == sum(calls) == 20
     calls.clear()
-    result = ptq.measure_latency({"a": ptq.ort_session(path), "b": ptq.ort_session(path)}, (1, 3, 2, 2),
-                                 iterations=4, warmup=1)
+    result = ort_cpu.measure_latency({"a": ort_cpu.ort_session(path), "b": ort_cpu.ort_session(path)},
+                                     (1, 3, 2, 2), iterations=4, warmup=1)
     assert calls == [1] * 8 and result["a"]["iterations"] == result["b"]["iterations"] == 4
 
 
 def test_one_top1_and_no_images_is_an_error() -> None:
-    from edgeresnet.compress import measure, ptq, sensitivity
+    from edgeresnet.compress import int8_accuracy, measure, sensitivity
     from edgeresnet.evaluate import evaluate_logits, top1
 
-    assert measure.top1 is top1 and sensitivity.top1 is top1 and ptq._top1 is top1
+    assert measure.top1 is top1 and sensitivity.top1 is top1 and int8_accuracy.top1 is top1
     assert top1(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([1, 1])) == 50.0
     with pytest.raises(UserError, match="accuracy: no labelled images to measure top-1 on"):
         top1(np.zeros((0, 10)), np.zeros(0, np.int64))

@@ -173,27 +173,27 @@ def prune_once(model: Any, spec: Any, preprocess: Any, splits: Any, settings: An
 def save_checkpoint(model: Any, spec: Any, preprocess: Any, out: Path, *, command: str, source: Path | None,
                     teacher: str | None, settings: dict[str, Any], extra: dict[str, Any],
                     option: str = "--out") -> Path:
-    """Checkpoint + sidecar manifest, atomically (no half-written file under ``out``)."""
-    import torch
-
-    from edgeresnet.artifacts import atomic_output, build_manifest, write_manifest
+    """A compressed model's checkpoint + sidecar manifest, through the one checkpoint writer (atomic: no
+    half-written file under ``out``); a full disk is one line naming ``option``."""
+    from edgeresnet.artifacts import check_output_dir
     from edgeresnet.models import make_checkpoint
+    from edgeresnet.train.state import is_disk_full, write_checkpoint_file
 
+    target = check_output_dir(out, option)
+    target.parent.mkdir(parents=True, exist_ok=True)
     ckpt = make_checkpoint(model, spec, preprocess.to_dict(), compression={"command": command, **_plain(extra)})
     inputs: dict[str, Any] = {"source": source} if source is not None else {}
     if teacher:
         inputs["teacher"] = teacher
-    with atomic_output(out, option) as tmp:
-        torch.save(ckpt, tmp)
-        manifest = build_manifest("checkpoint", tmp, command=command, inputs=inputs, settings=settings,
-                                  extra={"model": spec.to_dict(), "preprocess": preprocess.to_dict(), **extra})
-        manifest["file"] = Path(out).name
     try:
-        write_manifest(out, manifest)
-    except BaseException:
-        Path(out).unlink(missing_ok=True)  # no checkpoint without its manifest
+        return write_checkpoint_file(target, ckpt, command=command, inputs=inputs, settings=settings,
+                                     manifest_extra={"model": spec.to_dict(), "preprocess": preprocess.to_dict(),
+                                                     **extra})
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise UserError(f"{option} {target}: no space left to write it ({exc.strerror}); free space on "
+                            f"{target.parent} or choose another path; nothing was written") from exc
         raise
-    return Path(out)
 
 
 def _plain(value: Any) -> Any:
@@ -274,7 +274,7 @@ def run_distill(teacher_path: Path, student: str, out: Path, settings: Any, *, e
     _tc, teacher, tspec, preprocess = load_source(teacher_path, "--teacher")
     if student in ARCHS:
         torch.manual_seed(seed)
-        sspec = ModelSpec(student, tspec.num_classes, small_stem=tspec.small_stem)
+        sspec = ModelSpec(student, tspec.num_classes, small_stem=tspec.small_stem, stem_stride=tspec.stem_stride)
         student_model, student_path = build_model(sspec), None
     else:
         _sc, student_model, sspec, spre = load_source(student, "--student")

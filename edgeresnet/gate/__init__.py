@@ -39,7 +39,6 @@ from edgeresnet.gate.decision import (
 )
 from edgeresnet.gate.inputs import key_label, load_results, result_key, validate_results
 from edgeresnet.gate.report import (
-    EXIT_INPUT,
     EXIT_PASS,
     EXIT_REGRESSION,
     HEADERS,
@@ -53,7 +52,7 @@ from edgeresnet.gate.settings import GateSettings, parse_fraction
 from edgeresnet.gate.stage import regress, run_gate
 
 __all__ = [
-    "EXIT_INPUT", "EXIT_PASS", "EXIT_REGRESSION", "HEADERS", "AccuracyComparison", "GateReport", "GateSettings",
+    "EXIT_PASS", "EXIT_REGRESSION", "HEADERS", "AccuracyComparison", "GateReport", "GateSettings",
     "KeyResult", "LatencyComparison", "Outcome", "Status", "Verdict", "compare_accuracy", "compare_latency",
     "key_label", "load_results", "parse_fraction", "regress", "result_key", "run_gate", "table_rows", "to_junit",
     "to_markdown", "validate_results",

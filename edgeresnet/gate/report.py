@@ -28,7 +28,6 @@ from edgeresnet.gate.settings import GateSettings
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
-EXIT_INPUT = 2
 
 
 @dataclass

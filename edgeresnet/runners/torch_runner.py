@@ -15,7 +15,7 @@ from edgeresnet.runners.base import Runner
 
 def pick_device(device: str | None) -> str:
     """``None``/``auto`` = CUDA when available, else CPU, through training's resolver (one rule for both)."""
-    from edgeresnet.train.loop import resolve_device
+    from edgeresnet.train.device import resolve_device
 
     return str(resolve_device(device))
 

@@ -148,7 +148,7 @@ def init_distributed(device: str = "auto", timeout: float | None = None) -> Dist
         return current()
     if not dist.is_available():
         raise UserError("torchrun: this PyTorch build has no torch.distributed; install a standard PyTorch wheel")
-    from edgeresnet.train.loop import resolve_device
+    from edgeresnet.train.device import resolve_device
 
     rank, world, local = ranks
     use_cuda = resolve_device(device).type == "cuda"
@@ -328,7 +328,7 @@ def launch(recipe: Any, nproc: int, *, out: Any, resume: bool = False, overwrite
     """
     import torch
 
-    from edgeresnet.train.loop import resolve_device
+    from edgeresnet.train.device import resolve_device
     from edgeresnet.train.outlock import HELD_ENV, OutLock
 
     torchrun_args(nproc, [])  # validates nproc

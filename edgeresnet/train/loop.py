@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeresnet.errors import UserError
 from edgeresnet.train import distributed, logs, optim
+from edgeresnet.train.device import resolve_device
 from edgeresnet.train.recipe import STRUCTURAL, TrainRecipe, flag
 from edgeresnet.train.schedule import lr_factor
 from edgeresnet.train.state import capture_rng, disk_full_error, is_disk_full, restore_rng, save_checkpoint
@@ -63,23 +64,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str | None, ctx: distributed.DistContext | None = None) -> Any:
-    """The one PyTorch device resolver (training, the launcher, the torch runner): ``auto``/None = CUDA when
-    available, else CPU; a CUDA request without a GPU, or a name torch does not know, is a one-line error."""
-    import torch
-
-    if ctx is not None and ctx.backend == "nccl":
-        return torch.device("cuda", ctx.local_rank)  # one GPU per process
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:  # torch.device("gpu0"): "Expected one of cpu, cuda, ... device type at start of device string"
-        raise UserError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N") from None
-
-
 def augment_for(splits: Any, recipe: TrainRecipe) -> Any:
     """The data set's augmentation preset with the recipe's explicit switches applied on top."""
     import dataclasses
@@ -110,7 +94,7 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
     import torch
     from torch.utils.data import DataLoader
 
-    from edgeresnet.models import ModelSpec, load_checkpoint
+    from edgeresnet.models import load_checkpoint
 
     started = time.perf_counter()
     if not splits.splits.get("train"):
@@ -118,7 +102,7 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
     if not splits.splits.get("val"):
         raise UserError(f"--data {recipe.data}: the validation split is empty; add images (at least 3 per class)")
     if spec is None:
-        spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+        spec = recipe.model_spec(splits.num_classes)
     ctx = distributed.current()
     main = ctx is None or ctx.is_main
     out = Path(out_dir) if out_dir is not None else None
@@ -136,7 +120,13 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
     if recipe.freeze_backbone:
         optim.freeze_backbone(model)
     model.to(device)
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)  # the state dict keeps its names and values; only the strides change
     net = distributed.wrap_model(model, ctx, device, recipe.sync_bn) if ctx is not None else model
+    if recipe.compile:
+        # The training step only: validation, checkpoints and export keep using ``model`` itself, so the saved
+        # keys carry no ``_orig_mod.`` prefix and evaluation mode never triggers a recompile.
+        net = torch.compile(net)
 
     generator = torch.Generator()
     generator.manual_seed(recipe.seed)
@@ -215,7 +205,8 @@ def fit(model: Any, splits: Any, recipe: TrainRecipe, out_dir: Path | None, loss
                 for index, (images, labels) in enumerate(train_loader):
                     if pending == 0:
                         lr_now = optim.set_lr(optimizer, lr_factor(global_step, steps_per_epoch, recipe))
-                    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                    images = images.to(device, non_blocking=True, memory_format=layout)
+                    labels = labels.to(device, non_blocking=True)
                     steps_now = pending + 1 == recipe.accumulate or index == micro_batches - 1
                     # DDP all-reduces gradients on the micro-batch that steps; the others accumulate locally
                     sync = net.no_sync() if ctx is not None and not steps_now else contextlib.nullcontext()

@@ -28,7 +28,21 @@ TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # the temporaries beside OUT's files: '.
 def save_checkpoint(path: Path, model: Any, spec: Any, preprocess: dict[str, Any], *, recipe: dict[str, Any],
                     epoch: int, metrics: dict[str, Any], role: str, train_state: dict[str, Any] | None = None,
                     inputs: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` and its manifest durably, each replaced atomically.
+    """A training checkpoint (``best.pt``/``last.pt``): the epoch, metrics and recipe, and with ``train_state``
+    what ``--resume`` needs; written by ``write_checkpoint_file``."""
+    extra: dict[str, Any] = {"epoch": epoch, "metrics": metrics, "recipe": recipe, "role": role}
+    if train_state is not None:
+        extra["train_state"] = train_state
+    checkpoint = make_checkpoint(model, spec, preprocess, **extra)
+    return write_checkpoint_file(path, checkpoint, command="train", inputs=inputs or {}, settings=recipe,
+                                 manifest_extra={"preprocess": preprocess, "model": spec.to_dict(),
+                                                 "metrics": metrics, "epoch": epoch, "role": role})
+
+
+def write_checkpoint_file(path: Path, checkpoint: dict[str, Any], *, command: str, inputs: dict[str, Any],
+                          settings: dict[str, Any], manifest_extra: dict[str, Any]) -> Path:
+    """The one checkpoint writer (training, pruning, distillation): ``path`` and its manifest, durably, each
+    replaced atomically.
 
     Both go to temporaries beside their names, are flushed and fsync'ed, and only then renamed over the
     old files (then the directory is fsync'ed), so a crash, a kill or a full disk at any point before the
@@ -37,16 +51,11 @@ def save_checkpoint(path: Path, model: Any, spec: Any, preprocess: dict[str, Any
     them leaves the new checkpoint beside the previous manifest, whose sha256 then no longer matches it (and
     ``--resume`` reads the epoch from the checkpoint itself). A full disk raises ``OSError`` with its real errno.
     """
-    extra: dict[str, Any] = {"epoch": epoch, "metrics": metrics, "recipe": recipe, "role": role}
-    if train_state is not None:
-        extra["train_state"] = train_state
-    checkpoint = make_checkpoint(model, spec, preprocess, **extra)
     side = manifest_path(path)
     with _durable_temp(path) as tmp, _durable_temp(side) as side_tmp:
         _torch_save(checkpoint, tmp)
-        manifest = build_manifest("checkpoint", tmp, command="train", inputs=inputs or {}, settings=recipe,
-                                  extra={"preprocess": preprocess, "model": spec.to_dict(), "metrics": metrics,
-                                         "epoch": epoch, "role": role})
+        manifest = build_manifest("checkpoint", tmp, command=command, inputs=inputs, settings=settings,
+                                  extra=manifest_extra)
         manifest["file"] = Path(path).name  # hashed under its temporary name, renamed below
         _write_synced(side_tmp, (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode("utf-8"))
         os.replace(tmp, path)
