@@ -40,7 +40,8 @@ def train_table(summary: dict[str, Any]) -> Any:
     table.add_column("", style="bold")
     table.add_column("")
     recipe, model, data = summary["recipe"], summary["model"], summary["data"]
-    stem = ", small stem" if model["small_stem"] else ""
+    stride = model.get("stem_stride", 1)
+    stem = (f", small stem stride {stride}" if stride != 1 else ", small stem") if model["small_stem"] else ""
     table.add_row("model", f"{model['arch']} ({model['num_classes']} classes{stem}) at {recipe['image_size']} px")
     sizes = data.get("sizes", {})
     table.add_row("data", f"{data.get('name')}: train {sizes.get('train')}, val {sizes.get('val')}, "
@@ -106,6 +107,8 @@ _TRAIN_RECIPE_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("split_seed", "Seed of the train/val/test split (keep 0 so every command sees the same test set)."),
         ("arch", "resnet18 or resnet50."),
         ("small_stem", "3x3 stride-1 stem without max-pool, for tiny inputs (about 7x the compute at 32 px)."),
+        ("stem_stride", "Stride of the small stem: 2 keeps the 3x3 stem but halves every feature map (about 2x "
+                        "the ImageNet stem's compute; the Fashion-MNIST recipe)."),
         ("dropout", "Dropout before the classifier, in [0, 1)."),
         ("init", "Start from these weights (our checkpoint, a torchvision or timm state dict); a head of another "
                  "class count is re-initialised."),
@@ -150,6 +153,9 @@ _TRAIN_RECIPE_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("shuffle", "Reshuffle the training set every epoch (off: a fixed order, for exact comparisons)."),
         ("device", "auto | cpu | cuda."),
         ("workers", "DataLoader worker processes (0 = in-process)."),
+        ("channels_last", "NHWC weights and batches (oneDNN's faster convolution layout on CPUs)."),
+        ("compile", "torch.compile the training step (about a minute to compile; validation and saved weights "
+                    "are the plain model's)."),
     ),
 }
 _SYNC_BN_HELP = "SyncBatchNorm across the processes of a multi-GPU run (CUDA only; refused on the CPU)."

@@ -155,7 +155,7 @@ def cross_validate(splits: Any, recipe: Any, folds: int, *, out_dir: Path | None
                    console: Any = None) -> CVResult:
     """Train and score ``folds`` models; ``out_dir`` keeps each fold's ``fit`` outputs in ``out_dir/fold-N``."""
     from edgeresnet.evaluate import evaluate_runner
-    from edgeresnet.models import ModelSpec, build_model, import_weights
+    from edgeresnet.models import build_model, import_weights
     from edgeresnet.runners.torch_runner import TorchRunner
     from edgeresnet.train import fit, seed_everything
 
@@ -165,7 +165,7 @@ def cross_validate(splits: Any, recipe: Any, folds: int, *, out_dir: Path | None
     check_folds(labels, folds, splits.class_names)
     if not 0.0 < inner_val < 1.0:
         raise UserError(f"--inner-val {inner_val}: must be a fraction in (0, 1), e.g. 0.15")
-    spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+    spec = recipe.model_spec(splits.num_classes)
     device = None if recipe.device == "auto" else recipe.device
     results: list[FoldResult] = []
     notes: list[str] = []

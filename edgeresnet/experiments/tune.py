@@ -110,7 +110,7 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
     """
     import optuna
 
-    from edgeresnet.models import ModelSpec, build_model, import_weights
+    from edgeresnet.models import build_model, import_weights
     from edgeresnet.train import fit, seed_everything
     from edgeresnet.train.recipe import merge_recipe
 
@@ -190,7 +190,7 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
             if key not in cache:
                 cache[key] = load_splits(recipe)
             splits = cache[key]
-            spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+            spec = recipe.model_spec(splits.num_classes)
             seed_everything(recipe.seed)
             if recipe.init:
                 model = import_weights(recipe.init, spec)[0]

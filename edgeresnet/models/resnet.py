@@ -24,8 +24,10 @@ _PREFIXES = ("module.", "model.", "backbone.", "_orig_mod.")
 class ModelSpec:
     arch: str
     num_classes: int
-    small_stem: bool = False  # 3x3 stride-1 stem, no max-pool: for inputs of 32-64 pixels
+    small_stem: bool = False  # 3x3 stem, no max-pool: for inputs of 28-64 pixels
     dropout: float = 0.0
+    stem_stride: int = 1  # of the small stem; 2 quarters the compute of every layer after it
+
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -34,9 +36,17 @@ class ModelSpec:
             raise UserError(f"--num-classes {self.num_classes}: must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if self.stem_stride not in (1, 2):
+            raise UserError(f"--stem-stride {self.stem_stride}: must be 1 or 2")
+        if self.stem_stride != 1 and not self.small_stem:
+            raise UserError(f"--stem-stride {self.stem_stride}: applies to the small stem; add --small-stem")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "num_classes": self.num_classes, "small_stem": self.small_stem, "dropout": self.dropout}
+        spec = {"arch": self.arch, "num_classes": self.num_classes, "small_stem": self.small_stem,
+                "dropout": self.dropout}
+        if self.stem_stride != 1:  # recorded only when set: checkpoints of the stride-1 and ImageNet stems unchanged
+            spec["stem_stride"] = self.stem_stride
+        return spec
 
 
 def build_model(spec: ModelSpec) -> Any:
@@ -46,7 +56,7 @@ def build_model(spec: ModelSpec) -> Any:
 
     model = getattr(models, spec.arch)(weights=None, num_classes=spec.num_classes)
     if spec.small_stem:
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=spec.stem_stride, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if spec.dropout > 0:
         # dropout before the classifier without renaming ``fc.*`` (keeps torchvision/timm keys importable)

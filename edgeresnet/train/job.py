@@ -111,7 +111,7 @@ def run_training(recipe: TrainRecipe, out: Path, *, resume: bool = False, overwr
 def _run_locked(recipe: TrainRecipe, out: Path, resume: bool, overwrite: bool, progress: bool, console: Any,
                 callbacks: tuple[Any, ...]) -> TrainRun:
     from edgeresnet.artifacts import write_text_atomic
-    from edgeresnet.models import ModelSpec, build_model, import_weights
+    from edgeresnet.models import build_model, import_weights
     from edgeresnet.train.state import disk_full_error, is_disk_full
 
     out = check_out_dir(out, resume=resume, overwrite=overwrite)
@@ -120,7 +120,7 @@ def _run_locked(recipe: TrainRecipe, out: Path, resume: bool, overwrite: bool, p
     try:
         if recipe.sync_bn and ctx is None:
             notes.append("--sync-bn: a single process has nothing to synchronise; plain BatchNorm used")
-        spec = ModelSpec(recipe.arch, splits.num_classes, recipe.small_stem, recipe.dropout)
+        spec = recipe.model_spec(splits.num_classes)
         seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         if recipe.init and not resume:
             model, init_notes = import_weights(recipe.init, spec)

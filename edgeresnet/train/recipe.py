@@ -23,7 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 MONITORS = ("val_acc", "val_loss")
 DEVICES = ("auto", "cpu", "cuda")
 # Fields that define the model and its data; a resumed run must not change them.
-STRUCTURAL = ("data", "image_size", "split_seed", "arch", "small_stem", "dropout")
+STRUCTURAL = ("data", "image_size", "split_seed", "arch", "small_stem", "stem_stride", "dropout")
 
 
 @dataclass
@@ -41,6 +41,7 @@ class TrainRecipe:
     split_seed: int = 0  # seed of the train/val/test split (apart from ``seed``: every command sees one test set)
     arch: str = "resnet18"
     small_stem: bool = False  # 3x3 stride-1 stem without max-pool (costs ~7x the compute at 32 px)
+    stem_stride: int = 1  # of the small stem: 2 is a 3x3 stride-2 stem (about 2x the ImageNet stem's compute)
     dropout: float = 0.0  # before the classifier
     init: str | None = None  # weights to start from (checkpoint, torchvision or timm state dict)
     freeze_backbone: bool = False  # train only the classifier head (``fc``); backbone BN statistics frozen too
@@ -81,12 +82,20 @@ class TrainRecipe:
     device: str = "auto"  # auto = CUDA when available
     workers: int = 0  # DataLoader worker processes
     sync_bn: bool = False  # SyncBatchNorm across processes in a multi-GPU (torchrun) run; CUDA only
+    channels_last: bool = False  # NHWC weights and batches: oneDNN's faster convolution layout on CPUs
+    compile: bool = False  # torch.compile the training forward/backward (a one-off compile of about a minute)
 
     def __post_init__(self) -> None:
         check_recipe(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def model_spec(self, num_classes: int) -> Any:
+        """The ``ModelSpec`` this recipe trains: the one place a recipe becomes a model description."""
+        from edgeresnet.models import ModelSpec
+
+        return ModelSpec(self.arch, num_classes, self.small_stem, self.dropout, self.stem_stride)
 
     def replace(self, **changes: Any) -> TrainRecipe:
         return dataclasses.replace(self, **changes)
@@ -144,6 +153,10 @@ def check_recipe(recipe: TrainRecipe, origin: dict[str, str] | None = None) -> N
                           ("monitor", MONITORS), ("device", DEVICES)):
         if getattr(recipe, name) not in choices:
             fail(name, f"choose one of {', '.join(choices)}")
+    if recipe.stem_stride not in (1, 2):
+        fail("stem_stride", "must be 1 or 2")
+    if recipe.stem_stride != 1 and not recipe.small_stem:
+        fail("stem_stride", "applies to the small stem; add --small-stem")
     if recipe.arch not in ("resnet18", "resnet50"):
         fail("arch", "choose one of resnet18, resnet50")
     if not isinstance(recipe.data, str) or not recipe.data:
