@@ -54,6 +54,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     (["--ratio", "0"], "--ratio 0.0: must be between 0 and 1"),
     (["--ratio", "0.5", "--granularity", "0"], "--granularity 0: must be a positive number"),
     (["--ratio", "0.5", "--bn-images", "-1"], "--bn-images -1: must be 0 (off) or more"),
+    (["--ratio", "0.5", "--finetune-images", "-1"], "--finetune-images -1: must be 0 (all) or more"),
     (["--ratio", "0.5", "--flops", "0.5"], "alternatives"),
     (["--sweep", "0.2,1.2"], "--sweep 0.2,1.2: ratio 1.2 is outside (0, 1)"),
     (["--ratio", "0.5", "--finetune-epochs", "1", "--teacher", "TEACHER7"],
@@ -79,13 +80,15 @@ def test_distill_refuses_teacher_with_other_class_count(world, capsys):
 def test_prune_with_kd_finetune_writes_smaller_checkpoint_and_manifest(world, capsys):
     out = world["root"] / "pruned.pt"
     code, stdout, _err = _run(["prune", str(world["model"]), "--out", str(out), "--ratio", "0.5", "--data",
-                               world["data"], "--finetune-epochs", "1", "--exporter", "torchscript", "--json", "-"],
+                               world["data"], "--finetune-epochs", "1", "--finetune-images", "20", "--exporter",
+                               "torchscript", "--json", "-"],
                               capsys)
     assert code == 0
     report = json.loads(stdout)
     assert report["params"]["after"] < 0.3 * report["params"]["before"]
     assert report["onnx_bytes"]["after"] < 0.4 * report["onnx_bytes"]["before"]
     assert report["finetune"]["epochs"] == 1 and report["finetune"]["kd"]["alpha"] == 0.7
+    assert report["finetune"]["train_images"] == 20  # 2 of the 4 training images of every class
     assert report["teacher"] == "source (unpruned)"
     assert {"before", "after", "pruned_raw", "pruned_no_finetune", "drop"} <= set(report["accuracy"])
     assert report["bn_recalibration_images"] == 40  # the whole (small) training split

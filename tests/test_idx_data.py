@@ -242,6 +242,34 @@ def test_calibration_references_fashion_mnist_samples(tmp_path, monkeypatch):
         cal.read_calibration_list(listing)
 
 
+def test_calibration_references_samples_of_an_idx_directory(tmp_path, idx_dir):
+    """Any IDX directory (MNIST, KMNIST, a sample of Fashion-MNIST) calibrates by reference, like the named sets."""
+    from edgeresnet.compress import calibration as cal
+
+    data = load_data(str(idx_dir), 28)
+    calib = cal.calibration_from_data(str(idx_dir), data.splits["train"], 6)
+    assert calib.entries[0] == f"idx:{idx_dir.resolve()}:train:0" and len(calib.entries) == 6
+    batches = list(cal.load_calibration_images(calib, data.preprocess, None, batch_size=4))
+    assert np.abs(np.concatenate(batches) - data.arrays("train", limit=6)[0]).max() < 1e-5
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{calib.entries[2]}\n")
+    assert cal.read_calibration_list(listing).entries == (calib.entries[2],)
+    listing.write_text(f"idx:{idx_dir}:train\n")
+    with pytest.raises(UserError, match="is not a idx reference; write idx:DIRECTORY:train:INDEX"):
+        cal.read_calibration_list(listing)
+
+
+def test_written_idx_files_and_a_class_balanced_sample_read_back(tmp_path, idx_dir):
+    images, labels = make_set(3, 5)
+    for suffix in ("", ".gz"):
+        np.testing.assert_array_equal(idx.read_idx(idx.write_idx(tmp_path / f"i{suffix}", images), 3), images)
+        np.testing.assert_array_equal(idx.read_idx(idx.write_idx(tmp_path / f"l{suffix}", labels), 1), labels)
+    sample = idx.write_idx_subset(idx_dir, tmp_path / "sample", {"train": 50, "test": 20})
+    data = load_data(str(sample), 28)
+    assert len(data.splits["test"]) == 20 and len(data.splits["train"]) + len(data.splits["val"]) == 50
+    assert np.bincount([s.label for s in data.splits["test"]], minlength=10).tolist() == [2] * 10
+
+
 def test_idx_preset_needs_measured_stats():
     with pytest.raises(ValueError):
         preset_for("idx", 32, ("a",))

@@ -284,7 +284,7 @@ def tune_cmd(
 common.add_recipe_options(cv_cmd, _recipe_flags(
     "data image_size arch small_stem stem_stride epochs batch_size optimizer lr augment early_stop max_steps seed "
     "device workers channels_last compile",
-    {"data": "'digits' or an ImageFolder directory.",
+    {"data": "'digits', 'fashion-mnist', an IDX or ImageFolder directory.",
      "seed": "Initialisation/shuffling seed (the same for every fold)."}), recipe_defaults=False)
 common.add_recipe_options(tune_cmd, _recipe_flags(
     "data image_size arch small_stem stem_stride epochs batch_size lr augment max_steps seed device workers "

@@ -41,7 +41,7 @@ def benchmark(
     min_iterations: int = typer.Option(10, "--min-iterations", help="Minimum timed iterations."),
     duration: float = typer.Option(3.0, "--duration", help="Minimum timed wall time per batch size (s)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtime."),
-    data: str | None = typer.Option(None, "--data", help="'digits' or an ImageFolder: timing inputs and accuracy."),
+    data: str | None = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder dir: timing inputs and accuracy."),
     accuracy: bool | None = typer.Option(None, "--accuracy/--no-accuracy",
                                             help="Top-1/top-5 on the test split of --data (default on with --data)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Input size when the model does not say."),

@@ -67,6 +67,8 @@ def prune_cmd(
     bn_images: int = typer.Option(512, "--bn-images", help="Training images used to re-estimate BatchNorm "
                                   "statistics right after pruning (0 = off)."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Fine-tune epochs after pruning (0 = none)."),
+    finetune_images: int = typer.Option(0, "--finetune-images", help="Fine-tune on this many training images "
+                                        "(stratified by class, seeded; 0 = the whole train split)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="KD teacher for the fine-tune: a checkpoint, or "
                                           "'none'; default: the unpruned model."),
     temperature: float = typer.Option(4.0, "--temperature", help="KD temperature."),
@@ -74,7 +76,7 @@ def prune_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tune learning rate (default 0.01, cosine, "
                                        "no warm-up)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Fine-tune batch size."),
-    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the data set "
+    data: Optional[str] = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder dir (default: the data set "
                                        "recorded with the model)."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Comma-separated ratios, e.g. 0.2,0.3,0.4,0.5,0.6: "
                                         "prune + fine-tune at each, write a Pareto table and plot into --out."),
@@ -100,7 +102,8 @@ def prune_cmd(
     if exporter not in (None, "auto", "dynamo", "torchscript"):
         raise UserError(f"--exporter {exporter}: choose dynamo or torchscript")
     options = pipeline.FinetuneOptions(finetune_epochs, batch_size, lr, seed, temperature, alpha,
-                                       progress=progress and json_out != "-", bn_images=bn_images).validate()
+                                       progress=progress and json_out != "-", bn_images=bn_images,
+                                       images=finetune_images).validate()
     console = common.console(json_out)
     base = {"criterion": criterion, "normalize": normalize, "equalization": equalization,
             "granularity": granularity, "min_filters": min_filters, "allocation": allocation}
@@ -210,7 +213,7 @@ def distill_cmd(
                                        "fresh student, 0.01 without warm-up for a checkpoint student)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the student without KD, same "
                                   "budget and initial weights, for the side-by-side."),
-    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: the teacher's)."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder dir (default: the teacher's)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: JsonOut = None,
 ) -> None:

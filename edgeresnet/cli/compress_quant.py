@@ -111,7 +111,7 @@ def calibrate_cmd(
                                          "(default 500, or all there are)."),
     calib_list: Optional[Path] = typer.Option(None, "--calib-list", help="Image list (see calibration/README.md) or "
                                               "a folder of images."),
-    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder: held-out data for the "
+    data: Optional[str] = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder dir: held-out data for the "
                                        "accuracy gate (default: the data set recorded with the model)."),
     max_drop: MaxDrop = 1.0,
     max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float "
@@ -154,7 +154,7 @@ def qat_cmd(
     percentile: Percentile = 99.99,
     max_drop: MaxDrop = 1.0,
     max_keep: Optional[int] = typer.Option(None, "--max-keep", help="Most layers the gate may keep in float."),
-    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder (default: recorded in "
+    data: Optional[str] = typer.Option(None, "--data", help="'digits', 'fashion-mnist', an IDX or ImageFolder dir (default: recorded in "
                                        "the checkpoint)."),
     opset: int = typer.Option(13, "--opset", help="ONNX opset (13..20; 13 parses on every TensorRT since 8.x)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data split and fine-tuning."),

@@ -108,7 +108,7 @@ def export_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16: FP16 weights and compute (for strongly "
                                   "typed TensorRT: 11.x, TensorRT-RTX); inputs/outputs stay float32."),
     io_fp16: bool = typer.Option(False, "--io-fp16", help="With --precision fp16: float16 input and output too."),
-    data: str | None = typer.Option(None, "--data", help="Parity images: digits or an ImageFolder path "
+    data: str | None = typer.Option(None, "--data", help="Parity images: digits, fashion-mnist, an IDX or ImageFolder dir "
                                     "(default: the checkpoint's data set, else digits)."),
     atol: float | None = typer.Option(None, "--atol", help="Absolute logit tolerance (default 1e-3; fp16: 1e-2)."),
     rtol: float | None = typer.Option(None, "--rtol", help="Tolerance relative to the largest reference logit "
@@ -160,7 +160,7 @@ def export_cmd(
 def verify_cmd(
     a: Path = typer.Argument(..., metavar="A", help="Reference artifact: checkpoint (.pt), ONNX or engine."),
     b: Path = typer.Argument(..., metavar="B", help="Artifact to compare against A."),
-    data: str | None = typer.Option(None, "--data", help="digits or an ImageFolder path (default: A's data set)."),
+    data: str | None = typer.Option(None, "--data", help="digits, fashion-mnist, an IDX or ImageFolder dir (default: A's data set)."),
     atol: float = typer.Option(1e-3, "--atol", help="Absolute logit tolerance."),
     rtol: float = typer.Option(1e-3, "--rtol", help="Tolerance relative to the largest reference logit."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Minimum top-1 agreement (0-1)."),

@@ -32,6 +32,7 @@ HISTOGRAM_BINS = 2048
 ENTROPY_LEVELS = 128  # |x| of a symmetric int8 tensor maps to 0..127
 # named in-memory data sets whose samples are referenced as NAME:SPLIT:INDEX (edgeresnet.data.BUILTIN_SOURCES)
 MEMORY_PREFIXES = ("digits:", "fashion-mnist:")
+IDX_PREFIX = "idx:"  # idx:<absolute directory of the four IDX files>:<split>:<index>, e.g. a copy of MNIST
 # TensorRT 10.3 (JetPack 6) is the last release line with implicit calibrators that read these caches.
 DEFAULT_TRT_VERSION = (10, 3, 0)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -94,8 +95,21 @@ def _sample_reference(data_spec: str, sample: Any, index: int) -> str:
         return str(Path(sample.path).resolve())
     if f"{data_spec}:" in MEMORY_PREFIXES:
         return f"{data_spec}:train:{index}"
-    raise UserError(f"--data {data_spec}: in-memory samples (an IDX directory) cannot be referenced in a calibration "
-                    "set; use --data digits or fashion-mnist, or pass --calib-list with image files")
+    from edgeresnet.data.idx import is_idx_dir
+
+    if is_idx_dir(Path(data_spec)):
+        return f"{IDX_PREFIX}{Path(data_spec).resolve()}:train:{index}"
+    raise UserError(f"--data {data_spec}: these in-memory samples cannot be referenced in a calibration set; pass "
+                    "--calib-list with image files")
+
+
+def _split_memory_entry(entry: str) -> tuple[str, str, str]:
+    """(data set, split, index) of ``digits:train:3`` or ``idx:/data/mnist:train:3`` (a path may hold colons)."""
+    if entry.startswith(IDX_PREFIX):
+        name, split, index = entry[len(IDX_PREFIX):].rsplit(":", 2)
+        return name, split, index
+    name, split, index = entry.split(":")
+    return name, split, index
 
 
 def read_calibration_list(path: str | Path) -> CalibrationSet:
@@ -120,11 +134,12 @@ def read_calibration_list(path: str | Path) -> CalibrationSet:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.startswith(MEMORY_PREFIXES):
-            parts = line.split(":")
+        if line.startswith((*MEMORY_PREFIXES, IDX_PREFIX)):
+            kind = line.split(":")[0]
+            parts = line[len(IDX_PREFIX):].rsplit(":", 2) if kind == "idx" else line.split(":")
             if len(parts) != 3 or parts[1] not in ("train", "val", "test") or not parts[2].isdigit():
-                raise UserError(f"--calib-list {p}:{lineno}: {line!r} is not a {parts[0]} reference; "
-                                f"write {parts[0]}:train:INDEX")
+                form = "idx:DIRECTORY:train:INDEX" if kind == "idx" else f"{kind}:train:INDEX"
+                raise UserError(f"--calib-list {p}:{lineno}: {line!r} is not a {kind} reference; write {form}")
             entries_list.append(line)
             continue
         image = Path(line)
@@ -148,8 +163,8 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
     loaded: dict[str, Any] = {}  # in-memory data set name -> its DataSplits, loaded once
     batch: list[np.ndarray] = []
     for entry in calib.entries:
-        if entry.startswith(MEMORY_PREFIXES):
-            name, split, index = entry.split(":")
+        if entry.startswith((*MEMORY_PREFIXES, IDX_PREFIX)):
+            name, split, index = _split_memory_entry(entry)
             if name not in loaded:
                 given = digits_loader() if digits_loader else None
                 loaded[name] = given if given is not None and given.name == name \

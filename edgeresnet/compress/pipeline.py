@@ -99,12 +99,14 @@ class FinetuneOptions:
     alpha: float = 0.7
     progress: bool = True
     bn_images: int = 512  # training images to re-estimate BatchNorm statistics after pruning (0 = off)
+    images: int = 0  # fine-tune on this many training images (stratified, seeded); 0 = the whole train split
 
     def validate(self) -> FinetuneOptions:
         """Refuse the first out-of-range option (KD's temperature and alpha as ``DistillSettings`` does)."""
         for bad, message in ((self.epochs < 0, f"--finetune-epochs {self.epochs}: must be 0 or more"),
                              (self.bn_images < 0, f"--bn-images {self.bn_images}: must be 0 (off) or more"),
                              (self.batch_size < 1, f"--batch-size {self.batch_size}: must be at least 1"),
+                             (self.images < 0, f"--finetune-images {self.images}: must be 0 (all) or more"),
                              (self.lr is not None and not self.lr > 0, f"--lr {self.lr}: must be positive")):
             if bad:
                 raise UserError(message)
@@ -122,10 +124,15 @@ def finetune_pruned(model: Any, splits: Any, teacher: Any, options: FinetuneOpti
 
     if options.epochs == 0:
         return model, {"epochs": 0}
+    if options.images:
+        from edgeresnet.data.sources import with_train_subset
+
+        splits = with_train_subset(splits, options.images, options.seed)
     if teacher is None:
         tuned, info = finetune(model, splits, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                                seed=options.seed, progress=options.progress, spec=spec)
         info["kd"] = None
+        info["train_images"] = len(splits.samples("train"))
         return tuned, info
     settings = DistillSettings(options.temperature, options.alpha)
     with Distiller(teacher, model, settings, splits.preprocess.image_size) as distiller:
@@ -133,6 +140,7 @@ def finetune_pruned(model: Any, splits: Any, teacher: Any, options: FinetuneOpti
                                lr=options.lr, seed=options.seed, progress=options.progress, loss_fn=distiller.loss_fn,
                                spec=spec)
     info["kd"] = settings.to_dict()
+    info["train_images"] = len(splits.samples("train"))
     return tuned, info
 
 

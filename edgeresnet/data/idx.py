@@ -104,6 +104,34 @@ def read_pair(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """``array`` (uint8, 1-3 dimensions) as an IDX file, gzipped when ``path`` ends in .gz: the format
+    ``read_idx`` reads (magic 0x08 0x0D: unsigned bytes, D dimensions; each size big-endian; the data)."""
+    import gzip
+
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+    raw = (0x0800 + data.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+    raw += data.tobytes()
+    Path(path).write_bytes(gzip.compress(raw) if Path(path).suffix == ".gz" else raw)
+    return Path(path)
+
+
+def write_idx_subset(source: Path, out: Path, sizes: dict[str, int], seed: int = 0) -> Path:
+    """A class-balanced sample of ``sizes[split]`` images of each official split of the IDX set in ``source``,
+    written as the four files into ``out`` (a quick run on the same kind of data; labels stay balanced)."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, (images_stem, labels_stem) in FILES.items():
+        images, labels = read_pair(source, split)
+        n = min(sizes[split], len(labels))
+        classes = np.unique(labels)
+        per_class = [rng.permutation(np.flatnonzero(labels == c))[: -(-n // len(classes))] for c in classes]
+        chosen = np.sort(np.concatenate(per_class))[:n]
+        write_idx(out / f"{images_stem}.gz", images[chosen])
+        write_idx(out / f"{labels_stem}.gz", labels[chosen])
+    return out
+
+
 def carve_val(labels: np.ndarray, seed: int, fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: per class a seeded ``fraction`` (at least one image of a class with two or more)."""
     rng = np.random.default_rng(seed)

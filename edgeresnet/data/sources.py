@@ -172,6 +172,30 @@ def stratified_split(samples: list[Sample], fractions: tuple[float, float, float
     return out
 
 
+def with_train_subset(splits: DataSplits, images: int, seed: int = 0, option: str = "--finetune-images") -> DataSplits:
+    """``splits`` with its train split cut to ``images`` samples, every class in its proportion (seeded): a
+    fine-tune budget stated in images. val and test are untouched, so accuracy is comparable with a full run."""
+    import dataclasses
+
+    train = splits.samples("train")
+    if images < 1:
+        raise UserError(f"{option} {images}: must be at least 1 (leave it out to use the whole train split)")
+    if images >= len(train):
+        return splits
+    fraction = images / len(train)
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for sample in train:
+        by_class.setdefault(sample.label, []).append(sample)
+    chosen: list[Sample] = []
+    for label in sorted(by_class):
+        group = by_class[label]
+        take = max(1, int(round(len(group) * fraction)))
+        chosen += [group[i] for i in sorted(rng.permutation(len(group))[:take])]
+    chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    return dataclasses.replace(splits, splits={**splits.splits, "train": chosen})
+
+
 def _scan_class_dirs(root: Path) -> list[str]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

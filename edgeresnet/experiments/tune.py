@@ -179,6 +179,11 @@ def tune(base: Any, space: dict[str, ParamSpec], *, method: str = "bayes", trial
             params = {name: trial.suggest_categorical(name, grids[name]) for name in space}
         else:
             params = {name: spec.suggest(trial) for name, spec in space.items()}
+        if store is not None:
+            # Optuna's HeartbeatThread (optuna/storages/_heartbeat.py) writes the first heartbeat from a thread it
+            # has just started, and fail_stale_trials only fails trials that have one: a worker that dies before
+            # that write would leave its trial RUNNING forever. One heartbeat now closes the gap.
+            study._storage.record_heartbeat(trial._trial_id)
         if on_trial is not None:
             on_trial(trial.number, planned, params)
         record = TrialRecord(trial.number, "failed", params, None)
