@@ -181,3 +181,18 @@ def test_param_groups_exclude_bn_and_bias_from_decay_and_scale_backbone_lr():
     frozen = freeze_backbone(model)
     assert frozen == n_params - 2
     assert {g["group"] for g in param_groups(model, recipe)} == {"head/decay", "head/no_decay"}
+
+
+def test_the_idx_recipe_is_the_benchmark_recipe_and_the_demo_uses_it():
+    """One recipe for 28 px IDX data: the package's IDX_RECIPE, the benchmark's YAML and `demo --data` agree."""
+    from pathlib import Path
+
+    from edgeresnet.demo import demo_recipe
+    from edgeresnet.train.recipe import IDX_RECIPE, TrainRecipe, read_recipe_file
+
+    values = read_recipe_file(Path(__file__).resolve().parents[1] / "benchmarks/recipes/fashion_mnist_resnet18.yaml")
+    assert values.pop("data") == "fashion-mnist" and values == IDX_RECIPE
+    assert demo_recipe(False, None, "fashion-mnist") == TrainRecipe(**IDX_RECIPE, data="fashion-mnist")
+    assert demo_recipe(False) == TrainRecipe()  # digits: the training defaults, as before
+    quick = demo_recipe(True, None, "/data/mnist")
+    assert quick.max_steps == 2 and not quick.compile and quick.stem_stride == 2 and quick.data == "/data/mnist"

@@ -307,21 +307,23 @@ def evaluate_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Directory for every output of the demo "
                              "(replaced stage by stage on a re-run)."),
+    data: str = typer.Option("digits", "--data", help="'digits' (embedded; the 32 px training defaults), "
+                             "'fashion-mnist' or a directory of the four IDX files (the 28 px IDX recipe)."),
     fast: bool = typer.Option(False, "--fast", help="A few training steps instead of full training (a smoke test; "
                               "accuracy will be low)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the training default)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default: the recipe's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     json_out: str | None = typer.Option(None, "--json", help="Write every stage's numbers as JSON to PATH "
                                         "('-' = stdout)."),
 ) -> None:
-    """The main job end to end on the embedded digits: train ResNet18, evaluate it (later: export, build, ...)."""
+    """The main job end to end: train ResNet18, evaluate, export, prune, quantize, build and benchmark it."""
     from edgeresnet.artifacts import check_json_dest, emit_json
     from edgeresnet.demo import run_demo
 
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs {epochs}: must be a positive integer")
     check_json_dest(json_out)
-    report = run_demo(out, fast=fast, epochs=epochs, progress=progress, console=common.console(json_out))
+    report = run_demo(out, data=data, fast=fast, epochs=epochs, progress=progress, console=common.console(json_out))
     emit_json(report, json_out)
 
 
