@@ -6,7 +6,7 @@
 Stages, in order (each needs the ones before it):
 
   baseline   ResNet18 trained from scratch with benchmarks/recipes/fashion_mnist_resnet18.yaml; test top-1
-  prune_kd   latency-aware pruning to a measured >= 3x ONNX Runtime speedup at batch 1, KD fine-tune from the
+  prune_kd   uniform (TAO) pruning to a measured >= 3x ONNX Runtime speedup at batch 1, KD fine-tune from the
              unpruned model; top-1 drop with McNemar's test; speedup at 28 px and at 224 px (same widths)
   pareto     accuracy vs measured latency: ours (global, latency-aware), our uniform (TAO) policy and
              Torch-Pruning 1.6.1 (magnitude, group Taylor) matched in latency, same BN re-estimation and KD
@@ -49,9 +49,12 @@ class Budget:
 
     quick: bool
     train_args: tuple[str, ...] = ()  # added to the recipe's command line
-    speedup: float = 3.3  # asked of the latency-aware pruner; the claim is >= 3.0x measured
-    finetune_epochs: int = 3
-    finetune_images: int = 20000
+    # The prune_kd stage uses our uniform (TAO) allocation: at matched measured latency it beat our global and
+    # latency-aware allocations in the pareto stage (data/fashion_mnist.md); the claim is >= 3.0x measured.
+    prune_flops: float = 0.22  # MACs kept; uniform 25.5 % measured x2.91 here, 39.6 % x2.01
+    finetune_epochs: int = 5
+    finetune_images: int = 0  # 0: the whole train split
+    finetune_lr: float = 0.02
     pareto_speedups: tuple[float, ...] = (2.0, 3.0)
     pareto_finetune_epochs: int = 2
     pareto_finetune_images: int = 10000
@@ -65,7 +68,7 @@ class Budget:
     def for_run(cls, quick: bool) -> Budget:
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, train_args=("--epochs", "1", "--max-steps", "30", "--no-compile"), speedup=1.2,
+        return cls(quick=True, train_args=("--epochs", "1", "--max-steps", "30", "--no-compile"),
                    finetune_epochs=1, finetune_images=600, pareto_speedups=(1.2,), pareto_finetune_epochs=1,
                    pareto_finetune_images=300, calib_images=100, qat_steps=5, latency_rounds=2,
                    latency_duration_s=1.0, fallback_budget_pt=0.0)
@@ -174,13 +177,15 @@ def baseline_onnx(ctx: Context, image_size: int | None = None) -> tuple[Path, li
     return path, [export(ctx, baseline_checkpoint(ctx), path, image_size)]
 
 
-@stage(uses=("speedup", "finetune_epochs", "finetune_images", "latency_rounds", "latency_duration_s"))
+@stage(uses=("prune_flops", "finetune_epochs", "finetune_images", "finetune_lr", "latency_rounds",
+             "latency_duration_s"))
 def prune_kd(ctx: Context) -> dict[str, Any]:
     b, d = ctx.budget, ctx.stage_dir("prune_kd")
     pruned = d / "pruned.pt"
-    commands = [ctx.cli("prune", baseline_checkpoint(ctx), "--out", pruned, "--allocation", "latency", "--speedup",
-                        b.speedup, "--finetune-epochs", b.finetune_epochs, "--finetune-images", b.finetune_images,
-                        "--batch-size", 128, "--data", ctx.data, "--no-progress", "--json", d / "prune.json")[0]]
+    commands = [ctx.cli("prune", baseline_checkpoint(ctx), "--out", pruned, "--allocation", "uniform", "--flops",
+                        b.prune_flops, "--finetune-epochs", b.finetune_epochs, "--finetune-images", b.finetune_images,
+                        "--lr", b.finetune_lr, "--batch-size", 128, "--data", ctx.data, "--no-progress",
+                        "--json", d / "prune.json")[0]]
     report = read_json(d / "prune.json")
     shown, test = evaluate(ctx, pruned, d / "eval.json")
     commands.append(shown)
@@ -302,7 +307,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lat = p["latency"]
         lines += ["| pruned + KD | MACs kept | test top-1 | drop vs FP32 [95 % CI], McNemar | ORT batch-1 speedup "
                   "(own size) | at 224 px |", "|---|---|---|---|---|---|",
-                  f"| latency-aware | {p['macs_kept']:.1%} | {pct(p['test']['top1'], p['test']['top1_ci95'])} | "
+                  f"| uniform (TAO) allocation | {p['macs_kept']:.1%} | {pct(p['test']['top1'], p['test']['top1_ci95'])} | "
                   f"{drop_cell(p['paired'])} | x{lat['own']['speedup']:.2f} ({lat['own']['reference_median_ms']:.3f} "
                   f"-> {lat['own']['candidate_median_ms']:.3f} ms) | x{lat['224']['speedup']:.2f} |", ""]
     if "pareto" in st:
