@@ -13,7 +13,8 @@ Stages, in order (each needs the ones before it):
              fine-tune for all (benchmarks/fashion_mnist_pareto.py)
   ptq        TensorRT-flavour Q/DQ INT8, entropy calibration on 500 training images, scored in ONNX Runtime
   qat        QAT INT8 from the baseline
-  fallback   the accuracy gate on a budget the plain INT8 model misses: the layers it keeps in float
+  fallback   the accuracy gate on a budget the plain INT8 model misses (percentile-99 calibration clips 1 % of
+             every activation): the layers it keeps in float, the drop before and after
 
 Every stage runs the CLI command a user would (printed, and stored in the results), except ``pareto``, which
 drives the Python API because Torch-Pruning has no CLI. A stage's record (WORKDIR/STAGE/stage.json) holds its
@@ -62,7 +63,8 @@ class Budget:
     qat_steps: int = 300
     latency_rounds: int = 6
     latency_duration_s: float = 6.0  # seconds per model, all rounds together
-    fallback_budget_pt: float = 0.05
+    fallback_budget_pt: float = 0.1
+    fallback_percentile: float = 99.0
 
     @classmethod
     def for_run(cls, quick: bool) -> Budget:
@@ -236,16 +238,17 @@ def qat(ctx: Context) -> dict[str, Any]:
     return {"commands": [shown], "report": read_json(d / "qat.json")}
 
 
-@stage(uses=("calib_images", "fallback_budget_pt"))
+@stage(uses=("calib_images", "fallback_budget_pt", "fallback_percentile"))
 def fallback(ctx: Context) -> dict[str, Any]:
-    """Max calibration (no entropy search: outliers set the ranges) on a tight budget, so the plain INT8 model
-    misses it and the gate has to keep layers in float; exit 3 (the gate failed) is a result here too."""
+    """Percentile calibration that clips too much (measured: entropy and max calibration both lose nothing on this
+    model), so the plain INT8 model misses the budget and the gate has to keep layers in float; exit 3 (the gate
+    failed) is a result here too."""
     from edgeresnet.compress.sensitivity import GATE_FAILED_EXIT
 
     d = ctx.stage_dir("fallback")
     fp32, commands = baseline_onnx(ctx)
-    shown, code = ctx.cli("calibrate", fp32, "--out", d / "int8_gate.onnx", "--flavour", "trt", "--method", "max",
-                          "--images", ctx.budget.calib_images, "--max-drop", ctx.budget.fallback_budget_pt,
+    shown, code = ctx.cli("calibrate", fp32, "--out", d / "int8_gate.onnx", "--flavour", "trt", "--method",
+                          "percentile", "--percentile", ctx.budget.fallback_percentile, "--images", ctx.budget.calib_images, "--max-drop", ctx.budget.fallback_budget_pt,
                           "--data", ctx.data, "--bench-iters", 0, "--json", d / "fallback.json",
                           ok=(0, GATE_FAILED_EXIT))
     return {"commands": [*commands, shown], "exit_code": code, "report": read_json(d / "fallback.json")}
@@ -333,7 +336,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
     if "fallback" in st:
         g = st["fallback"]["report"]["gate"]
-        lines += ["| accuracy gate (max calibration) | all-INT8 top-1 (val) | budget | kept in float | after |",
+        lines += ["| accuracy gate (percentile calibration) | all-INT8 top-1 (val) | budget | kept in float | after |",
                   "|---|---|---|---|---|",
                   f"| {'passed' if g['passed'] else 'failed'} | {pct(g['all_int8_top1'])} vs FP32 {pct(g['fp32_top1'])}"
                   f" | <= {g['max_drop']:g} pt | {', '.join(g['kept_float']) or 'none'} | {pct(g['int8_top1'])} "
