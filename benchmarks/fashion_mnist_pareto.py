@@ -51,10 +51,17 @@ class Setup:
     latency_rounds: int
     latency_duration_s: float
     say: Callable[[str], None] = print
+    exported_baseline: Path | None = None
 
     @property
     def image_size(self) -> int:
         return int(self.preprocess.image_size)
+
+    def baseline_onnx(self) -> Path:
+        """The baseline exported once per sweep (a file left by an earlier run may be of another baseline)."""
+        if self.exported_baseline is None:
+            self.exported_baseline = export(self, self.model, self.workdir / "baseline.onnx")
+        return self.exported_baseline
 
 
 def load_setup(checkpoint: Path, data: str, workdir: Path, **budget: Any) -> Setup:
@@ -116,8 +123,7 @@ def speedups(setup: Setup, models: dict[str, Any], rounds: int, duration_s: floa
     from edgeresnet.compress.measure import ort_latencies
 
     with tempfile.TemporaryDirectory(prefix="pareto-", dir=setup.workdir) as tmp:
-        paths = [export(setup, setup.model, Path(tmp) / "baseline.onnx")]
-        paths += [export(setup, m, Path(tmp) / f"{name}.onnx") for name, m in models.items()]
+        paths = [setup.baseline_onnx()] + [export(setup, m, Path(tmp) / f"{name}.onnx") for name, m in models.items()]
         measured = ort_latencies(paths, setup.image_size, rounds=rounds, duration_s=duration_s / rounds)
     base = measured[0].median_ms
     return {name: {"median_ms": round(lat.median_ms, 4), "p90_ms": round(lat.p90_ms, 4),

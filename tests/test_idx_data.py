@@ -25,9 +25,8 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 24, 6
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, cut: int = 0) -> Path:
     """``array`` (uint8) as an IDX file; ``magic`` overrides the header's, ``cut`` drops trailing bytes."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    magic = magic if magic is not None else (0x0803 if array.ndim == 3 else 0x0801)
-    raw = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    raw = idx.idx_bytes(array)
+    raw = (magic.to_bytes(4, "big") + raw[4:]) if magic is not None else raw
     raw = raw[:len(raw) - cut] if cut else raw
     path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
     return path

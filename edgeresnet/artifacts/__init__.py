@@ -198,14 +198,19 @@ def atomic_output(path: str | os.PathLike[str], option: str = "--out") -> Iterat
             done = True
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
-                raise UserError(f"{option} {target}: no space left to write it ({exc.strerror}); free space on "
-                                f"{parent} or choose another path; nothing was written") from exc
+                raise no_space_error(option, target, parent, exc) from exc
             raise
     finally:
         if tmp.exists():
             tmp.unlink()
         if not done:
             _remove_dirs(made)
+
+
+def no_space_error(option: str, target: Path, parent: Path, exc: OSError) -> UserError:
+    """The one line for an output that did not fit on its disk (nothing of it was left behind)."""
+    return UserError(f"{option} {target}: no space left to write it ({exc.strerror}); free space on {parent} or "
+                     "choose another path; nothing was written")
 
 
 def current_umask() -> int:

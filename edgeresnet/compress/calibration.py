@@ -33,6 +33,7 @@ ENTROPY_LEVELS = 128  # |x| of a symmetric int8 tensor maps to 0..127
 # named in-memory data sets whose samples are referenced as NAME:SPLIT:INDEX (edgeresnet.data.BUILTIN_SOURCES)
 MEMORY_PREFIXES = ("digits:", "fashion-mnist:")
 IDX_PREFIX = "idx:"  # idx:<absolute directory of the four IDX files>:<split>:<index>, e.g. a copy of MNIST
+REFERENCE_PREFIXES = (*MEMORY_PREFIXES, IDX_PREFIX)  # entries that name an in-memory sample, not an image file
 # TensorRT 10.3 (JetPack 6) is the last release line with implicit calibrators that read these caches.
 DEFAULT_TRT_VERSION = (10, 3, 0)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -134,10 +135,13 @@ def read_calibration_list(path: str | Path) -> CalibrationSet:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.startswith((*MEMORY_PREFIXES, IDX_PREFIX)):
+        if line.startswith(REFERENCE_PREFIXES):
             kind = line.split(":")[0]
-            parts = line[len(IDX_PREFIX):].rsplit(":", 2) if kind == "idx" else line.split(":")
-            if len(parts) != 3 or parts[1] not in ("train", "val", "test") or not parts[2].isdigit():
+            try:
+                _name, split, index = _split_memory_entry(line)
+            except ValueError:  # not three fields
+                split = index = ""
+            if split not in ("train", "val", "test") or not index.isdigit():
                 form = "idx:DIRECTORY:train:INDEX" if kind == "idx" else f"{kind}:train:INDEX"
                 raise UserError(f"--calib-list {p}:{lineno}: {line!r} is not a {kind} reference; write {form}")
             entries_list.append(line)
@@ -163,7 +167,7 @@ def load_calibration_images(calib: CalibrationSet, preprocess: Any, digits_loade
     loaded: dict[str, Any] = {}  # in-memory data set name -> its DataSplits, loaded once
     batch: list[np.ndarray] = []
     for entry in calib.entries:
-        if entry.startswith((*MEMORY_PREFIXES, IDX_PREFIX)):
+        if entry.startswith(REFERENCE_PREFIXES):
             name, split, index = _split_memory_entry(entry)
             if name not in loaded:
                 given = digits_loader() if digits_loader else None

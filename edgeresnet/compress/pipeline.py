@@ -132,14 +132,13 @@ def finetune_pruned(model: Any, splits: Any, teacher: Any, options: FinetuneOpti
         tuned, info = finetune(model, splits, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                                seed=options.seed, progress=options.progress, spec=spec)
         info["kd"] = None
-        info["train_images"] = len(splits.samples("train"))
-        return tuned, info
-    settings = DistillSettings(options.temperature, options.alpha)
-    with Distiller(teacher, model, settings, splits.preprocess.image_size) as distiller:
-        tuned, info = finetune(distiller.trainable(), splits, epochs=options.epochs, batch_size=options.batch_size,
-                               lr=options.lr, seed=options.seed, progress=options.progress, loss_fn=distiller.loss_fn,
-                               spec=spec)
-    info["kd"] = settings.to_dict()
+    else:
+        settings = DistillSettings(options.temperature, options.alpha)
+        with Distiller(teacher, model, settings, splits.preprocess.image_size) as distiller:
+            tuned, info = finetune(distiller.trainable(), splits, epochs=options.epochs,
+                                   batch_size=options.batch_size, lr=options.lr, seed=options.seed,
+                                   progress=options.progress, loss_fn=distiller.loss_fn, spec=spec)
+        info["kd"] = settings.to_dict()
     info["train_images"] = len(splits.samples("train"))
     return tuned, info
 
@@ -183,7 +182,7 @@ def save_checkpoint(model: Any, spec: Any, preprocess: Any, out: Path, *, comman
                     option: str = "--out") -> Path:
     """A compressed model's checkpoint + sidecar manifest, through the one checkpoint writer (atomic: no
     half-written file under ``out``); a full disk is one line naming ``option``."""
-    from edgeresnet.artifacts import check_output_dir
+    from edgeresnet.artifacts import check_output_dir, no_space_error
     from edgeresnet.models import make_checkpoint
     from edgeresnet.train.state import is_disk_full, write_checkpoint_file
 
@@ -199,8 +198,7 @@ def save_checkpoint(model: Any, spec: Any, preprocess: Any, out: Path, *, comman
                                                      **extra})
     except OSError as exc:
         if is_disk_full(exc):
-            raise UserError(f"{option} {target}: no space left to write it ({exc.strerror}); free space on "
-                            f"{target.parent} or choose another path; nothing was written") from exc
+            raise no_space_error(option, target, target.parent, exc) from exc
         raise
 
 

@@ -104,14 +104,19 @@ def read_pair(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8, 1-3 dimensions) in the format ``read_idx`` reads: magic 0x08 0x0D (unsigned bytes,
+    D dimensions), each size big-endian, then the data."""
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+    header = (0x0800 + data.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+    return header + data.tobytes()
+
+
 def write_idx(path: Path, array: np.ndarray) -> Path:
-    """``array`` (uint8, 1-3 dimensions) as an IDX file, gzipped when ``path`` ends in .gz: the format
-    ``read_idx`` reads (magic 0x08 0x0D: unsigned bytes, D dimensions; each size big-endian; the data)."""
+    """``array`` as an IDX file, gzipped when ``path`` ends in .gz."""
     import gzip
 
-    data = np.ascontiguousarray(array, dtype=np.uint8)
-    raw = (0x0800 + data.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
-    raw += data.tobytes()
+    raw = idx_bytes(array)
     Path(path).write_bytes(gzip.compress(raw) if Path(path).suffix == ".gz" else raw)
     return Path(path)
 

@@ -28,7 +28,6 @@ class ModelSpec:
     dropout: float = 0.0
     stem_stride: int = 1  # of the small stem; 2 quarters the compute of every layer after it
 
-
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise UserError(f"--arch {self.arch}: unknown architecture; choose one of {', '.join(ARCHS)}")
